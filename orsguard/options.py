@@ -253,7 +253,7 @@ SCHEMA: dict[str, Option] = {
             "Whether this node pulls multimedia (eServices) interactions.",
             default="false",
             effect="at startup",
-            why="false is how a node behaves without the option; the migration "
+            why="False is how a node behaves without the option; the migration "
             "procedure asks to set true only for multimedia. Taking effect at startup "
             "is the cautious reading: it changes which interactions the node owns.",
         ),
@@ -262,13 +262,13 @@ SCHEMA: dict[str, Option] = {
             "scxml-log-filter-level",
             "integer",
             "added",
-            "Level that filters the log events of SCXML <log> output.",
+            "Level that filters the log events of SCXML `<log>` output.",
             default="0",
             minimum=0,
             maximum=INT_MAX,
             zero="no filtering",
             effect="immediately",
-            why="0 keeps every <log> event, as before the option existed; no upper "
+            why="Zero keeps every `<log>` event, as before the option existed; no upper "
             "bound is enforced because none is published.",
         ),
         Option(
@@ -276,14 +276,14 @@ SCHEMA: dict[str, Option] = {
             "send-retries",
             "integer",
             "added",
-            "Times an event is sent again after a failed <send>.",
+            "Times an event is sent again after a failed `<send>`.",
             default="0",
             minimum=0,
             maximum=INT_MAX,
             unit="retries",
             zero="no retry",
             effect="immediately",
-            why="0 sends each event once, as before the option existed.",
+            why="Zero sends each event once, as before the option existed.",
         ),
         Option(
             "persistence",
@@ -296,7 +296,7 @@ SCHEMA: dict[str, Option] = {
             maximum=INT_MAX,
             unit="ms",
             effect="at the next connection attempt",
-            why="milliseconds like ORS's other connection timeouts (call-watching-timeout "
+            why="Milliseconds like ORS's other connection timeouts (call-watching-timeout "
             "defaults to 5000 ms); a node that takes longer to answer is treated as down.",
         ),
         Option(
@@ -307,7 +307,7 @@ SCHEMA: dict[str, Option] = {
             "Cassandra keyspace that holds this cluster's sessions.",
             default="Orchestration",
             effect="at startup",
-            why="the keyspace name ORS used before it was configurable; the syntax "
+            why="The keyspace name ORS used before it was configurable; the syntax "
             "is Cassandra's rule for keyspace names.",
         ),
         Option(
@@ -322,7 +322,7 @@ SCHEMA: dict[str, Option] = {
             unit="ms",
             zero="not watched",
             effect="immediately",
-            why="0 leaves latency unwatched, as before the option existed.",
+            why="Zero leaves latency unwatched, as before the option existed.",
         ),
         Option(
             "persistence",
@@ -331,7 +331,7 @@ SCHEMA: dict[str, Option] = {
             "added",
             "Version of the Cassandra schema ORS expects.",
             effect="at startup",
-            why="no default: the schema version must match what was installed in Cassandra.",
+            why="No default: the schema version must match what was installed in Cassandra.",
         ),
         Option(
             "persistence",
@@ -344,7 +344,7 @@ SCHEMA: dict[str, Option] = {
             choices=("SimpleStrategy", "NetworkTopologyStrategy"),
             effect="at startup (when the keyspace is created)",
             why="SimpleStrategy matches the single-cluster deployment that 8.1.2 had; "
-            "the org.apache.cassandra.locator. prefix is also accepted, as Cassandra does.",
+            "the `org.apache.cassandra.locator.` prefix is also accepted, as Cassandra does.",
         ),
         Option(
             "persistence",
@@ -355,7 +355,7 @@ SCHEMA: dict[str, Option] = {
             "datacenter:factor pairs for NetworkTopologyStrategy (London:3,Paris:2).",
             default="replication_factor:1",
             effect="at startup (when the keyspace is created)",
-            why="a factor of 1 is the smallest that works on one node; production "
+            why="A factor of 1 is the smallest that works on one node; production "
             "clusters should raise it. The two forms are Cassandra's own.",
         ),
         Option("cluster", "name", "removed", "removed", "Cluster name (8.1.2).", why=_REMOVED_WHY),
@@ -463,7 +463,9 @@ def _parse(path: str, data: bytes) -> tuple[OptionFile, list[Problem]]:
             match = _HEADER.fullmatch(text)
             if match is None:
                 errors.append(Problem(path, number, None, None, ERROR, "section header has no closing ']'"))
-                section = None
+                # Read on as if the ']' were there, so the lines below are not
+                # reported again as options outside any section.
+                section = text[1:].strip() or None
                 continue
             name = match["name"].strip()
             if not name:
