@@ -43,6 +43,7 @@ __all__ = [
     "add_subcommands",
     "check",
     "effective",
+    "install_sighup",
     "limits_from_options",
     "main",
     "migrate",
@@ -277,13 +278,14 @@ SCHEMA: dict[str, Option] = {
             "integer",
             "added",
             "Times an event is sent again after a failed `<send>`.",
-            default="0",
+            default="3",
             minimum=0,
             maximum=INT_MAX,
             unit="retries",
             zero="no retry",
             effect="immediately",
-            why="Zero sends each event once, as before the option existed.",
+            why="A few retries ride out a short outage of the target or the broker, "
+            "while an event that cannot be delivered is still reported within seconds.",
         ),
         Option(
             "persistence",
@@ -560,6 +562,8 @@ def _int_problem(option: Option, value: str) -> str | None:
             return f"must not be negative, got {value!r}; 0 means {option.zero}"
         if value.startswith("-"):
             return f"must not be negative, got {value!r}"
+        if value.startswith("+"):
+            return f"write the number without a sign, got {value!r}"
         return f"must be a whole number{unit}, got {value!r}"
     return f"must be a whole number from {option.valid_text()}{unit}, got {value!r}"
 
@@ -703,7 +707,9 @@ def _check_entry(path: str, entry: Entry) -> list[Problem]:
 
     option = SCHEMA.get(f"{section}/{name}")
     if option is not None and option.removed:
-        return one(WARNING, "removed in ORS 8.1.3 (no longer needed with the 8.1.3 cluster design); migrate deletes it")
+        return one(
+            WARNING, "removed in ORS 8.1.3 (no longer needed with the 8.1.3 cluster design); migrate deletes it"
+        )
     if option is not None:
         message = _value_problem(option, entry.value)
         return one(ERROR, message) if message else []
@@ -804,7 +810,8 @@ def effective(option_file: OptionFile, *, environ: Mapping[str, str] | None = No
         if (entry.section, entry.option) not in shown:
             winner = option_file.get(entry.section, entry.option)
             if winner is entry:
-                settings.append(Setting(entry.section, entry.option, entry.value, "", f"line {entry.line}", False))
+                origin = f"line {entry.line}"
+                settings.append(Setting(entry.section, entry.option, entry.value, "", origin, False))
     return settings
 
 
@@ -847,6 +854,35 @@ def limits_from_options(
     return Limits(**values)
 
 
+def install_sighup(
+    callback: Callable[[], Any],
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Callable[[], None]:
+    """Call ``callback()`` on each SIGHUP; returns a function that removes the handler.
+
+    With ``loop`` the handler is registered with ``loop.add_signal_handler``
+    and runs in the loop; without, with :func:`signal.signal`, which only the
+    main thread may call. Raises RuntimeError where SIGHUP does not exist.
+    """
+    if not hasattr(signal, "SIGHUP"):
+        raise RuntimeError("SIGHUP does not exist on this platform; reload the options another way")
+    if loop is not None:
+        loop.add_signal_handler(signal.SIGHUP, callback)
+
+        def remove_from_loop() -> None:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+        return remove_from_loop
+
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: callback())
+
+    def restore() -> None:
+        signal.signal(signal.SIGHUP, previous)
+
+    return restore
+
+
 class LimitsSource:
     """The limits of one option file, re-read on demand or on SIGHUP.
 
@@ -854,22 +890,38 @@ class LimitsSource:
     long-running host: on SIGHUP the file is read again and the callback passes
     the new :class:`Limits` to the running sessions (``session.limits = new``),
     which apply them at their next check. A file that has become invalid is
-    reported and the old limits stay in force, so the host keeps running.
+    reported and the old values stay in force, so the host keeps running.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> None:
         self.path = os.fspath(path)
         self._environ = environ
         #: The limits now in force; replaced only by a successful :meth:`reload`.
-        self.limits: Limits = limits_from_options(self.path, environ=environ)
+        self.limits: Limits
+        #: ``orchestration/send-retries`` now in force (the schema default when unset).
+        self.send_retries: int
+        self.limits, self.send_retries = self._load()
+
+    def _load(self) -> tuple[Limits, int]:
+        option_file = read(self.path)
+        limits = limits_from_options(option_file, environ=self._environ)
+        option = SCHEMA["orchestration/send-retries"]
+        entry = option_file.get(option.section, option.name)
+        if entry is None:
+            return limits, int(str(option.default))
+        message = _int_problem(option, entry.value)
+        if message:
+            raise OptionsError(self.path, entry.line, message, section=option.section, option=option.name)
+        return limits, int(entry.value)
 
     def reload(self) -> Limits:
-        """Read the file again; on success the new limits are kept and returned.
+        """Read the file again; on success the new values are kept and the limits returned.
 
-        Raises :class:`OptionsError` (leaving :attr:`limits` unchanged) when the
-        file cannot be read or its ``[scxml]`` values are invalid.
+        Raises :class:`OptionsError` (leaving :attr:`limits` and
+        :attr:`send_retries` unchanged) when the file cannot be read or a value
+        it uses (``[scxml]``, ``orchestration/send-retries``) is invalid.
         """
-        self.limits = limits_from_options(self.path, environ=self._environ)
+        self.limits, self.send_retries = self._load()
         return self.limits
 
     def install_sighup(
@@ -881,13 +933,10 @@ class LimitsSource:
     ) -> Callable[[], None]:
         """On each SIGHUP: :meth:`reload`, then ``callback(new_limits)``.
 
-        With ``loop`` the handler is registered with ``loop.add_signal_handler``
-        (runs in the loop); without, with :func:`signal.signal` (main thread
-        only). A failed reload goes to ``on_error``, or is logged as an error
-        when there is none. Returns a function that removes the handler.
+        ``loop`` as for the module's :func:`install_sighup`. A failed reload
+        goes to ``on_error``, or is logged as an error when there is none, and
+        the callback is not called. Returns a function that removes the handler.
         """
-        if not hasattr(signal, "SIGHUP"):
-            raise RuntimeError("SIGHUP does not exist on this platform; call reload() instead")
 
         def handle() -> None:
             try:
@@ -901,20 +950,7 @@ class LimitsSource:
             log.info("options reloaded from %s: %s", self.path, new)
             callback(new)
 
-        if loop is not None:
-            loop.add_signal_handler(signal.SIGHUP, handle)
-
-            def remove_from_loop() -> None:
-                loop.remove_signal_handler(signal.SIGHUP)
-
-            return remove_from_loop
-
-        previous = signal.signal(signal.SIGHUP, lambda signum, frame: handle())
-
-        def restore() -> None:
-            signal.signal(signal.SIGHUP, previous)
-
-        return restore
+        return install_sighup(handle, loop=loop)
 
 
 # --------------------------------------------------------------------------- migration
@@ -1019,7 +1055,9 @@ def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("-o", "--output", metavar="OUT", help="write the migrated file to OUT ('-': stdout)")
-    target.add_argument("--in-place", action="store_true", help="rewrite FILE, keeping the original as FILE.bak")
+    target.add_argument(
+        "--in-place", action="store_true", help="rewrite FILE, keeping the original as FILE.bak"
+    )
     p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser(
@@ -1093,19 +1131,24 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     else:
         target = args.output
         if os.path.exists(target) and os.path.samefile(target, args.file):
-            _err(f"{target} is the input file; use --in-place to rewrite it (keeps {target}.bak). Nothing written.")
+            _err(f"{target} is the input file; use --in-place to rewrite it (keeps {target}.bak). "
+                 "Nothing written.")
             return 1
+    writing = target or "stdout"
     try:
         if args.in_place:
-            _write_atomic(args.file + ".bak", b"".join(option_file.lines), mode_from=args.file)
-            _write_atomic(args.file, result.data, mode_from=args.file)
+            writing = args.file + ".bak"
+            _write_atomic(writing, b"".join(option_file.lines), mode_from=args.file)
+            writing = args.file
+            _write_atomic(writing, result.data, mode_from=args.file)
         elif target is not None:
             _write_atomic(target, result.data)
         else:
             sys.stdout.buffer.write(result.data)
             sys.stdout.flush()
     except OSError as exc:
-        _err(f"cannot write {exc.filename or target}: {exc.strerror or exc}. Nothing written.")
+        # Writes are atomic, so a failure leaves FILE (and any OUT) as it was.
+        _err(f"cannot write {writing}: {exc.strerror or exc}. {args.file} is unchanged.")
         return 1
 
     for line, what in result.removed:
@@ -1115,7 +1158,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     if result.defaults:
         print("added in 8.1.3 and not set in the file:", file=report)
     for option in result.defaults:
-        value = "unset (no default)" if option.default is None else f"= {option.default}{_unit_suffix(option)} (default)"
+        if option.default is None:
+            value = "unset (no default)"
+        else:
+            value = f"= {option.default}{_unit_suffix(option)} (default)"
         print(f"  {option.key} {value}", file=report)
     if args.in_place:
         print(f"wrote {args.file}; original kept as {args.file}.bak", file=report)

@@ -152,6 +152,7 @@ def test_the_8_1_2_sample_warns_about_removed_options_and_notes_unknown_ones() -
         ("process-event-timeout=1.5", "must be a whole number ms, got '1.5'"),
         ("max-session-age=", "empty value; expected a whole number from 0 to 2147483647 (0 = no limit)"),
         ("max-state-entry-count=2147483648", "must be at most 2147483647, got '2147483648'"),
+        ("max-state-entry-count=+5", "write the number without a sign, got '+5'"),
     ],
 )
 def test_bad_limits_are_errors_with_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -398,11 +399,18 @@ def test_cli_migrate_refuses_to_write_over_its_input(tmp_path: Path) -> None:
     assert source.read_bytes() == OLD.read_bytes()
 
 
-def test_cli_migrate_to_a_missing_directory(tmp_path: Path) -> None:
+def test_cli_migrate_to_a_missing_directory_or_onto_a_directory(tmp_path: Path) -> None:
     run = cli("migrate", OLD, "-o", tmp_path / "no" / "out.cfg")
     assert run.returncode == 1
-    assert run.stderr.startswith(f"orsguard: cannot write {tmp_path / 'no'}")
-    assert "Traceback" not in run.stderr
+    assert run.stderr == (
+        f"orsguard: cannot write {tmp_path / 'no' / 'out.cfg'}: No such file or directory. {OLD} is unchanged.\n"
+    )
+    (tmp_path / "dir").mkdir()
+    run = cli("migrate", OLD, "-o", tmp_path / "dir")
+    assert run.returncode == 1
+    assert run.stderr == f"orsguard: cannot write {tmp_path / 'dir'}: Is a directory. {OLD} is unchanged.\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
+    assert list((tmp_path / "dir").iterdir()) == []
 
 
 def test_cli_migrate_to_stdout_reports_on_stderr() -> None:
@@ -556,6 +564,34 @@ def test_reload_keeps_old_limits_when_the_file_breaks(tmp_path: Path) -> None:
     with pytest.raises(OptionsError, match=r":2: scxml/max-pending-events: must not be negative"):
         source.reload()
     assert source.limits == Limits(max_pending_events=6)
+
+
+def test_source_also_carries_send_retries(tmp_path: Path) -> None:
+    path = write(tmp_path, "[scxml]\nmax-pending-events=5\n")
+    source = options.LimitsSource(path, environ={})
+    assert source.send_retries == int(options.SCHEMA["orchestration/send-retries"].default) == 3
+
+    write(tmp_path, "[orchestration]\nsend-retries=0\n")
+    assert source.reload() == Limits()
+    assert source.send_retries == 0
+
+    write(tmp_path, "[orchestration]\nsend-retries=twice\n[scxml]\nmax-pending-events=9\n")
+    with pytest.raises(OptionsError, match=r":2: orchestration/send-retries: must be a whole number"):
+        source.reload()
+    assert (source.limits, source.send_retries) == (Limits(), 0)
+
+
+def test_module_install_sighup_calls_a_plain_callback() -> None:
+    calls: list[str] = []
+    before = signal.getsignal(signal.SIGHUP)
+    remove = options.install_sighup(lambda: calls.append("hup"))
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        _wait_for(lambda: calls)
+    finally:
+        remove()
+    assert calls == ["hup"]
+    assert signal.getsignal(signal.SIGHUP) is before
 
 
 def _wait_for(condition: Callable[[], object], seconds: float = 5.0) -> None:
