@@ -1,0 +1,38 @@
+"""orsguard: run W3C SCXML state machines under the session limits of Genesys ORS 8.1.3.
+
+    import orsguard
+    doc = orsguard.load("strategy.scxml")
+    session = orsguard.Session(doc, limits=orsguard.Limits(max_microstep_count=100))
+    session.start()
+    session.send("call.arrived", {"ani": "5551234"})
+    print(session.configuration, session.final, session.termination)
+"""
+
+from orsguard._core import Event, Stats, Termination, default_stats
+from orsguard.clock import AsyncioClock, RealClock, VirtualClock
+from orsguard.document import Document, load
+from orsguard.errors import CommunicationError, DocumentError, ExecutionError, OrsguardError
+from orsguard.limits import OPTION_NAMES, Limits
+from orsguard.session import LIMIT_EVENT, Session
+
+__all__ = [
+    "LIMIT_EVENT",
+    "OPTION_NAMES",
+    "AsyncioClock",
+    "CommunicationError",
+    "Document",
+    "DocumentError",
+    "Event",
+    "ExecutionError",
+    "Limits",
+    "OrsguardError",
+    "RealClock",
+    "Session",
+    "Stats",
+    "Termination",
+    "VirtualClock",
+    "default_stats",
+    "load",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,1298 @@
+# cython: language_level=3, cdivision=True
+"""The step loop of the SCXML algorithm (W3C SCXML 1.0, Appendix D) over flat tables.
+
+A :class:`Machine` holds one document compiled into integer tables and bitsets:
+states are numbered in document order (0 is the ``<scxml>`` element), so entry
+order is ascending index and exit order descending. An :class:`Interpreter`
+runs one session over a Machine: configuration, queues, history, and the five
+guard counters are C fields. Executable content and conditions arrive as
+Python callables and indices; this module knows nothing of XML, JavaScript,
+clocks beyond the ``now``/``call_at`` protocol, or any transport.
+"""
+
+from collections import deque
+
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+
+cdef extern from *:
+    int ctz64 "__builtin_ctzll"(unsigned long long) noexcept nogil
+    int clz64 "__builtin_clzll"(unsigned long long) noexcept nogil
+
+# State kinds.
+cdef enum:
+    K_ATOMIC = 0
+    K_COMPOUND = 1
+    K_PARALLEL = 2
+    K_FINAL = 3
+    K_HISTORY_SHALLOW = 4
+    K_HISTORY_DEEP = 5
+    K_ROOT = 6
+
+KIND_ATOMIC = K_ATOMIC
+KIND_COMPOUND = K_COMPOUND
+KIND_PARALLEL = K_PARALLEL
+KIND_FINAL = K_FINAL
+KIND_HISTORY_SHALLOW = K_HISTORY_SHALLOW
+KIND_HISTORY_DEEP = K_HISTORY_DEEP
+KIND_ROOT = K_ROOT
+
+cdef enum:
+    TRAIL_SIZE = 32
+    EVENT_CACHE_MAX = 4096
+
+# Limit codes, in the order of ORS's option table.
+cdef enum:
+    L_MICROSTEPS = 0
+    L_ENTRIES = 1
+    L_PENDING = 2
+    L_TIMEOUT = 3
+    L_AGE = 4
+
+LIMIT_OPTIONS = (
+    "max-microstep-count",
+    "max-state-entry-count",
+    "max-pending-events",
+    "process-event-timeout",
+    "max-session-age",
+)
+
+# Session end reasons, as the metrics label them.
+cdef enum:
+    R_FINAL = 0
+    R_LIMIT = 1
+    R_ERROR = 2
+    R_CANCELLED = 3
+END_REASONS = ("final", "limit", "error", "cancelled")
+
+
+cdef inline double _mono() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def monotonic():
+    """The monotonic clock the core measures ``process-event-timeout`` on."""
+    return _mono()
+
+
+class Halt(BaseException):
+    """Unwinds the step loop when a session stops inside executable content.
+
+    A BaseException so that no ``except Exception`` in executable content or a
+    datamodel can swallow a limit violation or a cancellation.
+    """
+
+
+class ScriptInterrupted(Exception):
+    """Raised by a datamodel when its engine interrupted a script at the time limit."""
+
+
+cdef class Event:
+    """An SCXML event as ``_event`` exposes it (spec 5.10.1)."""
+
+    cdef public str name
+    cdef public str type
+    cdef public object sendid
+    cdef public object origin
+    cdef public object origintype
+    cdef public object invokeid
+    cdef public object data
+
+    def __init__(self, str name, data=None, *, str type="external", sendid=None,
+                 origin=None, origintype=None, invokeid=None):
+        self.name = name
+        self.data = data
+        self.type = type
+        self.sendid = sendid
+        self.origin = origin
+        self.origintype = origintype
+        self.invokeid = invokeid
+
+    def __repr__(self):
+        return f"Event({self.name!r}, data={self.data!r}, type={self.type!r})"
+
+
+# ---------------------------------------------------------------- statistics
+
+cdef enum:
+    NB_MICRO = 14
+    NB_SECONDS = 13
+    NB_PENDING = 12
+cdef double[NB_MICRO] MICRO_BOUNDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 1e308]
+cdef double[NB_SECONDS] SECONDS_BOUNDS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 1e308]
+cdef double[NB_PENDING] PENDING_BOUNDS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 1e308]
+
+
+cdef inline int _bucket(const double* bounds, int n, double v) noexcept:
+    cdef int i
+    for i in range(n):
+        if v <= bounds[i]:
+            return i
+    return n - 1
+
+
+cdef class Stats:
+    """Process-wide counters, read by a metrics collector at scrape time.
+
+    Every field is a plain C number so that counting costs an increment; the
+    histograms have fixed buckets (see :meth:`snapshot`).
+    """
+
+    cdef public unsigned long long sessions_started
+    cdef unsigned long long[4] ended
+    cdef public long long sessions_active
+    cdef unsigned long long[5] violations
+    cdef public unsigned long long events_internal
+    cdef public unsigned long long events_external
+    cdef public unsigned long long microsteps
+    cdef unsigned long long[NB_MICRO] h_micro
+    cdef double h_micro_sum
+    cdef unsigned long long h_micro_n
+    cdef unsigned long long[NB_SECONDS] h_sec
+    cdef double h_sec_sum
+    cdef unsigned long long h_sec_n
+    cdef unsigned long long[NB_PENDING] h_pend
+    cdef double h_pend_sum
+    cdef unsigned long long h_pend_n
+
+    cdef inline void observe_macrostep(self, long micro, double seconds, long pending) noexcept:
+        self.h_micro[_bucket(MICRO_BOUNDS, NB_MICRO, micro)] += 1
+        self.h_micro_sum += micro
+        self.h_micro_n += 1
+        self.h_sec[_bucket(SECONDS_BOUNDS, NB_SECONDS, seconds)] += 1
+        self.h_sec_sum += seconds
+        self.h_sec_n += 1
+        self.h_pend[_bucket(PENDING_BOUNDS, NB_PENDING, pending)] += 1
+        self.h_pend_sum += pending
+        self.h_pend_n += 1
+
+    def snapshot(self):
+        """All counters as plain Python values (histogram counts per bucket, not cumulative)."""
+        return {
+            "sessions_started": self.sessions_started,
+            "sessions_ended": {END_REASONS[i]: self.ended[i] for i in range(4)},
+            "sessions_active": self.sessions_active,
+            "limit_violations": {LIMIT_OPTIONS[i]: self.violations[i] for i in range(5)},
+            "events": {"internal": self.events_internal, "external": self.events_external},
+            "microsteps": self.microsteps,
+            "microsteps_per_macrostep": _hist(MICRO_BOUNDS, NB_MICRO, self.h_micro, self.h_micro_sum,
+                                              self.h_micro_n),
+            "macrostep_seconds": _hist(SECONDS_BOUNDS, NB_SECONDS, self.h_sec, self.h_sec_sum, self.h_sec_n),
+            "pending_events": _hist(PENDING_BOUNDS, NB_PENDING, self.h_pend, self.h_pend_sum, self.h_pend_n),
+        }
+
+
+cdef dict _hist(const double* bounds, int n, const unsigned long long* counts, double total,
+                unsigned long long count):
+    return {
+        "buckets": tuple(float("inf") if bounds[i] >= 1e308 else bounds[i] for i in range(n)),
+        "counts": tuple(counts[i] for i in range(n)),
+        "sum": total,
+        "count": count,
+    }
+
+
+default_stats = Stats()
+
+
+# ---------------------------------------------------------------- the machine
+
+cdef class Machine:
+    """A document compiled into flat tables, shared by all its sessions.
+
+    Built from plain Python lists by the document compiler; see ``document.py``
+    for how each list is derived from the XML.
+    """
+
+    cdef readonly int n              # states, index 0 = <scxml>
+    cdef readonly int ntrans
+    cdef int W                       # 64-bit words per bitset
+    cdef int* kind
+    cdef int* parent
+    cdef int* initial                # initial transition per compound state / root, or -1
+    cdef uint64_t* anc               # n*W: proper ancestors
+    cdef uint64_t* desc              # n*W: proper descendants
+    cdef uint64_t* childset          # n*W: child states (no history)
+    cdef uint64_t* atomic            # W: states that can be atomic members of a configuration
+    cdef int* s_tstart
+    cdef int* s_tcount
+    cdef int* s_trans
+    cdef int* t_source
+    cdef int* t_cond                 # condition index, -1 = none
+    cdef char* t_internal
+    cdef char* t_eventless
+    cdef char* t_has_history
+    cdef int* t_domain               # static domain, -1 = targetless, -2 = computed at run time
+    cdef uint64_t* t_tset            # ntrans*W: target states
+    cdef readonly list ids
+    cdef readonly dict index_of      # id -> state index
+    cdef public list children        # per state: child state indices (no history)
+    cdef public list history_children
+    cdef public list targets         # per transition: target state indices
+    cdef public list events          # per transition: tuple of descriptors, () = eventless
+    cdef public list content         # per transition: callable or None
+    cdef public list onentry         # per state: tuple of callables
+    cdef public list onexit
+    cdef public list donedata        # per state: callable or None
+    cdef public list invokes         # per state: tuple of invoke objects
+    cdef public list data_init       # per state: callable or None (late binding)
+    cdef public list labels          # per transition: "a -> b" for trails
+    cdef dict _event_cache
+    cdef public bint has_invokes
+
+    def __init__(self, list ids, list kinds, list parents, list initial, list trans_source,
+                 list trans_targets, list trans_events, list trans_cond, list trans_internal,
+                 list trans_content, list onentry, list onexit, list donedata, list invokes,
+                 list data_init):
+        cdef int i, j, s, w, t, p
+        self.n = len(ids)
+        self.ntrans = len(trans_source)
+        self.W = (self.n + 63) >> 6
+        n = self.n
+        W = self.W
+        T = self.ntrans
+        self.kind = <int*>PyMem_Calloc(n, sizeof(int))
+        self.parent = <int*>PyMem_Calloc(n, sizeof(int))
+        self.initial = <int*>PyMem_Calloc(n, sizeof(int))
+        self.anc = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
+        self.desc = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
+        self.childset = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
+        self.atomic = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
+        self.s_tstart = <int*>PyMem_Calloc(n, sizeof(int))
+        self.s_tcount = <int*>PyMem_Calloc(n, sizeof(int))
+        self.s_trans = <int*>PyMem_Calloc(T + 1, sizeof(int))
+        self.t_source = <int*>PyMem_Calloc(T + 1, sizeof(int))
+        self.t_cond = <int*>PyMem_Calloc(T + 1, sizeof(int))
+        self.t_internal = <char*>PyMem_Calloc(T + 1, sizeof(char))
+        self.t_eventless = <char*>PyMem_Calloc(T + 1, sizeof(char))
+        self.t_has_history = <char*>PyMem_Calloc(T + 1, sizeof(char))
+        self.t_domain = <int*>PyMem_Calloc(T + 1, sizeof(int))
+        self.t_tset = <uint64_t*>PyMem_Calloc((T + 1) * W, sizeof(uint64_t))
+        if (not self.kind or not self.parent or not self.initial or not self.anc or not self.desc
+                or not self.childset or not self.atomic or not self.s_tstart or not self.s_tcount
+                or not self.s_trans or not self.t_source or not self.t_cond or not self.t_internal
+                or not self.t_eventless or not self.t_has_history or not self.t_domain or not self.t_tset):
+            raise MemoryError()
+        self.ids = list(ids)
+        self.index_of = {sid: i for i, sid in enumerate(ids)}
+        self.children = [[] for _ in range(n)]
+        self.history_children = [[] for _ in range(n)]
+        for i in range(n):
+            self.kind[i] = kinds[i]
+            self.parent[i] = parents[i]
+            self.initial[i] = initial[i]
+        for i in range(1, n):
+            p = self.parent[i]
+            if self.kind[i] == K_HISTORY_SHALLOW or self.kind[i] == K_HISTORY_DEEP:
+                self.history_children[p].append(i)
+            else:
+                self.children[p].append(i)
+                self.childset[p * W + (i >> 6)] |= (<uint64_t>1) << (i & 63)
+            p = self.parent[i]
+            while p >= 0:
+                self.anc[i * W + (p >> 6)] |= (<uint64_t>1) << (p & 63)
+                self.desc[p * W + (i >> 6)] |= (<uint64_t>1) << (i & 63)
+                p = self.parent[p]
+        for i in range(1, n):
+            if self.kind[i] == K_ATOMIC or self.kind[i] == K_FINAL:
+                self.atomic[i >> 6] |= (<uint64_t>1) << (i & 63)
+        # transitions, grouped per source state in document order
+        self.targets = [list(x) for x in trans_targets]
+        self.events = [tuple(x) for x in trans_events]
+        self.content = list(trans_content)
+        per_state = [[] for _ in range(n)]
+        for t in range(T):
+            s = trans_source[t]
+            self.t_source[t] = s
+            self.t_cond[t] = trans_cond[t]
+            self.t_internal[t] = 1 if trans_internal[t] else 0
+            self.t_eventless[t] = 1 if not self.events[t] else 0
+            for j in self.targets[t]:
+                self.t_tset[t * W + (j >> 6)] |= (<uint64_t>1) << (j & 63)
+                if self.kind[j] == K_HISTORY_SHALLOW or self.kind[j] == K_HISTORY_DEEP:
+                    self.t_has_history[t] = 1
+            # initial and history default transitions are never selected by events
+            if s >= 0 and not self._is_pseudo(t, initial, kinds):
+                per_state[s].append(t)
+        j = 0
+        for s in range(n):
+            self.s_tstart[s] = j
+            self.s_tcount[s] = len(per_state[s])
+            for t in per_state[s]:
+                self.s_trans[j] = t
+                j += 1
+        for t in range(T):
+            self.t_domain[t] = self._static_domain(t)
+        self.onentry = [tuple(x) for x in onentry]
+        self.onexit = [tuple(x) for x in onexit]
+        self.donedata = list(donedata)
+        self.invokes = [tuple(x) for x in invokes]
+        self.has_invokes = any(self.invokes)
+        self.data_init = list(data_init)
+        self.labels = []
+        for t in range(T):
+            src = self.ids[self.t_source[t]]
+            tgt = " ".join(self.ids[j] for j in self.targets[t]) if self.targets[t] else "(targetless)"
+            self.labels.append(f"{src} -> {tgt}")
+        self._event_cache = {}
+
+    cdef bint _is_pseudo(self, int t, list initial, list kinds):
+        cdef int s = self.t_source[t]
+        if initial[s] == t:
+            return True
+        return kinds[s] == K_HISTORY_SHALLOW or kinds[s] == K_HISTORY_DEEP
+
+    def __dealloc__(self):
+        PyMem_Free(self.kind)
+        PyMem_Free(self.parent)
+        PyMem_Free(self.initial)
+        PyMem_Free(self.anc)
+        PyMem_Free(self.desc)
+        PyMem_Free(self.childset)
+        PyMem_Free(self.atomic)
+        PyMem_Free(self.s_tstart)
+        PyMem_Free(self.s_tcount)
+        PyMem_Free(self.s_trans)
+        PyMem_Free(self.t_source)
+        PyMem_Free(self.t_cond)
+        PyMem_Free(self.t_internal)
+        PyMem_Free(self.t_eventless)
+        PyMem_Free(self.t_has_history)
+        PyMem_Free(self.t_domain)
+        PyMem_Free(self.t_tset)
+
+    cdef inline bint is_desc(self, int a, int b) noexcept:
+        """True when a is a proper descendant of b."""
+        return (self.anc[a * self.W + (b >> 6)] >> (b & 63)) & 1
+
+    cdef inline bint is_compound_like(self, int s) noexcept:
+        return self.kind[s] == K_COMPOUND or self.kind[s] == K_ROOT
+
+    cdef int _lcca(self, int first, list rest):
+        cdef int a = self.parent[first]
+        cdef int r
+        cdef bint ok
+        while a >= 0:
+            if self.is_compound_like(a):
+                ok = True
+                for r in rest:
+                    if not self.is_desc(r, a):
+                        ok = False
+                        break
+                if ok:
+                    return a
+            a = self.parent[a]
+        return 0
+
+    cdef int _static_domain(self, int t):
+        cdef int s = self.t_source[t]
+        cdef int j
+        cdef bint all_desc
+        if not self.targets[t]:
+            return -1
+        if self.t_has_history[t]:
+            return -2
+        if self.t_internal[t] and self.kind[s] == K_COMPOUND:
+            all_desc = True
+            for j in self.targets[t]:
+                if not self.is_desc(j, s):
+                    all_desc = False
+                    break
+            if all_desc:
+                return s
+        return self._lcca(s, self.targets[t])
+
+    cdef bytes match_table(self, str name):
+        """Per transition, 1 where one of its descriptors matches event ``name``."""
+        cdef bytes cached = self._event_cache.get(name)
+        if cached is not None:
+            return cached
+        cdef bytearray table = bytearray(self.ntrans)
+        cdef int t
+        for t in range(self.ntrans):
+            for d in self.events[t]:
+                if d == "*" or d == name or (name.startswith(d) and name[len(d)] == "."):
+                    table[t] = 1
+                    break
+        cached = bytes(table)
+        if len(self._event_cache) >= EVENT_CACHE_MAX:
+            self._event_cache.clear()
+        self._event_cache[name] = cached
+        return cached
+
+    def state_kind(self, int s):
+        return self.kind[s]
+
+    def state_parent(self, int s):
+        return self.parent[s]
+
+
+# ---------------------------------------------------------------- termination
+
+class Termination:
+    """Why a guard stopped a session: the ORS option, its value, what was seen, and where.
+
+    ``trail`` lists the last transitions taken, oldest first, each as
+    ``"source -> target"``; ``path`` strings their states together so a loop
+    reads as ``a -> b -> a -> b``.
+    """
+
+    __slots__ = ("option", "limit", "observed", "state", "transition", "trail")
+
+    def __init__(self, option, limit, observed, state, transition, trail):
+        self.option = option
+        self.limit = limit
+        self.observed = observed
+        self.state = state
+        self.transition = transition
+        self.trail = list(trail)
+
+    @property
+    def path(self):
+        parts = []
+        for label in self.trail:
+            src, _, tgt = label.partition(" -> ")
+            if not parts or parts[-1] != src:
+                parts.append(src)
+            parts.append(tgt)
+        return " -> ".join(parts)
+
+    def as_dict(self):
+        """A JSON-ready dict of all fields."""
+        return {
+            "option": self.option,
+            "limit": self.limit,
+            "observed": self.observed,
+            "state": self.state,
+            "transition": self.transition,
+            "trail": list(self.trail),
+        }
+
+    def __str__(self):
+        observed = self.observed
+        if isinstance(observed, float):
+            observed = f"{observed:.3f}s"
+        where = []
+        if self.transition:
+            where.append(f"taking {self.transition}")
+        if self.state:
+            where.append(f"entering {self.state}")
+        text = f"{self.option}={self.limit:g} exceeded (observed {observed})"
+        if where:
+            text += " while " + ", ".join(where)
+        if self.trail:
+            text += f"; trail: {self.path}"
+        return text
+
+    def __repr__(self):
+        return f"<Termination {self}>"
+
+
+# ---------------------------------------------------------------- the interpreter
+
+cdef class Interpreter:
+    """One session's run-time state and the Appendix D step loop.
+
+    Subclassed by :class:`orsguard.Session`, which supplies the datamodel, the
+    clock and event routing; the attributes it sets are declared here so the
+    loop reaches them as C fields.
+    """
+
+    cdef readonly Machine machine
+    cdef public object dm                 # datamodel: cond(k), bind_event(ev), init_state_data(s)
+    cdef public object clock              # now(), call_at(when, callback) -> handle.cancel()
+    cdef public Stats stats
+    cdef uint64_t* config
+    cdef uint64_t* hist
+    cdef char* hist_set
+    cdef long* entries
+    cdef uint64_t* tmp_enter
+    cdef uint64_t* tmp_default
+    cdef uint64_t* tmp_exit
+    cdef uint64_t* tmp_a
+    cdef uint64_t* tmp_b
+    cdef int[TRAIL_SIZE] trail
+    cdef int trail_pos
+    cdef long trail_n
+    cdef readonly object internal_queue
+    cdef readonly object external_queue
+    cdef public dict delayed              # key -> clock handle, sends waiting for their delay
+    cdef list states_to_invoke
+    cdef char* first_entry_done
+    cdef readonly bint running
+    cdef readonly bint started
+    cdef public object final_state
+    cdef public object termination
+    cdef public str end_reason
+    cdef long micro
+    cdef double macro_start
+    cdef double born
+    cdef object age_handle
+    cdef bint in_macrostep
+    # limits as C numbers; 0 = off
+    cdef long lim_micro
+    cdef long lim_entry
+    cdef long lim_pending
+    cdef double lim_timeout
+    cdef double lim_age
+    cdef object _limits
+    cdef object current_transition
+    cdef object current_state
+    cdef public bint reached_final
+    cdef long stats_pending
+    cdef public object final_data         # donedata of the top-level final state
+    cdef public object tracer             # called with each transition's label when set
+
+    def __cinit__(self, *args, **kwargs):
+        self.config = NULL
+
+    def _core_init(self, Machine machine, limits, clock, Stats stats):
+        cdef int W = machine.W
+        cdef int n = machine.n
+        self.machine = machine
+        self.clock = clock
+        self.stats = stats if stats is not None else default_stats
+        self.config = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
+        self.hist = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
+        self.hist_set = <char*>PyMem_Calloc(n, sizeof(char))
+        self.first_entry_done = <char*>PyMem_Calloc(n, sizeof(char))
+        self.entries = <long*>PyMem_Calloc(n, sizeof(long))
+        self.tmp_enter = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
+        self.tmp_default = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
+        self.tmp_exit = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
+        self.tmp_a = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
+        self.tmp_b = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
+        if (not self.config or not self.hist or not self.hist_set or not self.first_entry_done
+                or not self.entries or not self.tmp_enter or not self.tmp_default
+                or not self.tmp_exit or not self.tmp_a or not self.tmp_b):
+            raise MemoryError()
+        self.internal_queue = deque()
+        self.external_queue = deque()
+        self.delayed = {}
+        self.states_to_invoke = []
+        self.running = False
+        self.started = False
+        self.final_state = None
+        self.termination = None
+        self.end_reason = None
+        self.age_handle = None
+        self.in_macrostep = False
+        self._set_limits(limits)
+
+    def __dealloc__(self):
+        PyMem_Free(self.config)
+        PyMem_Free(self.hist)
+        PyMem_Free(self.hist_set)
+        PyMem_Free(self.first_entry_done)
+        PyMem_Free(self.entries)
+        PyMem_Free(self.tmp_enter)
+        PyMem_Free(self.tmp_default)
+        PyMem_Free(self.tmp_exit)
+        PyMem_Free(self.tmp_a)
+        PyMem_Free(self.tmp_b)
+
+    # ------------------------------------------------------------ limits
+
+    cdef _set_limits(self, limits):
+        self._limits = limits
+        self.lim_micro = limits.max_microstep_count
+        self.lim_entry = limits.max_state_entry_count
+        self.lim_pending = limits.max_pending_events
+        self.lim_timeout = limits.process_event_timeout
+        self.lim_age = limits.max_session_age
+        if self.dm is not None:
+            self.dm.set_time_limit(self.lim_timeout)
+        if self.running:
+            self._arm_age_timer()
+
+    @property
+    def limits(self):
+        """The session's :class:`~orsguard.Limits`; assign new ones to apply them at the next check."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits):
+        self._set_limits(limits)
+
+    def remaining_time(self):
+        """Seconds left of ``process-event-timeout`` in the current macrostep (None when off)."""
+        if self.lim_timeout <= 0:
+            return None
+        if not self.in_macrostep:
+            return self.lim_timeout
+        return self.lim_timeout - (_mono() - self.macro_start)
+
+    cdef _arm_age_timer(self):
+        if self.age_handle is not None:
+            self.age_handle.cancel()
+            self.age_handle = None
+        if self.lim_age > 0 and self.running:
+            self.age_handle = self.clock.call_at(self.born + self.lim_age, self._age_expired)
+
+    def _age_expired(self):
+        self.age_handle = None
+        if not self.running or self.lim_age <= 0:
+            return
+        try:
+            self._violate(L_AGE, self.lim_age, self.clock.now() - self.born, None)
+        except Halt:
+            pass
+
+    cdef _check_age(self):
+        cdef double age
+        if self.lim_age > 0:
+            age = self.clock.now() - self.born
+            if age > self.lim_age:
+                self._violate(L_AGE, self.lim_age, age, None)
+
+    cdef inline _check_timeout(self):
+        cdef double elapsed
+        if self.lim_timeout > 0:
+            elapsed = _mono() - self.macro_start
+            if elapsed > self.lim_timeout:
+                self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+
+    cdef _violate(self, int which, double limit, observed, object state):
+        trail = self.trail_labels()
+        transition = self.current_transition
+        if state is None:
+            state = self.current_state
+        self.termination = Termination(LIMIT_OPTIONS[which], limit, observed, state, transition, trail)
+        self.stats.violations[which] += 1
+        self._stop(R_LIMIT)
+        raise Halt()
+
+    def trail_labels(self):
+        """The last transitions taken, oldest first."""
+        cdef long k
+        cdef long count = min(self.trail_n, TRAIL_SIZE)
+        labels = self.machine.labels
+        out = []
+        for k in range(count):
+            out.append(labels[self.trail[(self.trail_pos - count + k) % TRAIL_SIZE]])
+        return out
+
+    # ------------------------------------------------------------ ending
+
+    cdef _stop(self, int reason):
+        """Leave the running state for good: timers off, counters settled, hooks told."""
+        if not self.running:
+            return
+        self.running = False
+        self.end_reason = END_REASONS[reason]
+        if self.age_handle is not None:
+            self.age_handle.cancel()
+            self.age_handle = None
+        for handle in self.delayed.values():
+            handle.cancel()
+        self.delayed.clear()
+        self.internal_queue.clear()
+        self.external_queue.clear()
+        self.stats.ended[reason] += 1
+        self.stats.sessions_active -= 1
+        self._on_stopped()
+
+    def _on_stopped(self):
+        """Hook for the session layer (cancel invocations, notify the parent, call on_end)."""
+
+    def _halt(self, reason="cancelled"):
+        """Stop the session from outside (reason ``cancelled`` or ``error``)."""
+        self._stop(END_REASONS.index(reason))
+
+    # ------------------------------------------------------------ queues
+
+    cdef inline _check_pending(self):
+        cdef long pending
+        if self.lim_pending > 0:
+            pending = len(self.internal_queue) + len(self.external_queue) + len(self.delayed) + 1
+            if pending > self.lim_pending:
+                self._violate(L_PENDING, self.lim_pending, pending, None)
+
+    def pending_count(self):
+        """Events queued to the session now: internal + external + delayed."""
+        return len(self.internal_queue) + len(self.external_queue) + len(self.delayed)
+
+    def enqueue_internal(self, Event event):
+        """Place an event on the internal queue (raise, done events, errors)."""
+        if not self.running:
+            return
+        self._check_pending()
+        self.internal_queue.append(event)
+
+    def enqueue_external(self, Event event):
+        """Place an event on the external queue; it is processed by :meth:`process_external`."""
+        if not self.running:
+            return
+        self._check_pending()
+        self.external_queue.append(event)
+
+    def schedule(self, key, double delay, callback):
+        """Run ``callback()`` after ``delay`` seconds on the session clock; cancellable by ``key``.
+
+        Counts toward ``max-pending-events`` until it fires or is cancelled.
+        """
+        if not self.running:
+            return
+        self._check_pending()
+        old = self.delayed.pop(key, None)
+        if old is not None:
+            old.cancel()
+
+        def fire():
+            if self.delayed.pop(key, None) is None or not self.running:
+                return
+            callback()
+
+        self.delayed[key] = self.clock.call_at(self.clock.now() + delay, fire)
+
+    def unschedule(self, key):
+        """Cancel a delayed send; True when one was waiting."""
+        handle = self.delayed.pop(key, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        return True
+
+    cdef _error_event(self, str name, exc):
+        ev = Event(name, {"message": str(exc)} if exc is not None else None, type="platform")
+        self.enqueue_internal(ev)
+
+    def raise_error(self, str name, exc=None):
+        """Enqueue ``error.execution`` / ``error.communication`` (or another platform error)."""
+        self._error_event(name, exc)
+
+    # ------------------------------------------------------------ configuration
+
+    cdef inline bint in_config(self, int s) noexcept:
+        return (self.config[s >> 6] >> (s & 63)) & 1
+
+    def is_active(self, str state_id):
+        """``In(state_id)``: whether the state is in the configuration."""
+        cdef object idx = self.machine.index_of.get(state_id)
+        if idx is None:
+            return False
+        return self.in_config(<int>idx)
+
+    @property
+    def configuration(self):
+        """All active state ids."""
+        cdef int s
+        m = self.machine
+        return frozenset([m.ids[s] for s in range(1, m.n) if self.in_config(s)])
+
+    @property
+    def atomic_configuration(self):
+        """The active atomic states' ids."""
+        cdef int s
+        m = self.machine
+        return frozenset([m.ids[s] for s in range(1, m.n)
+                          if self.in_config(s) and (m.atomic[s >> 6] >> (s & 63)) & 1])
+
+    def configuration_indices(self):
+        cdef int s
+        return [s for s in range(1, self.machine.n) if self.in_config(s)]
+
+    def entry_count(self, str state_id):
+        """How many times the state has been entered in this session."""
+        return self.entries[self.machine.index_of[state_id]]
+
+    # ------------------------------------------------------------ executable content
+
+    cdef _run_block(self, block):
+        """Execute one block of executable content; an error ends the block (spec 4.10)."""
+        if block is None:
+            return
+        try:
+            block(self)
+        except Halt:
+            raise
+        except ScriptInterrupted:
+            self._check_timeout()
+            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.macro_start, None)
+        except Exception as exc:
+            self._error_event("error.execution", exc)
+
+    cdef bint _cond(self, int t):
+        cdef int k = self.machine.t_cond[t]
+        if k < 0:
+            return True
+        try:
+            return bool(self.dm.cond(k))
+        except Halt:
+            raise
+        except ScriptInterrupted:
+            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.macro_start, None)
+        except Exception as exc:
+            self._error_event("error.execution", exc)
+            return False
+
+    # ------------------------------------------------------------ selection
+
+    cdef list _select(self, bytes table):
+        """selectTransitions / selectEventlessTransitions (table None = eventless)."""
+        cdef Machine m = self.machine
+        cdef list enabled = []
+        cdef int s, a, i, t, w
+        cdef uint64_t word
+        cdef bint found
+        cdef const unsigned char* tab = NULL
+        if table is not None:
+            tab = <const unsigned char*>table
+        for w in range(m.W):
+            word = self.config[w] & m.atomic[w]
+            while word:
+                i = ctz64(word)
+                word &= word - 1
+                s = (w << 6) + i
+                found = False
+                a = s
+                while a >= 0 and not found:
+                    for i in range(m.s_tstart[a], m.s_tstart[a] + m.s_tcount[a]):
+                        t = m.s_trans[i]
+                        if tab == NULL:
+                            if not m.t_eventless[t]:
+                                continue
+                        elif not tab[t]:
+                            continue
+                        if self._cond(t):
+                            if t not in enabled:
+                                enabled.append(t)
+                            found = True
+                            break
+                    a = m.parent[a]
+        if len(enabled) > 1:
+            return self._remove_conflicts(enabled)
+        return enabled
+
+    cdef void _exit_set_of(self, int t, uint64_t* out):
+        """computeExitSet([t]) into ``out`` (cleared first)."""
+        cdef Machine m = self.machine
+        cdef int W = m.W, w
+        cdef int d = self._domain(t)
+        memset(out, 0, W * sizeof(uint64_t))
+        if d < 0:
+            return
+        for w in range(W):
+            out[w] = self.config[w] & m.desc[d * W + w]
+
+    cdef list _remove_conflicts(self, list enabled):
+        cdef Machine m = self.machine
+        cdef int W = m.W, w
+        cdef list filtered = []
+        cdef list to_remove
+        cdef bint preempted, overlap
+        cdef int t1, t2
+        for t1 in enabled:
+            preempted = False
+            to_remove = []
+            self._exit_set_of(t1, self.tmp_a)
+            for t2 in filtered:
+                self._exit_set_of(t2, self.tmp_b)
+                overlap = False
+                for w in range(W):
+                    if self.tmp_a[w] & self.tmp_b[w]:
+                        overlap = True
+                        break
+                if overlap:
+                    if m.is_desc(m.t_source[t1], m.t_source[t2]):
+                        to_remove.append(t2)
+                    else:
+                        preempted = True
+                        break
+            if not preempted:
+                for t2 in to_remove:
+                    filtered.remove(t2)
+                filtered.append(t1)
+        return filtered
+
+    # ------------------------------------------------------------ domains and targets
+
+    cdef list _effective_targets(self, int t):
+        cdef Machine m = self.machine
+        cdef list out = []
+        cdef int s, w, j
+        for s in m.targets[t]:
+            self._add_effective(s, out)
+        return out
+
+    cdef _add_effective(self, int s, list out):
+        cdef Machine m = self.machine
+        cdef int W = m.W, w, i, j
+        cdef uint64_t word
+        if m.kind[s] == K_HISTORY_SHALLOW or m.kind[s] == K_HISTORY_DEEP:
+            if self.hist_set[s]:
+                for w in range(W):
+                    word = self.hist[s * W + w]
+                    while word:
+                        i = ctz64(word)
+                        word &= word - 1
+                        j = (w << 6) + i
+                        if j not in out:
+                            out.append(j)
+            else:
+                for j in m.targets[m.initial[s]]:
+                    self._add_effective(j, out)
+        elif s not in out:
+            out.append(s)
+
+    cdef int _domain(self, int t):
+        cdef Machine m = self.machine
+        cdef int d = m.t_domain[t]
+        cdef int s, j
+        cdef list targets
+        cdef bint all_desc
+        if d != -2:
+            return d
+        targets = self._effective_targets(t)
+        if not targets:
+            return -1
+        s = m.t_source[t]
+        if m.t_internal[t] and m.kind[s] == K_COMPOUND:
+            all_desc = True
+            for j in targets:
+                if not m.is_desc(j, s):
+                    all_desc = False
+                    break
+            if all_desc:
+                return s
+        return m._lcca(s, targets)
+
+    # ------------------------------------------------------------ microstep
+
+    cdef _microstep(self, list enabled):
+        cdef int t
+        self.micro += 1
+        self.stats.microsteps += 1
+        if self.lim_micro > 0 and self.micro > self.lim_micro:
+            self.current_transition = self.machine.labels[enabled[0]]
+            self._violate(L_MICROSTEPS, self.lim_micro, self.micro, None)
+        if self.lim_timeout > 0:
+            self._check_timeout()
+        for t in enabled:
+            self.trail[self.trail_pos] = t
+            self.trail_pos = (self.trail_pos + 1) % TRAIL_SIZE
+            self.trail_n += 1
+            if self.tracer is not None:
+                self.tracer(self.machine.labels[t])
+        self.current_transition = self.machine.labels[enabled[0]] if len(enabled) == 1 else None
+        self._exit_states(enabled)
+        m = self.machine
+        for t in enabled:
+            self.current_transition = m.labels[t]
+            self._run_block(m.content[t])
+        self._enter_states(enabled)
+        self.current_transition = None
+
+    cdef _exit_states(self, list enabled):
+        cdef Machine m = self.machine
+        cdef int W = m.W, w, i, s, h, t, j
+        cdef uint64_t word
+        cdef uint64_t* ex = self.tmp_exit
+        memset(ex, 0, W * sizeof(uint64_t))
+        for t in enabled:
+            self._exit_set_of(t, self.tmp_a)
+            for w in range(W):
+                ex[w] |= self.tmp_a[w]
+        cdef list order = []
+        for w in range(W - 1, -1, -1):
+            word = ex[w]
+            while word:
+                i = 63 - clz64(word)
+                word &= ~((<uint64_t>1) << i)
+                order.append((w << 6) + i)
+        if not order:
+            return
+        if self.states_to_invoke:
+            self.states_to_invoke = [s for s in self.states_to_invoke if s not in order]
+        for s in order:
+            for h in m.history_children[s]:
+                for w in range(W):
+                    if m.kind[h] == K_HISTORY_DEEP:
+                        self.hist[h * W + w] = self.config[w] & m.atomic[w] & m.desc[s * W + w]
+                    else:
+                        self.hist[h * W + w] = self.config[w] & m.childset[s * W + w]
+                self.hist_set[h] = 1
+        for s in order:
+            for block in m.onexit[s]:
+                self._run_block(block)
+            if m.has_invokes and m.invokes[s]:
+                self._cancel_invokes(s)
+            self.config[s >> 6] &= ~((<uint64_t>1) << (s & 63))
+
+    cdef _enter_states(self, list enabled):
+        cdef Machine m = self.machine
+        cdef int W = m.W, w, i, s, t, a, p, gp
+        cdef uint64_t word
+        cdef uint64_t* enter = self.tmp_enter
+        cdef uint64_t* default_entry = self.tmp_default
+        cdef dict history_content = {}
+        memset(enter, 0, W * sizeof(uint64_t))
+        memset(default_entry, 0, W * sizeof(uint64_t))
+        for t in enabled:
+            for s in m.targets[t]:
+                self._add_descendants(s, enter, default_entry, history_content)
+            a = self._domain(t)
+            for s in self._effective_targets(t):
+                self._add_ancestors(s, a, enter, default_entry, history_content)
+        # Copy before running content: entering may re-enter this machinery via nested calls.
+        cdef list order = []
+        for w in range(W):
+            word = enter[w]
+            while word:
+                i = ctz64(word)
+                word &= word - 1
+                order.append((w << 6) + i)
+        defaults = [s for s in order if (default_entry[s >> 6] >> (s & 63)) & 1]
+        for s in order:
+            self.current_state = m.ids[s]
+            self.entries[s] += 1
+            if self.lim_entry > 0 and self.entries[s] > self.lim_entry:
+                self._violate(L_ENTRIES, self.lim_entry, self.entries[s], m.ids[s])
+            self.config[s >> 6] |= (<uint64_t>1) << (s & 63)
+            if m.has_invokes and m.invokes[s]:
+                self.states_to_invoke.append(s)
+            if not self.first_entry_done[s]:
+                self.first_entry_done[s] = 1
+                if m.data_init[s] is not None:
+                    self._run_block(m.data_init[s])
+            for block in m.onentry[s]:
+                self._run_block(block)
+            if s in defaults and m.initial[s] >= 0:
+                self._run_block(m.content[m.initial[s]])
+            if s in history_content:
+                self._run_block(history_content[s])
+            if m.kind[s] == K_FINAL:
+                p = m.parent[s]
+                if p == 0:
+                    self.final_state = m.ids[s]
+                    self.final_data = self._done_data(s)
+                    self.running_final()
+                else:
+                    gp = m.parent[p]
+                    self.enqueue_internal(Event("done.state." + m.ids[p], self._done_data(s),
+                                                type="internal"))
+                    if gp >= 0 and m.kind[gp] == K_PARALLEL:
+                        if all(self._in_final(c) for c in m.children[gp]):
+                            self.enqueue_internal(Event("done.state." + m.ids[gp], None, type="internal"))
+        self.current_state = None
+
+    cdef running_final(self):
+        # The step loop sees this flag and finishes with exitInterpreter.
+        self.reached_final = True
+
+    cdef _done_data(self, int s):
+        f = self.machine.donedata[s]
+        if f is None:
+            return None
+        try:
+            return f(self)
+        except Halt:
+            raise
+        except Exception as exc:
+            self._error_event("error.execution", exc)
+            return None
+
+    cdef bint _in_final(self, int s):
+        cdef Machine m = self.machine
+        cdef int c
+        if m.kind[s] == K_COMPOUND:
+            for c in m.children[s]:
+                if m.kind[c] == K_FINAL and self.in_config(c):
+                    return True
+            return False
+        if m.kind[s] == K_PARALLEL:
+            for c in m.children[s]:
+                if not self._in_final(c):
+                    return False
+            return True
+        return False
+
+    cdef inline void _set(self, uint64_t* bits, int s) noexcept:
+        bits[s >> 6] |= (<uint64_t>1) << (s & 63)
+
+    cdef inline bint _has_desc_in(self, uint64_t* bits, int s) noexcept:
+        cdef Machine m = self.machine
+        cdef int w
+        for w in range(m.W):
+            if bits[w] & m.desc[s * m.W + w]:
+                return True
+        return False
+
+    cdef _add_descendants(self, int s, uint64_t* enter, uint64_t* default_entry, dict history_content):
+        cdef Machine m = self.machine
+        cdef int W = m.W, w, i, j, c, it
+        cdef uint64_t word
+        cdef list hv
+        if m.kind[s] == K_HISTORY_SHALLOW or m.kind[s] == K_HISTORY_DEEP:
+            if self.hist_set[s]:
+                hv = []
+                for w in range(W):
+                    word = self.hist[s * W + w]
+                    while word:
+                        i = ctz64(word)
+                        word &= word - 1
+                        hv.append((w << 6) + i)
+                for j in hv:
+                    self._add_descendants(j, enter, default_entry, history_content)
+                for j in hv:
+                    self._add_ancestors(j, m.parent[s], enter, default_entry, history_content)
+            else:
+                it = m.initial[s]
+                if m.content[it] is not None:
+                    history_content[m.parent[s]] = m.content[it]
+                for j in m.targets[it]:
+                    self._add_descendants(j, enter, default_entry, history_content)
+                for j in m.targets[it]:
+                    self._add_ancestors(j, m.parent[s], enter, default_entry, history_content)
+            return
+        self._set(enter, s)
+        if m.kind[s] == K_COMPOUND:
+            self._set(default_entry, s)
+            it = m.initial[s]
+            for j in m.targets[it]:
+                self._add_descendants(j, enter, default_entry, history_content)
+            for j in m.targets[it]:
+                self._add_ancestors(j, s, enter, default_entry, history_content)
+        elif m.kind[s] == K_PARALLEL:
+            for c in m.children[s]:
+                if not ((enter[c >> 6] >> (c & 63)) & 1) and not self._has_desc_in(enter, c):
+                    self._add_descendants(c, enter, default_entry, history_content)
+
+    cdef _add_ancestors(self, int s, int ancestor, uint64_t* enter, uint64_t* default_entry,
+                        dict history_content):
+        cdef Machine m = self.machine
+        cdef int a = m.parent[s], c
+        while a >= 0 and a != ancestor:
+            self._set(enter, a)
+            if m.kind[a] == K_PARALLEL:
+                for c in m.children[a]:
+                    if not ((enter[c >> 6] >> (c & 63)) & 1) and not self._has_desc_in(enter, c):
+                        self._add_descendants(c, enter, default_entry, history_content)
+            a = m.parent[a]
+
+    # ------------------------------------------------------------ invocations (session layer)
+
+    cdef _cancel_invokes(self, int s):
+        self._invoke_exit(s)
+
+    def _invoke_exit(self, int s):
+        """Hook: the state with invokes is being exited; cancel its invocations."""
+
+    def _invoke_start(self, int s):
+        """Hook: start the invocations of state ``s`` (called at the end of a macrostep)."""
+
+    def _external_preprocess(self, Event event):
+        """Hook: finalize and autoforward for an external event before selection."""
+
+    # ------------------------------------------------------------ macrosteps
+
+    cdef _begin_macrostep(self):
+        self.micro = 0
+        self.in_macrostep = True
+        self.macro_start = _mono()
+        self.stats_pending = len(self.internal_queue) + len(self.external_queue) + len(self.delayed)
+
+    cdef _end_macrostep(self):
+        self.in_macrostep = False
+        self.stats.observe_macrostep(self.micro, _mono() - self.macro_start, self.stats_pending)
+
+    cdef _settle(self):
+        """Take eventless and internal transitions until stable, then start invocations."""
+        cdef list enabled
+        cdef int s
+        while self.running:
+            while self.running and not self.reached_final:
+                enabled = self._select(None)
+                if not enabled:
+                    if not self.internal_queue:
+                        break
+                    ev = self.internal_queue.popleft()
+                    self.stats.events_internal += 1
+                    self.dm.bind_event(ev)
+                    enabled = self._select(self.machine.match_table(ev.name))
+                if enabled:
+                    self._microstep(enabled)
+            if self.reached_final:
+                self._exit_interpreter()
+                return
+            if not self.running:
+                return
+            if self.states_to_invoke:
+                todo = self.states_to_invoke
+                self.states_to_invoke = []
+                for s in todo:
+                    if self.in_config(s):
+                        self._invoke_start(s)
+            if not self.internal_queue:
+                return
+
+    cdef _exit_interpreter(self):
+        cdef Machine m = self.machine
+        cdef int s
+        cdef list order = [s for s in range(m.n - 1, 0, -1) if self.in_config(s)]
+        for s in order:
+            for block in m.onexit[s]:
+                self._run_block(block)
+            if m.has_invokes and m.invokes[s]:
+                self._cancel_invokes(s)
+            self.config[s >> 6] &= ~((<uint64_t>1) << (s & 63))
+        self._stop(R_FINAL)
+
+    def start_core(self):
+        """The initial macrostep: data model, global script, initial transition, settle."""
+        if self.started:
+            raise RuntimeError("session already started")
+        self.started = True
+        self.running = True
+        self.reached_final = False
+        self.stats.sessions_started += 1
+        self.stats.sessions_active += 1
+        self.born = self.clock.now()
+        self._arm_age_timer()
+        self._begin_macrostep()
+        try:
+            self._initial_entry()
+            self._settle()
+        except Halt:
+            pass
+        finally:
+            self._end_macrostep()
+
+    cdef _initial_entry(self):
+        cdef Machine m = self.machine
+        self.dm.set_time_limit(self.lim_timeout)
+        self.first_entry_done[0] = 1
+        if m.data_init[0] is not None:
+            self._run_block(m.data_init[0])
+        for block in m.onentry[0]:
+            self._run_block(block)
+        self._enter_states([m.initial[0]])
+
+    def process_external(self):
+        """Run one macrostep per queued external event until the queue is empty."""
+        cdef list enabled
+        if not self.running or self.in_macrostep:
+            return
+        try:
+            while self.running and self.external_queue:
+                self._check_age()
+                self._begin_macrostep()
+                try:
+                    ev = self.external_queue.popleft()
+                    self.stats.events_external += 1
+                    self.dm.bind_event(ev)
+                    if self.machine.has_invokes:
+                        self._external_preprocess(ev)
+                    enabled = self._select(self.machine.match_table(ev.name))
+                    if enabled:
+                        self._microstep(enabled)
+                    self._settle()
+                finally:
+                    self._end_macrostep()
+        except Halt:
+            pass

@@ -1,0 +1,156 @@
+"""Session clocks: the time a session ages by and its delayed events wait on.
+
+A clock offers ``now()`` (seconds) and ``call_at(when, callback)`` returning a
+handle with ``cancel()``. :class:`VirtualClock` makes tests deterministic: time
+moves only when told, and due callbacks run in time order as it passes them.
+:class:`RealClock` is the monotonic clock for synchronous use (callbacks run
+while :meth:`orsguard.Session.run` or ``advance`` waits); :class:`AsyncioClock`
+schedules on an asyncio loop so that timers fire while a session is idle.
+
+``process-event-timeout`` is always measured on the real monotonic clock,
+whatever clock a session uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """What a session needs of a clock."""
+
+    def now(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle: ...
+
+
+class _Timer:
+    __slots__ = ("when", "seq", "callback", "cancelled")
+
+    def __init__(self, when: float, seq: int, callback: Callable[[], object]) -> None:
+        self.when = when
+        self.seq = seq
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: _Timer) -> bool:
+        return (self.when, self.seq) < (other.when, other.seq)
+
+
+class _HeapClock:
+    """Timers kept in a heap; the subclasses say what time it is."""
+
+    def __init__(self) -> None:
+        self._heap: list[_Timer] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        raise NotImplementedError
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        timer = _Timer(when, next(self._seq), callback)
+        heapq.heappush(self._heap, timer)
+        return timer
+
+    def next_due(self) -> float | None:
+        """When the earliest live timer is due, or None."""
+        heap = self._heap
+        while heap and heap[0].cancelled:
+            heapq.heappop(heap)
+        return heap[0].when if heap else None
+
+    def _pop_due(self, until: float) -> _Timer | None:
+        due = self.next_due()
+        if due is None or due > until:
+            return None
+        return heapq.heappop(self._heap)
+
+
+class VirtualClock(_HeapClock):
+    """Deterministic time for tests: delayed events fire on :meth:`advance`.
+
+    Several sessions (a parent and the sessions it invokes) may share one
+    virtual clock; advancing it fires every session's due timers in order.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        super().__init__()
+        self._now = float(start)
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward, running each timer at its own due time in order."""
+        if seconds < 0:
+            raise ValueError("a clock cannot go back")
+        self.advance_to(self._now + seconds)
+
+    def advance_to(self, when: float) -> None:
+        """Move time to ``when`` (never backwards), running due timers in order."""
+        while True:
+            timer = self._pop_due(when)
+            if timer is None:
+                break
+            self._now = max(self._now, timer.when)
+            timer.callback()
+        self._now = max(self._now, when)
+
+
+class RealClock(_HeapClock):
+    """The monotonic clock; due timers run while the owner waits in :meth:`run_until`."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def run_due(self) -> None:
+        """Run every timer that is due now."""
+        while True:
+            timer = self._pop_due(self.now())
+            if timer is None:
+                return
+            timer.callback()
+
+    def run_until(self, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
+        """Sleep from timer to timer until ``deadline`` or until ``stop()`` is true."""
+        while not stop():
+            self.run_due()
+            if stop():
+                return
+            due = self.next_due()
+            now = self.now()
+            if now >= deadline:
+                return
+            wake = deadline if due is None else min(due, deadline)
+            time.sleep(max(0.0, wake - now))
+
+
+class AsyncioClock:
+    """Real time on an asyncio loop: timers are ``loop.call_at`` callbacks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        return self.loop.call_at(when, callback)

@@ -1,0 +1,64 @@
+"""The datamodel protocol the step loop and executable content rely on."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Expression(NamedTuple):
+    """One expression of a document.
+
+    ``kind`` is ``cond`` (boolean), ``value``, ``assign`` (``location`` = ``text``),
+    ``setter`` (assign a host value to ``location``), ``script`` (statements at
+    global scope) or ``foreach`` (``text`` = array, ``extra`` = item, index).
+    """
+
+    kind: str
+    text: str
+    line: int | None
+    location: str | None
+    extra: tuple[str, ...]
+
+
+class Datamodel:
+    """Base class: one instance per session.
+
+    Methods raise ``orsguard.errors.ExecutionError`` for a failed evaluation,
+    which the session turns into ``error.execution``.
+    """
+
+    name = ""
+
+    def __init__(self, session: Any, expressions: list[Expression]) -> None:
+        self.session = session
+        self.expressions = expressions
+
+    def set_time_limit(self, seconds: float) -> None:
+        """``process-event-timeout`` in seconds (0 = off): how long a script may run."""
+
+    def setup(self, system: dict[str, Any], data_ids: list[str]) -> None:
+        """Bind the system variables and declare every ``<data>`` id (unbound)."""
+
+    def bind_event(self, event: Any) -> None:
+        """Make ``event`` the value of ``_event``."""
+
+    def cond(self, k: int) -> bool:
+        raise NotImplementedError
+
+    def value(self, k: int) -> Any:
+        raise NotImplementedError
+
+    def assign(self, k: int) -> None:
+        raise NotImplementedError
+
+    def set_location(self, k: int, value: Any) -> None:
+        raise NotImplementedError
+
+    def script(self, k: int) -> None:
+        raise NotImplementedError
+
+    def foreach(self, k: int, body: Any) -> None:
+        raise NotImplementedError
+
+    def is_valid_location(self, location: str) -> bool:
+        return False

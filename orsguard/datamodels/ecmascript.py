@@ -1,0 +1,255 @@
+"""The ``ecmascript`` datamodel on an embedded QuickJS engine (the quickjs-ng binding).
+
+One QuickJS context per session. Each expression becomes a JavaScript function
+the first time the session evaluates it and is called directly after that, so
+an expression is parsed once per session, not once per evaluation.
+
+Script time limit: the binding arms QuickJS's interrupt handler per call with a
+CPU-time budget, and arming costs a CPU-clock read (several hundred ns) on every
+call. Code that cannot loop (no loop statement, and no user-defined function the
+session could call implicitly) finishes in bounded time, so only calls that can
+loop are armed, with what is left of the macrostep's ``process-event-timeout``.
+Once a session defines any function, every call is armed. The step loop checks
+real elapsed time between calls in any case.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import weakref
+from typing import Any
+
+import quickjs
+
+from orsguard._core import ScriptInterrupted
+from orsguard.datamodels.base import Datamodel, Expression
+from orsguard.errors import ExecutionError
+
+_CAN_LOOP = re.compile(r"\b(?:while|for|do)\b")
+# Anything through which later, loop-free looking code could call user code.
+_DEFINES_CODE = re.compile(
+    r"=>|\b(?:function|class|eval|Function|Proxy|Reflect|defineProperty|defineProperties|"
+    r"__defineGetter__|__defineSetter__|get|set|valueOf|toString|toJSON|Symbol|constructor|prototype)\b"
+)
+_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+
+_PRELUDE = r"""
+(function (g) {
+  var ev;
+  function readonly(name, get) {
+    Object.defineProperty(g, name, {
+      get: get,
+      set: function () { throw new TypeError(name + " is a read-only system variable"); },
+      enumerable: true, configurable: false
+    });
+  }
+  var sys = {};
+  readonly("_event", function () { return ev; });
+  readonly("_sessionid", function () { return sys.sessionid; });
+  readonly("_name", function () { return sys.name; });
+  readonly("_ioprocessors", function () { return sys.ioprocessors; });
+  g.__og_system = function (sessionid, name, ioprocessors) {
+    sys.sessionid = sessionid;
+    sys.name = name;
+    sys.ioprocessors = ioprocessors;
+  };
+  g.__og_bind = function (name, type, sendid, origin, origintype, invokeid, data) {
+    ev = {name: name, type: type,
+          sendid: sendid === null ? undefined : sendid,
+          origin: origin === null ? undefined : origin,
+          origintype: origintype === null ? undefined : origintype,
+          invokeid: invokeid === null ? undefined : invokeid,
+          data: data === null ? undefined : data};
+    Object.freeze(ev);
+  };
+  g.__og_fe = [];
+  g.In = function (id) { return __og_in(String(id)); };
+})(globalThis);
+"""
+
+
+class EcmaScriptDatamodel(Datamodel):
+    """ECMAScript expressions and ``<script>`` evaluated by QuickJS."""
+
+    name = "ecmascript"
+
+    def __init__(self, session: Any, expressions: list[Expression]) -> None:
+        super().__init__(session, expressions)
+        self.ctx = quickjs.Context()
+        ref = weakref.ref(session)
+
+        def in_state(state_id: str) -> bool:
+            s = ref()
+            return bool(s is not None and s.is_active(state_id))
+
+        self.ctx.add_callable("__og_in", in_state)
+        self.ctx.eval(_PRELUDE)
+        self._bind = self.ctx.get("__og_bind")
+        self._fns: list[Any] = [None] * len(expressions)
+        self._guard: list[bool] = [False] * len(expressions)
+        self._guard_all = False
+        self._limit = 0.0
+        self._foreach_steps: dict[int, Any] = {}
+        self._uses_event = any(_mentions_event(e) for e in expressions)
+
+    # -------------------------------------------------------------- setup
+
+    def set_time_limit(self, seconds: float) -> None:
+        self._limit = seconds
+
+    def setup(self, system: dict[str, Any], data_ids: list[str]) -> None:
+        self.ctx.get("__og_system")(system["sessionid"], system.get("name"), self._js(system["ioprocessors"]))
+        for data_id in dict.fromkeys(data_ids):
+            if not _IDENTIFIER.match(data_id):
+                raise ExecutionError(f"data id {data_id!r} is not a valid ECMAScript variable name")
+            self.ctx.eval(f"var {data_id};")
+
+    # -------------------------------------------------------------- conversion
+
+    def _js(self, value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str, quickjs.Object)):
+            return value
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            return str(value)
+        return self.ctx.parse_json(text)
+
+    @staticmethod
+    def _py(value: Any) -> Any:
+        if isinstance(value, quickjs.Object):
+            text = value.json()
+            if text is None:
+                return value
+            try:
+                return json.loads(text)
+            except (TypeError, ValueError):
+                return value
+        return value
+
+    def bind_event(self, event: Any) -> None:
+        if not self._uses_event:
+            return
+        self._bind(event.name, event.type, event.sendid, event.origin, event.origintype,
+                   event.invokeid, self._js(event.data))
+
+    # -------------------------------------------------------------- calling
+
+    def _compile(self, k: int) -> Any:
+        e = self.expressions[k]
+        if e.kind == "cond":
+            src = f"(function () {{ return !!({e.text}\n); }})"
+        elif e.kind == "value":
+            src = f"(function () {{ return ({e.text}\n); }})"
+        elif e.kind == "assign":
+            # Strict mode: assigning to an undeclared name is a ReferenceError, as the
+            # spec wants for a location that does not exist.
+            src = f'(function () {{ "use strict"; {e.location} = ({e.text}\n); }})'
+        elif e.kind == "setter":
+            src = f'(function (v) {{ "use strict"; {e.location} = v; }})'
+        elif e.kind == "foreach":
+            item, index = e.extra
+            src = (
+                f"(function () {{ var a = ({e.text}\n);"
+                " if (!Array.isArray(a)) throw new TypeError('foreach array is not an array');"
+                " __og_fe.push(a.slice()); return a.length; })"
+            )
+            step = f"{item} = __og_fe[__og_fe.length - 1][i];"
+            if index:
+                step += f" {index} = i;"
+            self._foreach_steps[k] = self._eval(f"(function (i) {{ {step} }})")
+        else:
+            raise ExecutionError(f"cannot compile a {e.kind} expression")
+        fn = self._eval(src)
+        self._fns[k] = fn
+        text = e.text + (e.location or "")
+        self._guard[k] = bool(_CAN_LOOP.search(text))
+        if _DEFINES_CODE.search(text):
+            self._guard_all = True
+        return fn
+
+    def _eval(self, src: str) -> Any:
+        try:
+            return self.ctx.eval(src)
+        except quickjs.JSException as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: BaseException) -> Exception:
+        text = str(exc).strip()
+        if "interrupted" in text.split("\n", 1)[0]:
+            return ScriptInterrupted(text)
+        return ExecutionError(text.split("\n", 1)[0])
+
+    def _call(self, k: int, fn: Any, *args: Any) -> Any:
+        if self._limit > 0 and (self._guard_all or self._guard[k]):
+            return self._guarded(fn, *args)
+        try:
+            return fn(*args)
+        except (quickjs.JSException, quickjs.StackOverflow) as exc:
+            raise self._error(exc) from None
+
+    def _guarded(self, fn: Any, *args: Any) -> Any:
+        remaining = self.session.remaining_time()
+        if remaining is not None and remaining <= 0:
+            raise ScriptInterrupted("process-event-timeout already spent")
+        self.ctx.set_time_limit(remaining if remaining is not None else -1)
+        try:
+            return fn(*args)
+        except (quickjs.JSException, quickjs.StackOverflow) as exc:
+            raise self._error(exc) from None
+        finally:
+            self.ctx.set_time_limit(-1)
+
+    # -------------------------------------------------------------- the protocol
+
+    def cond(self, k: int) -> bool:
+        fn = self._fns[k]
+        if fn is None:
+            fn = self._compile(k)
+        return self._call(k, fn)
+
+    def value(self, k: int) -> Any:
+        fn = self._fns[k]
+        if fn is None:
+            fn = self._compile(k)
+        return self._py(self._call(k, fn))
+
+    def assign(self, k: int) -> None:
+        fn = self._fns[k]
+        if fn is None:
+            fn = self._compile(k)
+        self._call(k, fn)
+
+    def set_location(self, k: int, value: Any) -> None:
+        fn = self._fns[k]
+        if fn is None:
+            fn = self._compile(k)
+        self._call(k, fn, self._js(value))
+
+    def script(self, k: int) -> None:
+        e = self.expressions[k]
+        if _DEFINES_CODE.search(e.text):
+            self._guard_all = True
+        if self._limit > 0 and (self._guard_all or _CAN_LOOP.search(e.text)):
+            self._guarded(self.ctx.eval, e.text)
+            return
+        self._eval(e.text)
+
+    def foreach(self, k: int, body: Any) -> None:
+        fn = self._fns[k]
+        if fn is None:
+            fn = self._compile(k)
+        length = self._call(k, fn)
+        step = self._foreach_steps[k]
+        try:
+            for i in range(int(length)):
+                self._call(k, step, i)
+                body(self.session)
+        finally:
+            self.ctx.eval("__og_fe.pop();")
+
+
+def _mentions_event(e: Expression) -> bool:
+    text = e.text + (e.location or "")
+    return "_event" in text or "eval" in text or "Function" in text

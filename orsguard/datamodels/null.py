@@ -1,0 +1,54 @@
+"""The ``null`` datamodel: no variables; conditions may only be ``In('state')``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from orsguard.datamodels.base import Datamodel, Expression
+from orsguard.errors import ExecutionError
+
+_IN = re.compile(r"""^\s*In\(\s*(?:'([^']*)'|"([^"]*)")\s*\)\s*$""")
+
+
+def parse_in(text: str) -> str | None:
+    """The state id of an ``In('id')`` condition, or None when ``text`` is something else."""
+    m = _IN.match(text)
+    if m is None:
+        return None
+    return m.group(1) if m.group(1) is not None else m.group(2)
+
+
+class NullDatamodel(Datamodel):
+    """Spec section B.1: the only expression is the ``In()`` predicate."""
+
+    name = "null"
+
+    def __init__(self, session: Any, expressions: list[Expression]) -> None:
+        super().__init__(session, expressions)
+        self._states = [parse_in(e.text) if e.kind == "cond" else None for e in expressions]
+
+    def cond(self, k: int) -> bool:
+        state = self._states[k]
+        if state is None:
+            raise ExecutionError(f"the null datamodel only evaluates In('state'), not {self.expressions[k].text!r}")
+        return bool(self.session.is_active(state))
+
+    def _unsupported(self, k: int) -> Any:
+        e = self.expressions[k]
+        raise ExecutionError(f"the null datamodel has no {e.kind} expressions ({e.text!r})")
+
+    def value(self, k: int) -> Any:
+        return self._unsupported(k)
+
+    def assign(self, k: int) -> None:
+        self._unsupported(k)
+
+    def set_location(self, k: int, value: Any) -> None:
+        self._unsupported(k)
+
+    def script(self, k: int) -> None:
+        self._unsupported(k)
+
+    def foreach(self, k: int, body: Any) -> None:
+        self._unsupported(k)

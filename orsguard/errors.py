@@ -1,0 +1,41 @@
+"""Exceptions a user of orsguard can catch."""
+
+from __future__ import annotations
+
+
+class OrsguardError(Exception):
+    """Base class of orsguard's own errors."""
+
+
+class DocumentError(OrsguardError):
+    """An SCXML document that cannot be loaded: where, and what to do about it.
+
+    ``file`` is the path (None for text), ``line`` and ``column`` 1-based
+    (None when unknown), ``message`` the reason without the location.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 column: int | None = None, element: str | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.element = element
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file or "<string>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        element = f" <{self.element}>" if self.element else ""
+        return f"{where}:{element} {self.message}"
+
+
+class CommunicationError(OrsguardError):
+    """An event I/O processor could not deliver an event (the session raises error.communication)."""
+
+
+class ExecutionError(OrsguardError):
+    """Executable content failed at run time (the session raises error.execution)."""

@@ -1,0 +1,360 @@
+"""Executable content (spec section 4) compiled into Python callables.
+
+Each block becomes one callable ``block(session)``; each element in it a small
+closure over the indices of its expressions in the document's expression table.
+A callable raises ``ExecutionError`` (or a datamodel's error) to abandon the
+rest of its block; the step loop turns that into ``error.execution``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lxml import etree
+
+from orsguard.datamodels import Expressions
+from orsguard.errors import ExecutionError
+
+SCXML_NS = "http://www.w3.org/2005/07/scxml"
+_Q = "{%s}" % SCXML_NS
+
+Item = Callable[[Any], None]
+
+_DELAY = re.compile(r"^\s*(\d*\.?\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_delay(value: Any) -> float:
+    """A CSS2-style duration (``'1.5s'``, ``'200ms'``) or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ExecutionError(f"negative delay {value!r}")
+        return float(value)
+    m = _DELAY.match(str(value)) if value is not None else None
+    if m is None:
+        raise ExecutionError(f"invalid delay {value!r} (expected e.g. '2s' or '500ms')")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def local(el: etree._Element) -> str:
+    tag = el.tag
+    if not isinstance(tag, str):
+        return ""
+    return tag[len(_Q):] if tag.startswith(_Q) else tag
+
+
+def content_value(el: etree._Element, *, parse_json: bool) -> Any:
+    """The value of inline ``<content>``/``<data>`` children: JSON, text, or serialized XML."""
+    children = [c for c in el if isinstance(c.tag, str)]
+    if children:
+        return "".join(etree.tostring(c, encoding="unicode", with_tail=False) for c in children)
+    text = el.text or ""
+    if parse_json:
+        stripped = text.strip()
+        if stripped:
+            try:
+                return json.loads(stripped)
+            except ValueError:
+                pass
+    return _normalize_space(text) if not parse_json else text
+
+
+def _normalize_space(text: str) -> str:
+    return " ".join(text.split())
+
+
+def run_items(items: Sequence[Item]) -> Item:
+    """One callable running ``items`` in order."""
+    if len(items) == 1:
+        return items[0]
+    items = tuple(items)
+
+    def block(session: Any) -> None:
+        for item in items:
+            item(session)
+
+    return block
+
+
+class Compiler:
+    """Turns executable-content elements into callables.
+
+    ``fail(element, message)`` raises the document error; ``check(kind, text,
+    element)`` validates an expression's syntax at load time where wanted;
+    ``load_src(element, src)`` reads a ``src`` resource relative to the document.
+    """
+
+    def __init__(self, exprs: Expressions, fail: Callable[..., Any], check: Callable[..., None],
+                 load_src: Callable[[etree._Element, str], str], datamodel: str) -> None:
+        self.exprs = exprs
+        self.fail = fail
+        self.check = check
+        self.load_src = load_src
+        self.datamodel = datamodel
+        self.send_types: set[str] = set()
+
+    def expr(self, kind: str, text: str, el: etree._Element, *, location: str | None = None,
+             extra: tuple[str, ...] = ()) -> int:
+        self.check(kind, text, el, location=location, extra=extra)
+        return self.exprs.add(kind, text, line=el.sourceline, location=location, extra=extra)
+
+    def attr(self, el: etree._Element, name: str, required: bool = False) -> str | None:
+        value = el.get(name)
+        if required and value is None:
+            self.fail(el, f"missing required attribute '{name}'")
+        return value
+
+    def exclusive(self, el: etree._Element, *names: str) -> None:
+        present = [n for n in names if el.get(n) is not None]
+        if len(present) > 1:
+            self.fail(el, "attributes " + " and ".join(f"'{n}'" for n in present) + " may not be used together")
+
+    # ------------------------------------------------------------ blocks
+
+    def block(self, parent: etree._Element | None) -> Item | None:
+        """The children of ``parent`` (an onentry, onexit, transition, ...) as one callable."""
+        if parent is None:
+            return None
+        items = [self.item(c) for c in parent if isinstance(c.tag, str)]
+        items = [i for i in items if i is not None]
+        return run_items(items) if items else None
+
+    def item(self, el: etree._Element) -> Item | None:
+        name = local(el)
+        if not el.tag.startswith(_Q):
+            return None  # foreign-namespace elements are extension points; ignore them
+        method = getattr(self, "_c_" + name, None)
+        if method is None:
+            self.fail(el, f"<{name}> is not executable content here")
+        return method(el)
+
+    # ------------------------------------------------------------ elements
+
+    def _c_raise(self, el: etree._Element) -> Item:
+        event = self.attr(el, "event", required=True)
+
+        def raise_(session: Any) -> None:
+            session.raise_internal(event)
+
+        return raise_
+
+    def _c_log(self, el: etree._Element) -> Item:
+        label = el.get("label")
+        text = el.get("expr")
+        k = self.expr("value", text, el) if text is not None else -1
+
+        def log(session: Any) -> None:
+            session.log(label, session.dm.value(k) if k >= 0 else None)
+
+        return log
+
+    def _c_assign(self, el: etree._Element) -> Item:
+        location = self.attr(el, "location", required=True)
+        self.exclusive(el, "expr")
+        text = el.get("expr")
+        if text is not None:
+            if len(el) or (el.text or "").strip():
+                self.fail(el, "'expr' and child content may not be used together")
+            k = self.expr("assign", text, el, location=location)
+
+            def assign(session: Any) -> None:
+                session.dm.assign(k)
+
+            return assign
+        value = content_value(el, parse_json=True)
+        k = self.expr("setter", "", el, location=location)
+
+        def assign_content(session: Any) -> None:
+            session.dm.set_location(k, value)
+
+        return assign_content
+
+    def _c_script(self, el: etree._Element) -> Item:
+        src = el.get("src")
+        if src is not None:
+            if (el.text or "").strip():
+                self.fail(el, "'src' and inline script may not be used together")
+            code = self.load_src(el, src)
+        else:
+            code = el.text or ""
+        k = self.expr("script", code, el)
+
+        def script(session: Any) -> None:
+            session.dm.script(k)
+
+        return script
+
+    def _c_if(self, el: etree._Element) -> Item:
+        branches: list[tuple[int, list[Item]]] = [(self.expr("cond", self.attr(el, "cond", required=True), el), [])]
+        for c in el:
+            if not isinstance(c.tag, str):
+                continue
+            name = local(c)
+            if name == "elseif":
+                branches.append((self.expr("cond", self.attr(c, "cond", required=True), c), []))
+            elif name == "else":
+                branches.append((-1, []))
+            else:
+                item = self.item(c)
+                if item is not None:
+                    branches[-1][1].append(item)
+        compiled = tuple((k, run_items(items) if items else None) for k, items in branches)
+
+        def if_(session: Any) -> None:
+            dm = session.dm
+            for k, body in compiled:
+                if k >= 0:
+                    try:
+                        ok = dm.cond(k)
+                    except ExecutionError as exc:
+                        session.raise_error("error.execution", exc)
+                        ok = False
+                    if not ok:
+                        continue
+                if body is not None:
+                    body(session)
+                return
+
+        return if_
+
+    def _c_foreach(self, el: etree._Element) -> Item:
+        array = self.attr(el, "array", required=True)
+        item = self.attr(el, "item", required=True)
+        index = el.get("index") or ""
+        k = self.expr("foreach", array, el, extra=(item, index))
+        body = self.block(el)
+
+        def foreach(session: Any) -> None:
+            session.dm.foreach(k, body if body is not None else _nothing)
+
+        return foreach
+
+    def _c_send(self, el: etree._Element) -> Item:
+        self.exclusive(el, "event", "eventexpr")
+        self.exclusive(el, "target", "targetexpr")
+        self.exclusive(el, "type", "typeexpr")
+        self.exclusive(el, "id", "idlocation")
+        self.exclusive(el, "delay", "delayexpr")
+        event, target, type_ = el.get("event"), el.get("target"), el.get("type")
+        if type_ is not None:
+            self.send_types.add(type_)
+        sendid = el.get("id")
+        ek = self._opt_value(el, "eventexpr")
+        tk = self._opt_value(el, "targetexpr")
+        yk = self._opt_value(el, "typeexpr")
+        dk = self._opt_value(el, "delayexpr")
+        idk = self.expr("setter", "", el, location=el.get("idlocation")) if el.get("idlocation") else -1
+        delay = el.get("delay")
+        if delay is not None:
+            try:
+                delay_s: float | None = parse_delay(delay)
+            except ExecutionError as exc:
+                self.fail(el, str(exc))
+        else:
+            delay_s = None
+        data = self.payload(el, allow_namelist=True)
+        if (el.get("namelist") or self._params(el)) and self._content(el) is not None:
+            self.fail(el, "<content> may not be used with 'namelist' or <param>")
+
+        def send(session: Any) -> None:
+            dm = session.dm
+            if sendid is not None:
+                sid = sendid
+            else:
+                sid = session.new_send_id()
+                if idk >= 0:
+                    dm.set_location(idk, sid)
+            name = event if ek < 0 else _as_str(dm.value(ek))
+            tgt = target if tk < 0 else _as_str(dm.value(tk))
+            typ = type_ if yk < 0 else _as_str(dm.value(yk))
+            d = delay_s if dk < 0 else parse_delay(dm.value(dk))
+            payload = data(session)
+            session.send_event(name, tgt, typ, sid, d or 0.0, payload, explicit_id=sendid is not None)
+
+        return send
+
+    def _c_cancel(self, el: etree._Element) -> Item:
+        self.exclusive(el, "sendid", "sendidexpr")
+        sendid = el.get("sendid")
+        k = self._opt_value(el, "sendidexpr")
+        if sendid is None and k < 0:
+            self.fail(el, "needs 'sendid' or 'sendidexpr'")
+
+        def cancel(session: Any) -> None:
+            session.cancel_send(sendid if k < 0 else _as_str(session.dm.value(k)))
+
+        return cancel
+
+    # ------------------------------------------------------------ payloads
+
+    def _opt_value(self, el: etree._Element, name: str) -> int:
+        text = el.get(name)
+        return self.expr("value", text, el) if text is not None else -1
+
+    def _params(self, el: etree._Element) -> list[etree._Element]:
+        return [c for c in el if isinstance(c.tag, str) and local(c) == "param" and c.tag.startswith(_Q)]
+
+    def _content(self, el: etree._Element) -> etree._Element | None:
+        found = [c for c in el if isinstance(c.tag, str) and local(c) == "content" and c.tag.startswith(_Q)]
+        if len(found) > 1:
+            self.fail(found[1], "only one <content> is allowed")
+        return found[0] if found else None
+
+    def payload(self, el: etree._Element, *, allow_namelist: bool) -> Callable[[Any], Any]:
+        """The event data an element (send, invoke, donedata) carries, as a callable."""
+        names: list[tuple[str, int]] = []
+        namelist = el.get("namelist") if allow_namelist else None
+        for name in (namelist or "").split():
+            names.append((name, self.expr("value", name, el)))
+        for p in self._params(el):
+            pname = self.attr(p, "name", required=True)
+            self.exclusive(p, "expr", "location")
+            source = p.get("expr") if p.get("expr") is not None else p.get("location")
+            if source is None:
+                self.fail(p, "needs 'expr' or 'location'")
+            names.append((pname, self.expr("value", source, p)))
+        content = self._content(el)
+        if content is not None:
+            if content.get("expr") is not None:
+                if len(content) or (content.text or "").strip():
+                    self.fail(content, "'expr' and child content may not be used together")
+                ck = self.expr("value", content.get("expr"), content)
+
+                def content_expr(session: Any) -> Any:
+                    return session.dm.value(ck)
+
+                return content_expr
+            value = content_value(content, parse_json=self.datamodel != "null")
+
+            def content_inline(session: Any) -> Any:
+                return value
+
+            return content_inline
+        if not names:
+            return _no_data
+        pairs = tuple(names)
+
+        def params(session: Any) -> Any:
+            dm = session.dm
+            return {n: dm.value(k) for n, k in pairs}
+
+        return params
+
+
+def _nothing(session: Any) -> None:
+    return None
+
+
+def _no_data(session: Any) -> Any:
+    return None
+
+
+def _as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,65 @@
+"""The SCXML Event I/O Processor (spec C.1): events between sessions of this process.
+
+Targets: none (the session's own external queue), ``#_internal``, ``#_parent``,
+``#_invoke_<id>``, ``#_scxml_<sessionid>``. Delivery to another session is
+posted on the clock at the current time rather than run inside the sender's
+macrostep, so sessions never nest inside each other's step loops.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from orsguard._core import Event
+from orsguard.errors import CommunicationError, ExecutionError
+from orsguard.ioprocessors import SCXML_TYPE
+
+ALIASES = (SCXML_TYPE, "scxml", "http://www.w3.org/TR/scxml/")
+
+#: Live sessions by id, for ``#_scxml_<sessionid>`` targets.
+registry: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def location(session: Any) -> str:
+    return "#_scxml_" + session.session_id
+
+
+def post(target: Any, event: Event) -> None:
+    """Queue ``event`` on another session and let it process on the next clock turn."""
+    if not target.running:
+        return
+    target.enqueue_external(event)
+    target.clock.call_at(target.clock.now(), target.process_external)
+
+
+def deliver(session: Any, event: Event, target: str | None) -> None:
+    """Route an event sent by ``session`` with the SCXML processor."""
+    if target is None or target == "":
+        # The session's own caller (start, send or a timer) processes its external queue.
+        session.enqueue_external(event)
+        return
+    if target == "#_internal":
+        event.type = "internal"
+        session.enqueue_internal(event)
+        return
+    if target == "#_parent":
+        parent = session.parent
+        if parent is None:
+            raise CommunicationError("#_parent: this session was not invoked")
+        event.invokeid = session.invoke_id
+        post(parent, event)
+        return
+    if target.startswith("#_invoke_"):
+        child = session.child(target[len("#_invoke_"):])
+        if child is None:
+            raise CommunicationError(f"{target}: no such invoked session")
+        post(child, event)
+        return
+    if target.startswith("#_scxml_"):
+        other = registry.get(target[len("#_scxml_"):])
+        if other is None or not other.running:
+            raise CommunicationError(f"{target}: no such session")
+        post(other, event)
+        return
+    raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
