@@ -759,7 +759,8 @@ cdef class Interpreter:
         return True
 
     cdef _error_event(self, str name, exc):
-        ev = Event(name, {"message": str(exc)} if exc is not None else None, type="platform")
+        ev = Event(name, {"message": str(exc)} if exc is not None else None, type="platform",
+                   sendid=getattr(exc, "sendid", None))
         self.enqueue_internal(ev)
 
     def raise_error(self, str name, exc=None):
@@ -1187,7 +1188,8 @@ cdef class Interpreter:
         """Hook: start the invocations of state ``s`` (called at the end of a macrostep)."""
 
     def _external_preprocess(self, Event event):
-        """Hook: finalize and autoforward for an external event before selection."""
+        """Hook: finalize and autoforward for an external event before selection; False drops it."""
+        return True
 
     # ------------------------------------------------------------ macrosteps
 
@@ -1286,8 +1288,8 @@ cdef class Interpreter:
                     ev = self.external_queue.popleft()
                     self.stats.events_external += 1
                     self.dm.bind_event(ev)
-                    if self.machine.has_invokes:
-                        self._external_preprocess(ev)
+                    if self.machine.has_invokes and self._external_preprocess(ev) is False:
+                        continue
                     enabled = self._select(self.machine.match_table(ev.name))
                     if enabled:
                         self._microstep(enabled)

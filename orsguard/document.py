@@ -26,9 +26,10 @@ from orsguard._core import (
     Machine,
 )
 from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
-from orsguard.datamodels.null import parse_in
+from orsguard.datamodels.base import expression_text
+from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError, ExecutionError
-from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local
+from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, text_value
 
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
 _CHILDREN = {
@@ -180,11 +181,15 @@ class _Loader:
         if self.datamodel == "null":
             if kind == "cond" and parse_in(text) is None:
                 self.fail(el, f"the null datamodel only allows In('state') conditions, not {text!r}")
-            if kind not in ("cond",):
+            if kind == "value" and parse_literal(text) is None:
+                self.fail(el, f"the null datamodel only allows quoted string values, not {text!r}")
+            if kind not in ("cond", "value"):
                 self.fail(el, f"the null datamodel has no {kind} expressions")
             return
         if not self.check_expressions:
             return
+        if kind != "script":
+            text = expression_text(text)
         if kind == "script":
             src = f"(function () {{ {text}\n }})"
         elif kind == "setter":
@@ -484,9 +489,7 @@ class _Loader:
 
             return init_expr
         if src is not None:
-            holder = etree.Element("data")
-            holder.text = self.load_src(el, src)
-            value = content_value(holder, parse_json=True)
+            value = text_value(self.load_src(el, src), parse_json=True)
         elif has_content:
             value = content_value(el, parse_json=True)
         else:

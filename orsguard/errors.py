@@ -34,8 +34,18 @@ class DocumentError(OrsguardError):
 
 
 class CommunicationError(OrsguardError):
-    """An event I/O processor could not deliver an event (the session raises error.communication)."""
+    """An event I/O processor could not deliver an event (the session raises error.communication).
+
+    ``sendid`` is the id of the failed ``<send>``, copied into the error event.
+    """
+
+    sendid: str | None = None
 
 
 class ExecutionError(OrsguardError):
-    """Executable content failed at run time (the session raises error.execution)."""
+    """Executable content failed at run time (the session raises error.execution).
+
+    ``sendid`` is set when the failure belongs to a ``<send>`` with an id.
+    """
+
+    sendid: str | None = None

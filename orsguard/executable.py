@@ -16,6 +16,7 @@ from typing import Any
 from lxml import etree
 
 from orsguard.datamodels import Expressions
+from orsguard.datamodels.base import XmlContent
 from orsguard.errors import ExecutionError
 
 SCXML_NS = "http://www.w3.org/2005/07/scxml"
@@ -47,22 +48,28 @@ def local(el: etree._Element) -> str:
 
 
 def content_value(el: etree._Element, *, parse_json: bool) -> Any:
-    """The value of inline ``<content>``/``<data>`` children: JSON, text, or serialized XML."""
+    """The value of inline ``<content>``/``<data>`` children: XML, JSON, or whitespace-normalized text."""
     children = [c for c in el if isinstance(c.tag, str)]
     if children:
-        return "".join(etree.tostring(c, encoding="unicode", with_tail=False) for c in children)
-    text = el.text or ""
-    if parse_json:
-        stripped = text.strip()
-        if stripped:
+        return XmlContent("".join(etree.tostring(c, encoding="unicode", with_tail=False) for c in children))
+    return text_value(el.text or "", parse_json=parse_json)
+
+
+def text_value(text: str, *, parse_json: bool) -> Any:
+    """Spec B.2.2: JSON becomes a value, XML a document, anything else a normalized string."""
+    stripped = text.strip()
+    if parse_json and stripped:
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+        if stripped.startswith("<"):
             try:
-                return json.loads(stripped)
-            except ValueError:
+                etree.fromstring(stripped, etree.XMLParser(resolve_entities=False, no_network=True))
+            except etree.XMLSyntaxError:
                 pass
-    return _normalize_space(text) if not parse_json else text
-
-
-def _normalize_space(text: str) -> str:
+            else:
+                return XmlContent(stripped)
     return " ".join(text.split())
 
 
@@ -259,6 +266,10 @@ class Compiler:
         if (el.get("namelist") or self._params(el)) and self._content(el) is not None:
             self.fail(el, "<content> may not be used with 'namelist' or <param>")
 
+        # _event.sendid carries an id the author asked for (id or idlocation); other sends
+        # still get one internally, so that a delayed send can be cancelled or replaced.
+        public_id = sendid is not None or idk >= 0
+
         def send(session: Any) -> None:
             dm = session.dm
             if sendid is not None:
@@ -267,12 +278,17 @@ class Compiler:
                 sid = session.new_send_id()
                 if idk >= 0:
                     dm.set_location(idk, sid)
-            name = event if ek < 0 else _as_str(dm.value(ek))
-            tgt = target if tk < 0 else _as_str(dm.value(tk))
-            typ = type_ if yk < 0 else _as_str(dm.value(yk))
-            d = delay_s if dk < 0 else parse_delay(dm.value(dk))
-            payload = data(session)
-            session.send_event(name, tgt, typ, sid, d or 0.0, payload, explicit_id=sendid is not None)
+            try:
+                name = event if ek < 0 else _as_str(dm.value(ek))
+                tgt = target if tk < 0 else _as_str(dm.value(tk))
+                typ = type_ if yk < 0 else _as_str(dm.value(yk))
+                d = delay_s if dk < 0 else parse_delay(dm.value(dk))
+                payload = data(session)
+                session.send_event(name, tgt, typ, sid, d or 0.0, payload, public_id=public_id)
+            except ExecutionError as exc:
+                if public_id:
+                    exc.sendid = sid
+                raise
 
         return send
 

@@ -60,6 +60,7 @@ class Session(Interpreter):
             for uri in (proc.type_uri, *proc.aliases):
                 self.ioprocessors[uri] = proc
         self._children: dict[str, tuple[Session, Invoke]] = {}
+        self._cancelled: set[str] = set()
         self.dm = document.datamodel_class(self, document.expressions.items)
         scxml_processor.registry[self.session_id] = self
 
@@ -67,6 +68,11 @@ class Session(Interpreter):
 
     def start(self) -> Session:
         """Run the initial macrostep (datamodel, global scripts, initial states)."""
+        self._boot()
+        self._flush()
+        return self
+
+    def _boot(self) -> None:
         system = {"sessionid": self.session_id, "name": self.document.name, "ioprocessors": self.io_locations()}
         try:
             self.dm.setup(system, self.document.data_ids)
@@ -74,8 +80,6 @@ class Session(Interpreter):
             raise DocumentError(str(exc), file=self.document.path) from None
         self.start_core()
         self.process_external()
-        self._flush()
-        return self
 
     def send(self, name: str, data: Any = None) -> bool:
         """Queue an external event and process until stable; False when the session has ended."""
@@ -164,8 +168,12 @@ class Session(Interpreter):
         return f"{self.session_id}.send{next(_send_ids)}"
 
     def send_event(self, name: str | None, target: str | None, type_: str | None, sendid: str,
-                   delay: float, data: Any, *, explicit_id: bool = False) -> None:
-        """``<send>``: route through the SCXML processor or a registered one."""
+                   delay: float, data: Any, *, public_id: bool = False) -> None:
+        """``<send>``: route through the SCXML processor or a registered one.
+
+        ``sendid`` keys the send for ``<cancel>``; it appears as ``_event.sendid``
+        only when ``public_id`` (the author gave ``id`` or ``idlocation``).
+        """
         if name is None:
             raise ExecutionError("<send> has no event name")
         type_ = type_ or SCXML_TYPE
@@ -175,10 +183,9 @@ class Session(Interpreter):
             proc = self.ioprocessors.get(type_)
             if proc is None:
                 raise ExecutionError(f"unsupported event I/O processor type {type_!r}")
-        if proc is None and target not in (None, "", "#_internal", "#_parent") and not (
-                target.startswith("#_invoke_") or target.startswith("#_scxml_")):
+        if proc is None and target and not target.startswith("#_"):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
-        event = Event(name, data, type="external", sendid=sendid if (explicit_id or target != "#_internal") else None,
+        event = Event(name, data, type="external", sendid=sendid if public_id else None,
                       origin=scxml_processor.location(self), origintype=SCXML_TYPE)
 
         def dispatch() -> None:
@@ -187,8 +194,11 @@ class Session(Interpreter):
                     scxml_processor.deliver(self, event, target)
                 else:
                     proc.send(self, event, target or "")
-            except CommunicationError as exc:
-                self.raise_error("error.communication", exc)
+            except (CommunicationError, ExecutionError) as exc:
+                if public_id:
+                    exc.sendid = sendid
+                kind = "error.communication" if isinstance(exc, CommunicationError) else "error.execution"
+                self.raise_error(kind, exc)
 
         if delay > 0:
             def fire() -> None:
@@ -252,18 +262,23 @@ class Session(Interpreter):
                         ioprocessors=set(self.ioprocessors.values()), data=data if isinstance(data, dict) else None,
                         on_log=self.on_log, parent=self, invoke_id=invoke_id)
         self._children[invoke_id] = (child, inv)
-        child.start_core()
-        child.process_external()
+        self._cancelled.discard(invoke_id)
+        child._boot()
 
     def _invoke_exit(self, s: int) -> None:
         state_id = self.machine.ids[s]
         for invoke_id, (child, inv) in list(self._children.items()):
             if inv.state_id == state_id:
                 del self._children[invoke_id]
-                child.cancel()
+                if child.running:
+                    self._cancelled.add(invoke_id)
+                    child.cancel()
 
-    def _external_preprocess(self, event: Event) -> None:
+    def _external_preprocess(self, event: Event) -> bool:
+        """Finalize and autoforward (spec 6.4); False drops an event from a cancelled invocation."""
         if event.invokeid is not None:
+            if event.invokeid in self._cancelled:
+                return False
             entry = self._children.get(event.invokeid)
             if entry is not None and entry[1].finalize is not None:
                 self._run_finalize(entry[1].finalize)
@@ -272,6 +287,7 @@ class Session(Interpreter):
                 copy = Event(event.name, event.data, type="external", sendid=event.sendid,
                              origin=event.origin, origintype=event.origintype, invokeid=event.invokeid)
                 scxml_processor.post(child, copy)
+        return True
 
     def _run_finalize(self, block: Callable[[Any], None]) -> None:
         try:
@@ -280,10 +296,11 @@ class Session(Interpreter):
             self.raise_error("error.execution", exc)
 
     def _child_ended(self, child: Session) -> None:
+        # The record stays until the invoking state exits, so that <finalize>
+        # still applies to events the child sent before it ended.
         entry = self._children.get(child.invoke_id or "")
         if entry is None or entry[0] is not child or not self.running:
             return  # cancelled by us: its events are no longer wanted
-        del self._children[child.invoke_id]
         if child.end_reason == "final":
             event = Event(f"done.invoke.{child.invoke_id}", child.final_data, type="external",
                           invokeid=child.invoke_id)

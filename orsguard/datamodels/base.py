@@ -5,6 +5,23 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 
+class XmlContent(str):
+    """Inline XML given as data (``<data>``/``<content>`` children, or a ``src`` file).
+
+    A ``str`` holding the serialized XML, so a datamodel without a DOM sees text;
+    the ECMAScript datamodel turns it into a small DOM (getElementsByTagName,
+    getAttribute, childNodes, textContent).
+    """
+
+
+def expression_text(text: str) -> str:
+    """An expression without the statement terminator authors sometimes add (``new f();``)."""
+    stripped = text.strip()
+    while stripped.endswith(";"):
+        stripped = stripped[:-1].rstrip()
+    return stripped
+
+
 class Expression(NamedTuple):
     """One expression of a document.
 

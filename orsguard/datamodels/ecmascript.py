@@ -21,9 +21,10 @@ import weakref
 from typing import Any
 
 import quickjs
+from lxml import etree
 
 from orsguard._core import ScriptInterrupted
-from orsguard.datamodels.base import Datamodel, Expression
+from orsguard.datamodels.base import Datamodel, Expression, XmlContent, expression_text
 from orsguard.errors import ExecutionError
 
 _CAN_LOOP = re.compile(r"\b(?:while|for|do)\b")
@@ -64,6 +65,41 @@ _PRELUDE = r"""
     Object.freeze(ev);
   };
   g.__og_fe = [];
+  function Text(t) { this.nodeType = 3; this.nodeValue = t; this.textContent = t; }
+  function Element(n) {
+    this.nodeType = 1; this.tagName = this.nodeName = this.localName = n[0];
+    this.attributes = n[1];
+    this.childNodes = n[2].map(function (c) { return typeof c === "string" ? new Text(c) : new Element(c); });
+  }
+  Element.prototype.getAttribute = function (a) {
+    return Object.prototype.hasOwnProperty.call(this.attributes, a) ? this.attributes[a] : null;
+  };
+  Element.prototype.hasAttribute = function (a) {
+    return Object.prototype.hasOwnProperty.call(this.attributes, a);
+  };
+  Element.prototype.getElementsByTagName = function (t) {
+    var out = [];
+    (function walk(e) {
+      e.childNodes.forEach(function (c) {
+        if (c.nodeType === 1) { if (t === "*" || c.tagName === t) out.push(c); walk(c); }
+      });
+    })(this);
+    return out;
+  };
+  Object.defineProperty(Element.prototype, "textContent", {
+    get: function () { return this.childNodes.map(function (c) { return c.textContent; }).join(""); }
+  });
+  function Doc(root) { this.nodeType = 9; this.documentElement = root; this.childNodes = [root]; }
+  Doc.prototype.getElementsByTagName = function (t) {
+    var r = this.documentElement;
+    return ((t === "*" || r.tagName === t) ? [r] : []).concat(r.getElementsByTagName(t));
+  };
+  g.__og_dom = function (json, xml) {
+    var d = new Doc(new Element(JSON.parse(json)));
+    Object.defineProperty(d, "__og_xml", {value: xml, enumerable: false});
+    return d;
+  };
+  g.__og_xmlof = function (v) { return v instanceof Doc ? v.__og_xml : null; };
   g.In = function (id) { return __og_in(String(id)); };
 })(globalThis);
 """
@@ -86,6 +122,7 @@ class EcmaScriptDatamodel(Datamodel):
         self.ctx.add_callable("__og_in", in_state)
         self.ctx.eval(_PRELUDE)
         self._bind = self.ctx.get("__og_bind")
+        self._xmlof = self.ctx.get("__og_xmlof")
         self._fns: list[Any] = [None] * len(expressions)
         self._guard: list[bool] = [False] * len(expressions)
         self._guard_all = False
@@ -108,6 +145,8 @@ class EcmaScriptDatamodel(Datamodel):
     # -------------------------------------------------------------- conversion
 
     def _js(self, value: Any) -> Any:
+        if isinstance(value, XmlContent):
+            return self._dom(value)
         if value is None or isinstance(value, (bool, int, float, str, quickjs.Object)):
             return value
         try:
@@ -116,9 +155,20 @@ class EcmaScriptDatamodel(Datamodel):
             return str(value)
         return self.ctx.parse_json(text)
 
-    @staticmethod
-    def _py(value: Any) -> Any:
+    def _dom(self, xml: str) -> Any:
+        try:
+            root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError:
+            # Several top-level elements: wrap them so they still form one document.
+            root = etree.fromstring(f"<content>{xml}</content>",
+                                    etree.XMLParser(resolve_entities=False, no_network=True))
+        return self.ctx.get("__og_dom")(json.dumps(_tree(root)), xml)
+
+    def _py(self, value: Any) -> Any:
         if isinstance(value, quickjs.Object):
+            xml = self._xmlof(value)
+            if xml is not None:
+                return XmlContent(xml)
             text = value.json()
             if text is None:
                 return value
@@ -138,6 +188,7 @@ class EcmaScriptDatamodel(Datamodel):
 
     def _compile(self, k: int) -> Any:
         e = self.expressions[k]
+        e = e._replace(text=expression_text(e.text))
         if e.kind == "cond":
             src = f"(function () {{ return !!({e.text}\n); }})"
         elif e.kind == "value":
@@ -248,6 +299,17 @@ class EcmaScriptDatamodel(Datamodel):
                 body(self.session)
         finally:
             self.ctx.eval("__og_fe.pop();")
+
+
+def _tree(el: Any) -> list[Any]:
+    """An lxml element as ``[tag, attributes, children]`` for the DOM prelude."""
+    children: list[Any] = [el.text] if el.text else []
+    for c in el:
+        if isinstance(c.tag, str):
+            children.append(_tree(c))
+        if c.tail:
+            children.append(c.tail)
+    return [etree.QName(el).localname, dict(el.attrib), children]
 
 
 def _mentions_event(e: Expression) -> bool:

@@ -1,4 +1,7 @@
-"""The ``null`` datamodel: no variables; conditions may only be ``In('state')``."""
+"""The ``null`` datamodel: no variables; conditions may only be ``In('state')``.
+
+String literals are accepted as values (for ``<log expr="'text'"/>``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,15 @@ from orsguard.datamodels.base import Datamodel, Expression
 from orsguard.errors import ExecutionError
 
 _IN = re.compile(r"""^\s*In\(\s*(?:'([^']*)'|"([^"]*)")\s*\)\s*$""")
+_LITERAL = re.compile(r"""^\s*(?:'([^']*)'|"([^"]*)")\s*$""")
+
+
+def parse_literal(text: str) -> str | None:
+    """The value of a quoted string literal (allowed in ``<log>``), or None."""
+    m = _LITERAL.match(text)
+    if m is None:
+        return None
+    return m.group(1) if m.group(1) is not None else m.group(2)
 
 
 def parse_in(text: str) -> str | None:
@@ -27,6 +39,7 @@ class NullDatamodel(Datamodel):
     def __init__(self, session: Any, expressions: list[Expression]) -> None:
         super().__init__(session, expressions)
         self._states = [parse_in(e.text) if e.kind == "cond" else None for e in expressions]
+        self._literals = [parse_literal(e.text) if e.kind == "value" else None for e in expressions]
 
     def cond(self, k: int) -> bool:
         state = self._states[k]
@@ -39,7 +52,10 @@ class NullDatamodel(Datamodel):
         raise ExecutionError(f"the null datamodel has no {e.kind} expressions ({e.text!r})")
 
     def value(self, k: int) -> Any:
-        return self._unsupported(k)
+        literal = self._literals[k]
+        if literal is None:
+            return self._unsupported(k)
+        return literal
 
     def assign(self, k: int) -> None:
         self._unsupported(k)

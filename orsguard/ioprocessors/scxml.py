@@ -1,7 +1,7 @@
 """The SCXML Event I/O Processor (spec C.1): events between sessions of this process.
 
 Targets: none (the session's own external queue), ``#_internal``, ``#_parent``,
-``#_invoke_<id>``, ``#_scxml_<sessionid>``. Delivery to another session is
+``#_<invokeid>`` (also spelled ``#_invoke_<invokeid>``), ``#_scxml_<sessionid>``. Delivery to another session is
 posted on the clock at the current time rather than run inside the sender's
 macrostep, so sessions never nest inside each other's step loops.
 """
@@ -50,16 +50,20 @@ def deliver(session: Any, event: Event, target: str | None) -> None:
         event.invokeid = session.invoke_id
         post(parent, event)
         return
-    if target.startswith("#_invoke_"):
-        child = session.child(target[len("#_invoke_"):])
-        if child is None:
-            raise CommunicationError(f"{target}: no such invoked session")
-        post(child, event)
-        return
     if target.startswith("#_scxml_"):
         other = registry.get(target[len("#_scxml_"):])
         if other is None or not other.running:
             raise CommunicationError(f"{target}: no such session")
         post(other, event)
+        return
+    if target.startswith("#_"):
+        # The spec's form is #_<invokeid>; #_invoke_<invokeid> is accepted as a spelled-out alias.
+        invoke_id = target[2:]
+        child = session.child(invoke_id)
+        if child is None and invoke_id.startswith("invoke_"):
+            child = session.child(invoke_id[len("invoke_"):])
+        if child is None:
+            raise CommunicationError(f"{target}: no such invoked session")
+        post(child, event)
         return
     raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
