@@ -462,6 +462,17 @@ class Termination:
             parts.append(tgt)
         return " -> ".join(parts)
 
+    @property
+    def loop(self):
+        """The shortest cycle the trail repeats, as ``(path, times)``, or None."""
+        trail = self.trail
+        n = len(trail)
+        for period in range(1, n // 2 + 1):
+            if all(trail[i] == trail[i + period] for i in range(n - period)):
+                cycle = Termination(self.option, self.limit, self.observed, None, None, trail[-period:])
+                return cycle.path, n / period
+        return None
+
     def as_dict(self):
         """A JSON-ready dict of all fields."""
         return {
@@ -485,7 +496,11 @@ class Termination:
         text = f"{self.option}={self.limit:g} exceeded (observed {observed})"
         if where:
             text += " while " + ", ".join(where)
-        if self.trail:
+        loop = self.loop
+        if loop is not None:
+            path, times = loop
+            text += f"; loop: {path} (repeated {times:g} times in the last {len(self.trail)} transitions)"
+        elif self.trail:
             text += f"; trail: {self.path}"
         return text
 
@@ -674,7 +689,7 @@ cdef class Interpreter:
         labels = self.machine.labels
         out = []
         for k in range(count):
-            out.append(labels[self.trail[(self.trail_pos - count + k) % TRAIL_SIZE]])
+            out.append(labels[self.trail[(self.trail_pos - count + k + TRAIL_SIZE) % TRAIL_SIZE]])
         return out
 
     # ------------------------------------------------------------ ending

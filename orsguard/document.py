@@ -8,6 +8,7 @@ file, line and element and says what is wrong.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,7 +145,8 @@ class _Loader:
             tree = etree.fromstring(data, _parser()).getroottree()
         except etree.XMLSyntaxError as exc:
             line, column = exc.position if exc.position else (None, None)
-            raise DocumentError(f"malformed XML: {exc.msg}", file=self.path, line=line,
+            message = re.sub(r", line \d+, column \d+$", "", exc.msg or "")
+            raise DocumentError(f"malformed XML: {message}", file=self.path, line=line,
                                 column=column) from None
         if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
             raise DocumentError("DOCTYPE declarations are not allowed in SCXML documents", file=self.path,
