@@ -469,7 +469,7 @@ class Termination:
         n = len(trail)
         for period in range(1, n // 2 + 1):
             if all(trail[i] == trail[i + period] for i in range(n - period)):
-                cycle = Termination(self.option, self.limit, self.observed, None, None, trail[-period:])
+                cycle = Termination(self.option, self.limit, self.observed, None, None, trail[:period])
                 return cycle.path, n / period
         return None
 
@@ -721,12 +721,23 @@ cdef class Interpreter:
 
     # ------------------------------------------------------------ queues
 
-    cdef inline _check_pending(self):
+    cdef inline bint _admit(self) except -1:
+        """Check ``max-pending-events`` for one more event; False when it stopped the session.
+
+        Inside the step loop the violation unwinds it (Halt); from outside (an
+        API call, a timer, another session) the enqueue is simply refused.
+        """
         cdef long pending
         if self.lim_pending > 0:
             pending = len(self.internal_queue) + len(self.external_queue) + len(self.delayed) + 1
             if pending > self.lim_pending:
-                self._violate(L_PENDING, self.lim_pending, pending, None)
+                try:
+                    self._violate(L_PENDING, self.lim_pending, pending, None)
+                except Halt:
+                    if self.in_macrostep:
+                        raise
+                    return False
+        return True
 
     def pending_count(self):
         """Events queued to the session now: internal + external + delayed."""
@@ -734,17 +745,15 @@ cdef class Interpreter:
 
     def enqueue_internal(self, Event event):
         """Place an event on the internal queue (raise, done events, errors)."""
-        if not self.running:
-            return
-        self._check_pending()
-        self.internal_queue.append(event)
+        if self.running and self._admit():
+            self.internal_queue.append(event)
 
     def enqueue_external(self, Event event):
-        """Place an event on the external queue; it is processed by :meth:`process_external`."""
-        if not self.running:
-            return
-        self._check_pending()
-        self.external_queue.append(event)
+        """Place an event on the external queue (processed by :meth:`process_external`); False if refused."""
+        if self.running and self._admit():
+            self.external_queue.append(event)
+            return True
+        return False
 
     def schedule(self, key, double delay, callback):
         """Run ``callback()`` after ``delay`` seconds on the session clock; cancellable by ``key``.
@@ -753,8 +762,9 @@ cdef class Interpreter:
         """
         if not self.running:
             return
-        self._check_pending()
         old = self.delayed.pop(key, None)
+        if old is None and not self._admit():
+            return
         if old is not None:
             old.cancel()
 

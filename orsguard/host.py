@@ -236,6 +236,7 @@ class SessionHost:
         connect_props.SessionExpiryInterval = self.config.session_expiry
         will_props = Properties(PacketTypes.PUBLISH)
         will_props.ContentType = "application/json"
+        await self._wipe_stale_session(host, port, user, password)
         self._client = aiomqtt.Client(
             host,
             port,
@@ -243,6 +244,11 @@ class SessionHost:
             password=password,
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
+            # Never clean start: aiomqtt re-runs paho's connect() on every
+            # reconnect, and paho's "first connection only" option then asks for
+            # a clean start each time, which throws away the events queued for
+            # us. _wipe_stale_session has already cleaned up once.
+            clean_start=False,
             properties=connect_props,
             keepalive=self.config.keepalive,
             will=aiomqtt.Will(
@@ -254,6 +260,9 @@ class SessionHost:
             ),
             max_inflight_messages=1000,
             timeout=10,
+            # Without it Nagle's algorithm meets delayed ACKs and every
+            # acknowledged publish waits ~40 ms.
+            socket_options=[_NODELAY],
         )
         stopper = loop.create_task(self._stopping.wait())
         delay = 0.1
@@ -291,6 +300,31 @@ class SessionHost:
         finally:
             stopper.cancel()
             self._connected.clear()
+
+    async def _wipe_stale_session(
+        self, host: str, port: int, user: str | None, password: str | None
+    ) -> None:
+        # A previous process with the same client id may have left a broker
+        # session behind, subscribed to sessions that died with it. One clean
+        # connection with no session expiry ends that session for good.
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                async with aiomqtt.Client(
+                    host,
+                    port,
+                    username=user,
+                    password=password,
+                    identifier=self.client_id,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    clean_start=True,
+                    timeout=10,
+                ):
+                    return
+            except aiomqtt.MqttError as exc:
+                _log.warning("cannot reach the broker (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _on_connected(self, client: aiomqtt.Client) -> None:
         # Subscribe again every time: a broker that lost its state (restart
@@ -575,6 +609,7 @@ class SessionHost:
 
 
 _OPTIONS = frozenset(Limits().by_option())
+_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _json_props() -> Properties:

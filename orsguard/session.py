@@ -82,12 +82,15 @@ class Session(Interpreter):
         self.process_external()
 
     def send(self, name: str, data: Any = None) -> bool:
-        """Queue an external event and process until stable; False when the session has ended."""
+        """Queue an external event and process until stable.
+
+        False when the event was not queued: the session has ended, or queuing it
+        exceeded ``max-pending-events`` (which ends the session).
+        """
         if not self.started:
             raise RuntimeError("call start() before send()")
-        if not self.running:
+        if not self.enqueue_external(Event(name, data, type="external")):
             return False
-        self.enqueue_external(Event(name, data, type="external"))
         self.process_external()
         self._flush()
         return True

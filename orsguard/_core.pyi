@@ -1,0 +1,122 @@
+"""Type stub for the compiled core (orsguard/_core.pyx)."""
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+KIND_ATOMIC: int
+KIND_COMPOUND: int
+KIND_PARALLEL: int
+KIND_FINAL: int
+KIND_HISTORY_SHALLOW: int
+KIND_HISTORY_DEEP: int
+KIND_ROOT: int
+LIMIT_OPTIONS: tuple[str, str, str, str, str]
+END_REASONS: tuple[str, str, str, str]
+
+def monotonic() -> float: ...
+
+class Halt(BaseException): ...
+class ScriptInterrupted(Exception): ...
+
+class Event:
+    name: str
+    type: str
+    sendid: Any
+    origin: Any
+    origintype: Any
+    invokeid: Any
+    data: Any
+    def __init__(self, name: str, data: Any = None, *, type: str = "external", sendid: Any = None,
+                 origin: Any = None, origintype: Any = None, invokeid: Any = None) -> None: ...
+
+class Stats:
+    sessions_started: int
+    sessions_active: int
+    events_internal: int
+    events_external: int
+    microsteps: int
+    def snapshot(self) -> dict[str, Any]: ...
+
+default_stats: Stats
+
+class Machine:
+    n: int
+    ntrans: int
+    ids: list[str]
+    index_of: dict[str, int]
+    children: list[list[int]]
+    history_children: list[list[int]]
+    targets: list[list[int]]
+    events: list[tuple[str, ...]]
+    content: list[Any]
+    onentry: list[tuple[Any, ...]]
+    onexit: list[tuple[Any, ...]]
+    donedata: list[Any]
+    invokes: list[tuple[Any, ...]]
+    data_init: list[Any]
+    labels: list[str]
+    has_invokes: bool
+    def __init__(self, ids: list[str], kinds: list[int], parents: list[int], initial: list[int],
+                 trans_source: list[int], trans_targets: list[list[int]], trans_events: list[tuple[str, ...]],
+                 trans_cond: list[int], trans_internal: list[bool], trans_content: list[Any],
+                 onentry: list[list[Any]], onexit: list[list[Any]], donedata: list[Any],
+                 invokes: list[list[Any]], data_init: list[Any]) -> None: ...
+    def state_kind(self, s: int) -> int: ...
+    def state_parent(self, s: int) -> int: ...
+
+class Termination:
+    option: str
+    limit: float
+    observed: float
+    state: str | None
+    transition: str | None
+    trail: list[str]
+    def __init__(self, option: str, limit: float, observed: float, state: str | None,
+                 transition: str | None, trail: list[str]) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def loop(self) -> tuple[str, float] | None: ...
+    def as_dict(self) -> dict[str, Any]: ...
+
+class Interpreter:
+    machine: Machine
+    dm: Any
+    clock: Any
+    stats: Stats
+    internal_queue: deque[Event]
+    external_queue: deque[Event]
+    delayed: dict[Any, Any]
+    running: bool
+    started: bool
+    final_state: str | None
+    final_data: Any
+    termination: Termination | None
+    end_reason: str | None
+    reached_final: bool
+    tracer: Callable[[str], Any] | None
+    limits: Any
+    def _core_init(self, machine: Machine, limits: Any, clock: Any, stats: Stats | None) -> None: ...
+    def remaining_time(self) -> float | None: ...
+    def trail_labels(self) -> list[str]: ...
+    def pending_count(self) -> int: ...
+    def enqueue_internal(self, event: Event) -> None: ...
+    def enqueue_external(self, event: Event) -> bool: ...
+    def schedule(self, key: Any, delay: float, callback: Callable[[], Any]) -> None: ...
+    def unschedule(self, key: Any) -> bool: ...
+    def raise_error(self, name: str, exc: BaseException | None = None) -> None: ...
+    def is_active(self, state_id: str) -> bool: ...
+    @property
+    def configuration(self) -> frozenset[str]: ...
+    @property
+    def atomic_configuration(self) -> frozenset[str]: ...
+    def configuration_indices(self) -> list[int]: ...
+    def entry_count(self, state_id: str) -> int: ...
+    def start_core(self) -> None: ...
+    def process_external(self) -> None: ...
+    def _halt(self, reason: str = "cancelled") -> None: ...
+    def _on_stopped(self) -> None: ...
+    def _invoke_start(self, s: int) -> None: ...
+    def _invoke_exit(self, s: int) -> None: ...
+    def _external_preprocess(self, event: Event) -> bool: ...

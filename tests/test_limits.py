@@ -1,0 +1,310 @@
+"""The five ORS limits: exact semantics, the termination record, and live changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from orsguard import Limits, Session, Stats, VirtualClock, load
+
+NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0"'
+
+PING_PONG = load(f"""<scxml {NS} initial="a">
+  <state id="a"><transition target="b"/></state>
+  <state id="b"><transition target="a"/></state>
+</scxml>""")
+
+# An event takes a -> b; then n eventless b -> b steps run while n counts down.
+COUNTDOWN = load(f"""<scxml {NS} initial="a">
+  <datamodel><data id="n" expr="0"/></datamodel>
+  <state id="a">
+    <transition event="go" target="b"><assign location="n" expr="_event.data"/></transition>
+  </state>
+  <state id="b">
+    <transition cond="n &gt; 0" target="b"><assign location="n" expr="n - 1"/></transition>
+    <transition event="back" target="a"/>
+  </state>
+</scxml>""")
+
+
+def start(doc, **limits):
+    session = Session(doc, limits=Limits.unlimited().replace(**limits), clock=VirtualClock(), stats=Stats())
+    session.start()
+    return session
+
+
+# ---------------------------------------------------------------- max-microstep-count
+
+
+@pytest.mark.parametrize("steps", [1, 5, 10])
+def test_microsteps_up_to_the_limit_are_allowed(steps):
+    session = start(COUNTDOWN, max_microstep_count=10)
+    # the event's own microstep plus `steps` eventless ones, all in one macrostep
+    session.send("go", steps - 1)
+    assert session.running
+    assert session.termination is None
+
+
+def test_the_microstep_after_the_limit_is_a_violation():
+    session = start(COUNTDOWN, max_microstep_count=10)
+    session.send("go", 10)  # 1 + 10 microsteps
+    t = session.termination
+    assert not session.running
+    assert (t.option, t.limit, t.observed) == ("max-microstep-count", 10, 11)
+    assert t.transition == "b -> b"
+    assert session.end_reason == "limit"
+
+
+def test_microstep_count_restarts_with_each_external_event():
+    session = start(COUNTDOWN, max_microstep_count=10)
+    for _ in range(5):
+        session.send("go", 9)
+        session.send("back")
+    assert session.running
+
+
+def test_the_initial_macrostep_counts_microsteps_too():
+    session = start(PING_PONG, max_microstep_count=7)
+    t = session.termination
+    assert t.option == "max-microstep-count"
+    assert t.observed == 8
+    assert len(t.trail) == 7
+    assert t.loop == ("a -> b -> a", 3.5)
+
+
+# ---------------------------------------------------------------- max-state-entry-count
+
+
+def test_state_entries_count_over_the_session_including_the_initial_entry():
+    session = start(COUNTDOWN, max_state_entry_count=3)
+    assert session.entry_count("a") == 1
+    session.send("go", 0)
+    session.send("back")  # a entered twice
+    session.send("go", 0)
+    session.send("back")  # three times: allowed
+    assert session.running and session.entry_count("a") == 3
+    session.send("go", 0)
+    session.send("back")  # the fourth entry
+    t = session.termination
+    assert (t.option, t.limit, t.observed, t.state) == ("max-state-entry-count", 3, 4, "a")
+    assert t.transition == "b -> a"
+
+
+def test_entry_limit_catches_a_loop_that_microsteps_would_allow():
+    session = start(PING_PONG, max_state_entry_count=50)
+    t = session.termination
+    assert t.option == "max-state-entry-count"
+    assert t.state == "a" and t.observed == 51
+
+
+# ---------------------------------------------------------------- max-pending-events
+
+RAISER = load(f"""<scxml {NS} initial="a">
+  <datamodel><data id="k" expr="0"/></datamodel>
+  <state id="a">
+    <transition event="burst" target="a">
+      <foreach array="new Array(_event.data).fill(0)" item="x"><raise event="tick"/></foreach>
+      <send event="later" delay="10s"/>
+    </transition>
+    <transition event="tick"><assign location="k" expr="k + 1"/></transition>
+  </state>
+</scxml>""")
+
+
+def test_pending_counts_internal_and_delayed_events_together():
+    session = start(RAISER, max_pending_events=5)
+    session.send("burst", 4)  # 4 internal + 1 delayed = 5: allowed
+    assert session.running
+    assert session.pending_count() == 1  # the internal ones were processed; the delayed one waits
+    session.send("burst", 4)  # 1 waiting + 4 internal = 5, then the new delayed send makes 6
+    t = session.termination
+    assert (t.option, t.limit, t.observed) == ("max-pending-events", 5, 6)
+
+
+def test_an_external_enqueue_beyond_the_limit_is_a_violation():
+    session = start(RAISER, max_pending_events=1)
+    session.send("burst", 0)  # no internal events, 1 delayed
+    assert session.running
+    session.send("tick")  # the external event makes 2 pending
+    assert session.termination.option == "max-pending-events"
+    assert session.termination.observed == 2
+
+
+# ---------------------------------------------------------------- process-event-timeout
+
+SPIN = load(f"""<scxml {NS} initial="a">
+  <script>function busy() {{ var i = 0; while (true) {{ i++; }} }}</script>
+  <state id="a">
+    <transition event="loop" target="b"/>
+    <transition event="call" cond="busy()" target="b"/>
+  </state>
+  <state id="b"><onentry><script>while (true) {{}}</script></onentry></state>
+</scxml>""")
+
+
+@pytest.mark.parametrize("event", ["loop", "call"])
+def test_a_runaway_script_is_interrupted_at_the_timeout(event):
+    session = start(SPIN, process_event_timeout=0.1)
+    session.send(event)
+    t = session.termination
+    assert t is not None and t.option == "process-event-timeout"
+    assert t.limit == 0.1
+    assert t.observed >= 0.1
+    assert not session.running
+
+
+def test_the_timeout_budget_is_per_macrostep():
+    session = start(COUNTDOWN, process_event_timeout=5.0)
+    for _ in range(3):
+        session.send("go", 100)
+        session.send("back")
+    assert session.running
+
+
+# ---------------------------------------------------------------- max-session-age
+
+WAITER = load(f"""<scxml {NS} initial="a">
+  <state id="a">
+    <onentry><send event="wake" delay="100s"/></onentry>
+    <transition event="wake" target="b"/>
+  </state>
+  <state id="b"/>
+</scxml>""")
+
+
+def test_session_age_fires_while_the_session_is_idle():
+    clock = VirtualClock()
+    session = Session(WAITER, limits=Limits.unlimited().replace(max_session_age=30), clock=clock, stats=Stats())
+    session.start()
+    session.advance(29.5)
+    assert session.running
+    session.advance(1)
+    t = session.termination
+    assert t.option == "max-session-age"
+    assert t.observed == pytest.approx(30.0)
+    # the delayed send died with the session
+    assert clock.next_due() is None
+    assert session.configuration == frozenset({"a"})
+
+
+def test_session_age_is_measured_from_the_start_on_the_session_clock():
+    clock = VirtualClock(start=1000.0)
+    session = Session(WAITER, limits=Limits.unlimited().replace(max_session_age=200), clock=clock, stats=Stats())
+    session.start()
+    session.run(150)
+    assert session.running and session.configuration == frozenset({"b"})
+
+
+# ---------------------------------------------------------------- what a violation does
+
+EXIT_LOG = load(f"""<scxml {NS} initial="a">
+  <state id="a">
+    <onentry><send event="never" delay="5s"/></onentry>
+    <onexit><log label="exit" expr="'a'"/></onexit>
+    <transition target="b"/>
+  </state>
+  <state id="b">
+    <onexit><log label="exit" expr="'b'"/></onexit>
+    <transition target="a"/>
+  </state>
+</scxml>""")
+
+
+def test_a_violation_stops_all_executable_content_and_cancels_delayed_sends():
+    logs: list[tuple[str | None, object]] = []
+    clock = VirtualClock()
+    stats = Stats()
+    session = Session(
+        EXIT_LOG,
+        limits=Limits.unlimited().replace(max_microstep_count=4),
+        clock=clock,
+        stats=stats,
+        on_log=lambda label, value: logs.append((label, value)),
+    )
+    session.start()
+    assert session.termination.option == "max-microstep-count"
+    # four microsteps ran their onexit; the fifth (the violation) ran nothing
+    assert [v for _, v in logs] == ["a", "b", "a", "b"]
+    assert clock.next_due() is None
+    assert session.pending_count() == 0
+    assert session.send("anything") is False
+    snap = stats.snapshot()
+    assert snap["limit_violations"]["max-microstep-count"] == 1
+    assert snap["sessions_ended"]["limit"] == 1
+    assert snap["sessions_active"] == 0
+
+
+def test_termination_reads_as_one_line_with_the_loop():
+    session = start(PING_PONG, max_microstep_count=6)
+    text = str(session.termination)
+    assert "\n" not in text
+    assert text.startswith("max-microstep-count=6 exceeded (observed 7)")
+    assert "a -> b" in text
+    assert "loop: a -> b -> a (repeated 3 times" in text
+    assert session.termination.as_dict()["trail"] == ["a -> b", "b -> a"] * 3
+
+
+def test_on_end_is_called_once_with_the_terminated_session():
+    ended = []
+    session = Session(
+        PING_PONG,
+        limits=Limits(max_microstep_count=3),
+        clock=VirtualClock(),
+        stats=Stats(),
+        on_end=ended.append,
+    )
+    session.start()
+    assert ended == [session]
+
+
+# ---------------------------------------------------------------- limits as values, and live changes
+
+
+def test_zero_switches_every_limit_off():
+    session = start(COUNTDOWN)
+    session.send("go", 20000)
+    assert session.running
+
+
+def test_new_limits_apply_at_the_next_check():
+    session = start(COUNTDOWN, max_microstep_count=100)
+    session.send("go", 50)
+    assert session.running
+    session.send("back")
+    session.limits = Limits.unlimited().replace(max_microstep_count=10)
+    session.send("go", 50)
+    assert session.termination.limit == 10
+
+
+def test_lowering_max_session_age_reschedules_the_timer():
+    clock = VirtualClock()
+    session = Session(WAITER, limits=Limits.unlimited().replace(max_session_age=90), clock=clock, stats=Stats())
+    session.start()
+    clock.advance(10)
+    session.limits = session.limits.replace(max_session_age=20)
+    clock.advance(10.5)
+    assert session.termination.option == "max-session-age"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_microstep_count": -1}, "max-microstep-count must be >= 0"),
+        ({"max_pending_events": 1.5}, "max-pending-events must be a whole number"),
+        ({"process_event_timeout": "5"}, "process-event-timeout must be a number"),
+        ({"max_session_age": float("nan")}, "max-session-age must be >= 0"),
+    ],
+)
+def test_limits_reject_bad_values(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        Limits(**kwargs)
+
+
+def test_limits_by_option_uses_ors_names():
+    assert Limits(max_microstep_count=7).by_option()["max-microstep-count"] == 7
+    assert set(Limits().by_option()) == {
+        "max-microstep-count",
+        "max-state-entry-count",
+        "max-pending-events",
+        "process-event-timeout",
+        "max-session-age",
+    }
