@@ -51,6 +51,7 @@ from orsguard.clock import AsyncioClock
 from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
 from orsguard.limits import Limits
 from orsguard.metrics import OrsguardCollector, start_metrics_server
+from orsguard.options import LimitsSource, OptionsError
 
 __all__ = ["HostConfig", "SessionHost", "add_subcommand", "main", "serve"]
 
@@ -119,40 +120,6 @@ def _valid_session_id(sid: str) -> bool:
     return bool(sid) and not any(c in sid for c in "/+#\0") and len(sid) <= 256
 
 
-class _Limits:
-    """The limits in force now, and where they come from (``--options`` or defaults)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._source: Any = None
-        self.limits = Limits()
-        self.send_retries = DEFAULT_SEND_RETRIES
-        if path is not None:
-            from orsguard.options import LimitsSource
-
-            self._source = LimitsSource(path)
-            self._take(self._source.reload())
-
-    def reload(self) -> bool:
-        """Re-read the options file; on error keep the old values and say why."""
-        if self._source is None:
-            return False
-        try:
-            result = self._source.reload()
-        except Exception as exc:  # a bad file must not stop the host
-            _log.error("options reload failed, keeping the old limits: %s", exc)
-            return False
-        self._take(result)
-        return True
-
-    def _take(self, result: Any) -> None:
-        limits = result if isinstance(result, Limits) else getattr(self._source, "limits", None)
-        if isinstance(limits, Limits):
-            self.limits = limits
-        retries = getattr(self._source, "send_retries", None)
-        if isinstance(retries, int) and retries >= 0:
-            self.send_retries = retries
-
-
 class SessionHost:
     """Runs sessions for the documents it was given, driven over one MQTT connection."""
 
@@ -171,10 +138,12 @@ class SessionHost:
         self.error_topic = f"{self.prefix}/errors"
         self.status_topic = f"{self.prefix}/hosts/{self.client_id}"
         self._sessions_prefix = f"{self.prefix}/sessions/"
-        self._limits = _Limits(config.options)
+        # --options: the file's limits and send-retries, re-read on SIGHUP.
+        self._source = LimitsSource(config.options) if config.options is not None else None
+        self._current = self._source.limits if self._source is not None else Limits()
+        retries = self._source.send_retries if self._source is not None else DEFAULT_SEND_RETRIES
         self.sessions: dict[str, Any] = {}
         self._document_of: dict[str, str] = {}
-        self._cancelled: set[str] = set()
         self._early: dict[str, list[tuple[str, Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: aiomqtt.Client | None = None
@@ -184,11 +153,11 @@ class SessionHost:
         self.processor = MqttEventIOProcessor(
             self._publish_once,
             topic_prefix=self.prefix,
-            send_retries=self._limits.send_retries,
+            send_retries=retries,
             deliver_error=self._deliver_late_error,
         )
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self.registry.register(OrsguardCollector(limits=lambda: self._limits.limits))
+        self.registry.register(OrsguardCollector(limits=lambda: self._current))
         # Rare, host-side events: plain prometheus counters cost nothing here.
         self._rejected = Counter(
             "orsguard_mqtt_rejected_messages",
@@ -210,18 +179,21 @@ class SessionHost:
     @property
     def limits(self) -> Limits:
         """The limits new and running sessions use now."""
-        return self._limits.limits
+        return self._current
 
-    # -- lifecycle -------------------------------------------------------
+    def install_reload(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Re-read ``--options`` on SIGHUP (no-op without an options file)."""
+        if self._source is not None:
+            self._source.install_sighup(self.apply_limits, loop=loop)
 
-    def reload(self) -> None:
-        """Re-read ``--options`` and apply it to new and running sessions (SIGHUP)."""
-        if not self._limits.reload():
-            return
-        self.processor.send_retries = self._limits.send_retries
+    def apply_limits(self, limits: Limits) -> None:
+        """Use ``limits`` (and the source's send-retries) for new and running sessions."""
+        self._current = limits
+        if self._source is not None:
+            self.processor.send_retries = self._source.send_retries
+        # Each running session applies them at its next check.
         for session in list(self.sessions.values()):
-            session.limits = self._limits.limits
-        _log.info("options reloaded: %s", self._limits.limits)
+            session.limits = limits
 
     def stop(self) -> None:
         """Ask :meth:`run` to end: running sessions are cancelled and reported."""
@@ -290,9 +262,7 @@ class SessionHost:
                     _log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
                 # Jitter keeps a fleet of hosts from reconnecting in lockstep.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        asyncio.shield(stopper), delay * random.uniform(0.5, 1.5)
-                    )
+                    await asyncio.wait_for(asyncio.shield(stopper), delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
             # Stopped while disconnected: sessions still end, their reports stay unsent.
             for sid in list(self.sessions):
@@ -301,9 +271,7 @@ class SessionHost:
             stopper.cancel()
             self._connected.clear()
 
-    async def _wipe_stale_session(
-        self, host: str, port: int, user: str | None, password: str | None
-    ) -> None:
+    async def _wipe_stale_session(self, host: str, port: int, user: str | None, password: str | None) -> None:
         # A previous process with the same client id may have left a broker
         # session behind, subscribed to sessions that died with it. One clean
         # connection with no session expiry ends that session for good.
@@ -335,9 +303,7 @@ class SessionHost:
         for i in range(0, len(filters), _SUBSCRIBE_BATCH):
             await client.subscribe(filters[i : i + _SUBSCRIBE_BATCH])
         self._connected.set()
-        await client.publish(
-            self.status_topic, self._status("online"), qos=1, retain=True, properties=_json_props()
-        )
+        await client.publish(self.status_topic, self._status("online"), qos=1, retain=True, properties=_json_props())
         _log.info(
             "host %s ready on %s: documents %s",
             self.client_id,
@@ -396,9 +362,7 @@ class SessionHost:
     def _event(self, topic: str, payload: Any) -> None:
         sid, _, rest = topic[len(self._sessions_prefix) :].partition("/")
         if not rest.startswith("events/") or len(rest) == len("events/"):
-            raise _Error(
-                "bad-topic", f"event topics are {self.prefix}/sessions/<sid>/events/<name>"
-            )
+            raise _Error("bad-topic", f"event topics are {self.prefix}/sessions/<sid>/events/<name>")
         name = rest[len("events/") :]
         data = _loads(payload)
         early = self._early.get(sid)
@@ -416,7 +380,7 @@ class SessionHost:
             name, document, sid, data = self._parse_start(payload)
             session = orsguard.Session(
                 document,
-                limits=self._limits.limits,
+                limits=self._current,
                 clock=self._clock,
                 session_id=sid,
                 ioprocessors=[self.processor],
@@ -459,9 +423,7 @@ class SessionHost:
                 self._early.pop(sid, None)
                 self._cancel(sid)
         except orsguard.DocumentError as exc:
-            self._reject(
-                _Error("start-failed", str(exc), session=sid), self.start_topic, properties
-            )
+            self._reject(_Error("start-failed", str(exc), session=sid), self.start_topic, properties)
         except Exception as exc:  # one bad request must not stop the host
             _log.exception("starting a session failed")
             error = _Error("start-failed", f"{type(exc).__name__}: {exc}", session=sid)
@@ -479,9 +441,7 @@ class SessionHost:
             raise _Error("unknown-document", f"no document {name!r} here", document=name)
         sid = request.get("session")
         if sid is not None and (not isinstance(sid, str) or not _valid_session_id(sid)):
-            raise _Error(
-                "bad-payload", '"session" must be a string without / + # (one topic level)'
-            )
+            raise _Error("bad-payload", '"session" must be a string without / + # (one topic level)')
         if sid is not None and sid in self.sessions:
             raise _Error("session-exists", f"session {sid} is already running", session=sid)
         data = request.get("data")
@@ -501,31 +461,15 @@ class SessionHost:
         self.sessions.pop(sid, None)
         name = self._document_of.pop(sid, None)
         termination = session.termination
-        if sid in self._cancelled:
-            self._cancelled.discard(sid)
-            reason = "cancelled"
-        elif session.final is not None:
-            reason = "final"
-        elif termination is not None and termination.option in _OPTIONS:
-            reason = "limit"
-        else:
-            reason = "error"
         report: dict[str, Any] = {
             "session": sid,
             "document": name,
-            "reason": reason,
+            "reason": session.end_reason,
             "final": session.final,
             "termination": None,
         }
         if termination is not None:
-            report["termination"] = {
-                "option": termination.option,
-                "limit": termination.limit,
-                "observed": termination.observed,
-                "state": termination.state,
-                "trail": list(termination.trail),
-                "message": str(termination),
-            }
+            report["termination"] = {**termination.as_dict(), "message": str(termination)}
         self._spawn(self._ended(sid, report))
 
     async def _ended(self, sid: str, report: dict[str, Any]) -> None:
@@ -540,7 +484,6 @@ class SessionHost:
         session = self.sessions.get(sid)
         if session is None:
             return
-        self._cancelled.add(sid)
         if session.running:
             session.cancel()
         else:
@@ -556,9 +499,7 @@ class SessionHost:
         body = {"error": error.code, "message": str(error), "topic": topic, **error.detail}
         self._spawn(self._reply(self.error_topic, body, properties))
 
-    async def _reply(
-        self, topic: str, body: dict[str, Any], request_props: Properties | None
-    ) -> None:
+    async def _reply(self, topic: str, body: dict[str, Any], request_props: Properties | None) -> None:
         payload = _dumps(body)
         publishes = [self._publish_reliably(topic, payload)]
         # MQTT 5 request/response: answer on the request's Response Topic too,
@@ -572,9 +513,7 @@ class SessionHost:
             publishes.append(self._publish_reliably(response_topic, payload, props))
         await asyncio.gather(*publishes)
 
-    async def _publish_once(
-        self, topic: str, payload: bytes, properties: Properties | None
-    ) -> None:
+    async def _publish_once(self, topic: str, payload: bytes, properties: Properties | None) -> None:
         if self._client is None:
             raise aiomqtt.MqttError("host not started")
         if not self._connected.is_set():
@@ -585,9 +524,7 @@ class SessionHost:
                 raise aiomqtt.MqttError("not connected to the broker") from None
         await self._client.publish(topic, payload, qos=1, properties=properties)
 
-    async def _publish_reliably(
-        self, topic: str, payload: bytes, properties: Properties | None = None
-    ) -> None:
+    async def _publish_reliably(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
         if properties is None:
             properties = _json_props()
         retries = self.processor.send_retries
@@ -608,7 +545,6 @@ class SessionHost:
         task.add_done_callback(self._tasks.discard)
 
 
-_OPTIONS = frozenset(Limits().by_option())
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -641,19 +577,17 @@ async def serve(
     SIGHUP re-reads ``--options``. Returns the process exit status.
     """
     documents = load_documents(config.documents)
-    host = SessionHost(config, documents)
+    try:
+        host = SessionHost(config, documents)
+    except OptionsError as exc:
+        raise SystemExit(f"orsguard serve: {exc}") from None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, host.stop)
-    if config.options is not None:
-        from orsguard.options import install_sighup
-
-        install_sighup(host.reload, loop=loop)
+    host.install_reload(loop)
     server = None
     if config.metrics_port is not None:
-        server = start_metrics_server(
-            config.metrics_port, config.metrics_address, registry=host.registry
-        )
+        server = start_metrics_server(config.metrics_port, config.metrics_address, registry=host.registry)
         _log.info("metrics on http://%s:%d/metrics", server.address, server.port)
     try:
         if ready is not None:
@@ -666,9 +600,7 @@ async def serve(
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mqtt", required=True, metavar="URL", help="broker, mqtt://[USER:PASS@]HOST[:PORT]"
-    )
+    parser.add_argument("--mqtt", required=True, metavar="URL", help="broker, mqtt://[USER:PASS@]HOST[:PORT]")
     parser.add_argument(
         "--documents",
         required=True,
@@ -682,18 +614,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="ORS options file with the limits; re-read on SIGHUP",
     )
-    parser.add_argument(
-        "--metrics-port", type=int, metavar="N", help="serve Prometheus /metrics on port N"
-    )
+    parser.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus /metrics on port N")
     parser.add_argument(
         "--metrics-address",
         default="127.0.0.1",
         metavar="ADDR",
         help="address for /metrics (default 127.0.0.1)",
     )
-    parser.add_argument(
-        "--topic-prefix", default="orsguard", metavar="PREFIX", help="first topic level(s)"
-    )
+    parser.add_argument("--topic-prefix", default="orsguard", metavar="PREFIX", help="first topic level(s)")
     parser.add_argument(
         "--client-id",
         metavar="ID",
@@ -710,9 +638,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_from_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = HostConfig(
         broker=args.mqtt,
         documents=args.documents,
@@ -740,9 +666,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m orsguard.host``: the same options as ``orsguard serve``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m orsguard.host", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m orsguard.host", description=__doc__.splitlines()[0])
     _add_arguments(parser)
     return _run_from_args(parser.parse_args(argv))
 

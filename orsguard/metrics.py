@@ -98,9 +98,7 @@ class OrsguardCollector(Collector):
 
 def _families(snap: Mapping[str, Any] | None, limits: Limits | None) -> Iterator[Metric]:
     # describe() passes snap=None: the same families, no samples.
-    started = CounterMetricFamily(
-        "orsguard_sessions_started", "Sessions started since the process started."
-    )
+    started = CounterMetricFamily("orsguard_sessions_started", "Sessions started since the process started.")
     ended = CounterMetricFamily(
         "orsguard_sessions_ended",
         "Sessions that stopped running, by reason: final (reached a top-level final "
@@ -139,8 +137,7 @@ def _families(snap: Mapping[str, Any] | None, limits: Limits | None) -> Iterator
     )
     yield _histogram(
         "orsguard_pending_events",
-        "External queue depth at the start of each macrostep; compare with the "
-        "max-pending-events limit.",
+        "External queue depth at the start of each macrostep; compare with the max-pending-events limit.",
         None if snap is None else snap["pending_events"],
     )
 

@@ -50,9 +50,7 @@ _log = logging.getLogger("orsguard.mqtt")
 class Publish(Protocol):
     """One QoS 1 publish attempt; raises on failure (not connected, no PUBACK)."""
 
-    def __call__(
-        self, topic: str, payload: bytes, properties: Properties | None
-    ) -> Awaitable[None]:
+    def __call__(self, topic: str, payload: bytes, properties: Properties | None) -> Awaitable[None]:
         """Publish once and return when the broker has acknowledged it."""
         ...
 

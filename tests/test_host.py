@@ -1,0 +1,220 @@
+"""The MQTT session host against a real Mosquitto, as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+# The helper module sits beside the tests; this works under any --import-mode.
+sys.path.insert(0, str(Path(__file__).parent))
+from mqtt_support import HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker"))
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture(scope="module")
+def host(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProcess]:
+    process = HostProcess(broker, tmp_path_factory.mktemp("host"), client_id="host-a", metrics_port=free_port())
+    yield process
+    assert process.stop() == 0, process.tail()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a text exposition (0 when absent)."""
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_session_round_trip(broker: Mosquitto, host: HostProcess) -> None:
+    async def scenario() -> None:
+        async with Peer(broker.port, "t-round", ["orsguard/sessions/rt-1/#", "replies/t"]) as peer:
+            request = Properties(PacketTypes.PUBLISH)
+            request.ResponseTopic = "replies/t"
+            request.CorrelationData = b"req-1"
+            await peer.publish(
+                "orsguard/start",
+                {"document": "pingpong", "session": "rt-1", "data": {"label": "hi"}},
+                properties=request,
+            )
+            _, started = await peer.expect(topic_is("orsguard/sessions/rt-1/started"))
+            assert started == {"session": "rt-1", "document": "pingpong", "host": "host-a"}
+            _, reply = await peer.expect(topic_is("replies/t"))
+            assert reply == started
+
+            for seq in (1, 2):
+                await peer.publish("orsguard/sessions/rt-1/events/ping", {"seq": seq})
+                _, pong = await peer.expect(lambda t, p, seq=seq: t.endswith("/pong") and p["echo"] == {"seq": seq})
+                assert pong == {"label": "hi", "count": seq, "echo": {"seq": seq}}
+
+            await peer.publish("orsguard/sessions/rt-1/events/stop")
+            _, ended = await peer.expect(topic_is("orsguard/sessions/rt-1/ended"))
+            assert ended["reason"] == "final"
+            assert ended["final"] == "done"
+            assert ended["termination"] is None
+
+    asyncio.run(scenario())
+
+
+def test_null_datamodel_document(broker: Mosquitto, host: HostProcess) -> None:
+    async def scenario() -> None:
+        async with Peer(broker.port, "t-null", ["orsguard/sessions/g-1/#"]) as peer:
+            await peer.publish("orsguard/start", {"document": "greeter", "session": "g-1"})
+            await peer.expect(topic_is("orsguard/sessions/g-1/started"))
+            await peer.publish("orsguard/sessions/g-1/events/hello")
+            await peer.expect(topic_is("orsguard/sessions/g-1/greeting"))
+            await peer.publish("orsguard/sessions/g-1/events/bye")
+            _, ended = await peer.expect(topic_is("orsguard/sessions/g-1/ended"))
+            assert ended["reason"] == "final"
+
+    asyncio.run(scenario())
+
+
+def test_limit_violation_ends_session_and_is_counted(broker: Mosquitto, host: HostProcess) -> None:
+    assert host.metrics_port is not None
+    before = sample(scrape(host.metrics_port), "orsguard_limit_violations_total", option="max-microstep-count")
+
+    async def scenario() -> None:
+        async with Peer(broker.port, "t-spin", ["orsguard/sessions/spin-1/#"]) as peer:
+            await peer.publish("orsguard/start", {"document": "spin", "session": "spin-1"})
+            await peer.expect(topic_is("orsguard/sessions/spin-1/started"))
+            await peer.publish("orsguard/sessions/spin-1/events/go")
+            _, ended = await peer.expect(topic_is("orsguard/sessions/spin-1/ended"))
+            assert ended["reason"] == "limit"
+            termination = ended["termination"]
+            assert termination["option"] == "max-microstep-count"
+            assert termination["observed"] > termination["limit"] == 1000
+            assert termination["trail"]
+
+    asyncio.run(scenario())
+    text = scrape(host.metrics_port)
+    after = sample(text, "orsguard_limit_violations_total", option="max-microstep-count")
+    assert after == before + 1
+    assert sample(text, "orsguard_sessions_ended_total", reason="limit") >= 1
+    assert sample(text, "orsguard_limit", option="max-microstep-count") == 1000
+
+
+def test_bad_requests_are_answered_and_the_host_survives(broker: Mosquitto, host: HostProcess) -> None:
+    async def scenario() -> None:
+        async with Peer(broker.port, "t-bad", ["orsguard/errors", "orsguard/sessions/ok-1/#"]) as p:
+            await p.publish("orsguard/start", raw=b"{not json")
+            _, error = await p.expect(lambda t, e: e.get("error") == "bad-payload")
+            assert error["topic"] == "orsguard/start"
+
+            await p.publish("orsguard/start", {"document": "no-such-document"})
+            _, error = await p.expect(lambda t, e: e.get("error") == "unknown-document")
+            assert error["document"] == "no-such-document"
+
+            await p.publish("orsguard/start", {"document": "pingpong", "session": "a/b"})
+            await p.expect(lambda t, e: e.get("error") == "bad-payload" and "session" in e["message"])
+
+            await p.publish("orsguard/start", {"document": "pingpong", "session": "ok-1"})
+            await p.expect(topic_is("orsguard/sessions/ok-1/started"))
+            await p.publish("orsguard/start", {"document": "pingpong", "session": "ok-1"})
+            await p.expect(lambda t, e: e.get("error") == "session-exists")
+            await p.publish("orsguard/sessions/ok-1/events/ping", raw=b"\xff")
+            await p.expect(lambda t, e: t == "orsguard/errors" and e["topic"].endswith("/ping"))
+            await p.publish("orsguard/sessions/ok-1/events/ping", {"seq": 7})
+            await p.expect(topic_is("orsguard/sessions/ok-1/pong"))
+
+    asyncio.run(scenario())
+    assert host.alive
+
+
+def test_two_hosts_share_start_requests(broker: Mosquitto, tmp_path: Path) -> None:
+    hosts = [HostProcess(broker, tmp_path, client_id=f"share-{i}", extra=["--topic-prefix", "two"]) for i in (1, 2)]
+    try:
+
+        async def scenario() -> None:
+            async with Peer(broker.port, "t-two", ["two/sessions/+/#", "two/errors"]) as peer:
+                count = 20
+                for i in range(count):
+                    await peer.publish("two/start", {"document": "pingpong", "session": f"s{i}"})
+                owners = {}
+                for i in range(count):
+                    _, started = await peer.expect(topic_is(f"two/sessions/s{i}/started"))
+                    owners[started["session"]] = started["host"]
+                assert set(owners.values()) == {"share-1", "share-2"}
+                # Each event reaches only the owner: the other host would
+                # answer "unknown-session" on the error topic if it heard it.
+                for i in range(count):
+                    await peer.publish(f"two/sessions/s{i}/events/ping", {"seq": i})
+                for i in range(count):
+                    await peer.expect(topic_is(f"two/sessions/s{i}/pong"))
+                assert not [m for m in peer.messages if m[0] == "two/errors"]
+
+        asyncio.run(scenario())
+    finally:
+        statuses = [h.stop() for h in hosts]
+    assert statuses == [0, 0], [h.tail() for h in hosts]
+
+
+def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    host = HostProcess(
+        broker,
+        tmp_path,
+        client_id="restart-host",
+        metrics_port=free_port(),
+        extra=["--topic-prefix", "r"],
+    )
+    total = 300
+    try:
+
+        async def scenario() -> None:
+            loop = asyncio.get_running_loop()
+            async with Peer(broker.port, "t-restart", ["r/sessions/+/#"]) as peer:
+                await peer.publish("r/start", {"document": "pingpong", "session": "x"})
+                await peer.expect(topic_is("r/sessions/x/started"))
+                restart = None
+                for seq in range(total):
+                    if seq == total // 3:
+                        # The broker goes away mid-stream, in another thread so
+                        # that this client keeps trying to publish meanwhile.
+                        restart = loop.run_in_executor(None, broker.restart, 0.5)
+                    await peer.publish("r/sessions/x/events/ping", {"seq": seq})
+                    await asyncio.sleep(0.002)
+                assert restart is not None
+                await restart
+                seen: set[int] = set()
+
+                def collect() -> bool:
+                    seen.update(p["echo"]["seq"] for t, p in peer.messages if t == "r/sessions/x/pong")
+                    return len(seen) == total
+
+                deadline = loop.time() + 40
+                while not collect() and loop.time() < deadline:
+                    await asyncio.sleep(0.1)
+                missing = sorted(set(range(total)) - seen)
+
+                assert not missing, f"{len(missing)} events lost: {missing[:20]}"
+                assert peer.reconnects >= 1
+
+        asyncio.run(scenario())
+        assert host.alive, host.tail()
+        assert "connection lost" in host.log.read_text()
+    finally:
+        status = host.stop()
+        broker.stop()
+    assert status == 0, host.tail()
