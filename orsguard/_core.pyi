@@ -20,15 +20,16 @@ class Halt(BaseException): ...
 class ScriptInterrupted(Exception): ...
 
 class Event:
-    name: str
+    name: str | None
     type: str
     sendid: Any
     origin: Any
     origintype: Any
     invokeid: Any
     data: Any
-    def __init__(self, name: str, data: Any = None, *, type: str = "external", sendid: Any = None,
-                 origin: Any = None, origintype: Any = None, invokeid: Any = None) -> None: ...
+    raw: Any
+    def __init__(self, name: str | None, data: Any = None, *, type: str = "external", sendid: Any = None,
+                 origin: Any = None, origintype: Any = None, invokeid: Any = None, raw: Any = None) -> None: ...
 
 class Stats:
     sessions_started: int

@@ -95,17 +95,19 @@ class ScriptInterrupted(Exception):
 cdef class Event:
     """An SCXML event as ``_event`` exposes it (spec 5.10.1)."""
 
-    cdef public str name
+    cdef public object name
     cdef public str type
     cdef public object sendid
     cdef public object origin
     cdef public object origintype
     cdef public object invokeid
     cdef public object data
+    cdef public object raw                # the message as received (BasicHTTP), else None
 
-    def __init__(self, str name, data=None, *, str type="external", sendid=None,
-                 origin=None, origintype=None, invokeid=None):
+    def __init__(self, name, data=None, *, str type="external", sendid=None,
+                 origin=None, origintype=None, invokeid=None, raw=None):
         self.name = name
+        self.raw = raw
         self.data = data
         self.type = type
         self.sendid = sendid

@@ -177,8 +177,6 @@ class Session(Interpreter):
         ``sendid`` keys the send for ``<cancel>``; it appears as ``_event.sendid``
         only when ``public_id`` (the author gave ``id`` or ``idlocation``).
         """
-        if name is None:
-            raise ExecutionError("<send> has no event name")
         type_ = type_ or SCXML_TYPE
         if type_ in scxml_processor.ALIASES:
             proc = None
@@ -186,6 +184,9 @@ class Session(Interpreter):
             proc = self.ioprocessors.get(type_)
             if proc is None:
                 raise ExecutionError(f"unsupported event I/O processor type {type_!r}")
+        # Other processors may name the event themselves (BasicHTTP: HTTP.POST).
+        if name is None and proc is None:
+            raise ExecutionError("<send> has no event name")
         if proc is None and target and not target.startswith("#_"):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
         event = Event(name, data, type="external", sendid=sendid if public_id else None,

@@ -55,13 +55,14 @@ _PRELUDE = r"""
     sys.name = name;
     sys.ioprocessors = ioprocessors;
   };
-  g.__og_bind = function (name, type, sendid, origin, origintype, invokeid, data) {
+  g.__og_bind = function (name, type, sendid, origin, origintype, invokeid, data, raw) {
     ev = {name: name, type: type,
           sendid: sendid === null ? undefined : sendid,
           origin: origin === null ? undefined : origin,
           origintype: origintype === null ? undefined : origintype,
           invokeid: invokeid === null ? undefined : invokeid,
-          data: data === null ? undefined : data};
+          data: data === null ? undefined : data,
+          raw: raw === null ? undefined : raw};
     Object.freeze(ev);
   };
   g.__og_fe = [];
@@ -182,7 +183,7 @@ class EcmaScriptDatamodel(Datamodel):
         if not self._uses_event:
             return
         self._bind(event.name, event.type, event.sendid, event.origin, event.origintype,
-                   event.invokeid, self._js(event.data))
+                   event.invokeid, self._js(event.data), event.raw)
 
     # -------------------------------------------------------------- calling
 

@@ -55,7 +55,7 @@ from orsguard.errors import CommunicationError, ExecutionError
 from orsguard.ioprocessors import BASICHTTP_TYPE
 from orsguard.ioprocessors import scxml as scxml_processor
 
-__all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "BasicHTTPProcessor", "HTTPEvent",
+__all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "BasicHTTPProcessor",
            "decode_request", "encode_send"]
 
 #: The parameter that carries the event name (spec C.2.1).
@@ -70,16 +70,10 @@ _JSON = "application/json"
 _EVENT_NAME = re.compile(r"^[^\s.]+(?:\.[^\s.]+)*$")
 
 
-class HTTPEvent(Event):
-    """An event received over HTTP; ``raw`` is the request as text (exposed as ``_event.raw``)."""
-
-    raw: str | None = None
-
-
 @dataclass(frozen=True)
 class _Inbound:
     session_id: str
-    event: HTTPEvent
+    event: Event
 
 
 # ---------------------------------------------------------------- message format
@@ -203,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not processor.knows(session_id):
             self._answer(HTTPStatus.NOT_FOUND, f"no session {session_id!r} here")
             return
-        event = HTTPEvent(name, data, type="external", origin=self.headers.get(ORIGIN_HEADER),
+        event = Event(name, data, type="external", origin=self.headers.get(ORIGIN_HEADER),
                           origintype=BASICHTTP_TYPE)
         head = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
         event.raw = f"{self.requestline}\r\n{head}\r\n{body.decode('utf-8')}"
