@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine and run it.
+#   - Mosquitto and promtool from Debian (scripts/install-services.sh)
+#   - a virtualenv in .venv with orsguard built in place (the Cython core) and the test extras
+# Extra arguments go to pytest, e.g.  scripts/test.sh -k limits
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-services.sh
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/python -m pytest "$@"
