@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -218,3 +219,49 @@ def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
         status = host.stop()
         broker.stop()
     assert status == 0, host.tail()
+
+
+def test_sighup_reloads_limits_for_running_and_new_sessions(broker: Mosquitto, tmp_path: Path) -> None:
+    options = tmp_path / "ors.cfg"
+    options.write_text("[scxml]\nmax-microstep-count=1000\n[orchestration]\nsend-retries=2\n")
+    metrics_port = free_port()
+    host = HostProcess(
+        broker,
+        tmp_path,
+        client_id="reload-host",
+        metrics_port=metrics_port,
+        extra=["--topic-prefix", "hup", "--options", str(options)],
+    )
+    try:
+
+        async def spin(peer: Peer, sid: str) -> dict[str, object]:
+            await peer.publish(f"hup/sessions/{sid}/events/go")
+            _, ended = await peer.expect(topic_is(f"hup/sessions/{sid}/ended"))
+            return ended["termination"]
+
+        async def scenario() -> None:
+            async with Peer(broker.port, "t-hup", ["hup/sessions/+/#"]) as peer:
+                for sid in ("before", "running"):
+                    await peer.publish("hup/start", {"document": "spin", "session": sid})
+                    await peer.expect(topic_is(f"hup/sessions/{sid}/started"))
+                assert (await spin(peer, "before"))["limit"] == 1000
+
+                options.write_text("[scxml]\nmax-microstep-count=50\n")
+                host.signal(signal.SIGHUP)
+                host.wait_for_log("options reloaded")
+                assert sample(scrape(metrics_port), "orsguard_limit", option="max-microstep-count") == 50
+                # A session started before the reload uses the new limit too.
+                assert (await spin(peer, "running"))["limit"] == 50
+
+                # A broken file is reported and changes nothing.
+                options.write_text("[scxml]\nmax-microstep-count=lots\n")
+                host.signal(signal.SIGHUP)
+                host.wait_for_log("not reloaded")
+                await peer.publish("hup/start", {"document": "spin", "session": "after"})
+                await peer.expect(topic_is("hup/sessions/after/started"))
+                assert (await spin(peer, "after"))["limit"] == 50
+
+        asyncio.run(scenario())
+        assert host.alive
+    finally:
+        assert host.stop() == 0, host.tail()
