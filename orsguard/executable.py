@@ -20,7 +20,7 @@ from orsguard.datamodels.base import XmlContent
 from orsguard.errors import ExecutionError
 
 SCXML_NS = "http://www.w3.org/2005/07/scxml"
-_Q = "{%s}" % SCXML_NS
+_Q = "{" + SCXML_NS + "}"
 
 Item = Callable[[Any], None]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -258,8 +259,6 @@ class Session(Interpreter):
             if str(src).startswith("file:"):
                 src = str(src)[5:]
             base = self.document.path
-            import os
-
             path = src if os.path.isabs(src) or base is None else os.path.join(os.path.dirname(base), src)
             doc = load(path, check_expressions=False)
         child = Session(doc, limits=self.limits, clock=self.clock, stats=self.stats,
@@ -327,5 +326,10 @@ class Session(Interpreter):
             self.on_end(self)
 
     def __repr__(self) -> str:
-        state = "running" if self.running else (f"final {self.final!r}" if self.final else str(self.termination or self.end_reason or "new"))
+        if self.running:
+            state = "running"
+        elif self.final:
+            state = f"final {self.final!r}"
+        else:
+            state = str(self.termination or self.end_reason or "new")
         return f"<Session {self.session_id} {state}>"
