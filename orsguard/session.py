@@ -36,13 +36,15 @@ class Session(Interpreter):
     time (pass a :class:`~orsguard.VirtualClock` in tests). ``data`` overrides
     top-level ``<data>`` values with the same ids, as an invoke's parameters do.
     ``on_end(session)`` is called once when the session stops running.
+    Sessions it invokes run under ``child_limits``, by default its own limits;
+    when a limit stops one, this session receives :data:`LIMIT_EVENT`.
     """
 
     def __init__(self, document: Document, *, limits: Limits | None = None, clock: Any = None,
                  session_id: str | None = None, ioprocessors: Iterable[EventIOProcessor] = (),
                  stats: Stats | None = None, on_end: Callable[[Session], None] | None = None,
                  data: Mapping[str, Any] | None = None, on_log: Callable[[str | None, Any], None] | None = None,
-                 on_transition: Callable[[str], None] | None = None,
+                 on_transition: Callable[[str], None] | None = None, child_limits: Limits | None = None,
                  parent: Session | None = None, invoke_id: str | None = None) -> None:
         if not isinstance(document, Document):
             raise TypeError(f"Session needs a Document from orsguard.load(), not {type(document).__name__}")
@@ -56,6 +58,7 @@ class Session(Interpreter):
         self.on_log = on_log
         self.tracer = on_transition
         self.initial_data = dict(data) if data else {}
+        self.child_limits = child_limits
         self.ioprocessors: dict[str, EventIOProcessor] = {}
         for proc in ioprocessors:
             for uri in (proc.type_uri, *proc.aliases):
@@ -261,7 +264,8 @@ class Session(Interpreter):
             base = self.document.path
             path = src if os.path.isabs(src) or base is None else os.path.join(os.path.dirname(base), src)
             doc = load(path, check_expressions=False)
-        child = Session(doc, limits=self.limits, clock=self.clock, stats=self.stats,
+        limits = self.child_limits if self.child_limits is not None else self.limits
+        child = Session(doc, limits=limits, clock=self.clock, stats=self.stats, child_limits=self.child_limits,
                         ioprocessors=set(self.ioprocessors.values()), data=data if isinstance(data, dict) else None,
                         on_log=self.on_log, parent=self, invoke_id=invoke_id)
         self._children[invoke_id] = (child, inv)

@@ -308,3 +308,49 @@ def test_limits_by_option_uses_ors_names():
         "process-event-timeout",
         "max-session-age",
     }
+
+
+# ---------------------------------------------------------------- invoked sessions
+
+PARENT = load(f"""<scxml {NS} initial="s">
+  <state id="s">
+    <invoke id="child" type="scxml">
+      <content>
+        <scxml {NS} initial="x">
+          <state id="x"><transition event="spin" target="y"/></state>
+          <state id="y"><transition target="z"/></state>
+          <state id="z"><transition target="y"/></state>
+        </scxml>
+      </content>
+    </invoke>
+    <transition event="go"><send target="#_child" event="spin"/></transition>
+    <transition event="error.limit" target="stopped">
+      <log label="report" expr="_event.data.option + '@' + _event.invokeid"/>
+    </transition>
+  </state>
+  <state id="stopped"/>
+</scxml>""")
+
+
+def test_a_child_inherits_its_parents_limits_and_its_violation_is_reported():
+    logs: list[object] = []
+    session = Session(PARENT, limits=Limits.unlimited().replace(max_microstep_count=20), clock=VirtualClock(),
+                      stats=Stats(), on_log=lambda label, value: logs.append(value))
+    session.start()
+    child = session.child("child")
+    assert child.limits.max_microstep_count == 20
+    session.send("go")
+    assert child.termination.option == "max-microstep-count"
+    assert session.configuration == frozenset({"stopped"})
+    assert logs == ["max-microstep-count@child"]
+
+
+def test_child_limits_replace_the_inherited_ones():
+    session = Session(PARENT, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats(),
+                      child_limits=Limits.unlimited().replace(max_state_entry_count=5))
+    session.start()
+    child = session.child("child")
+    session.send("go")
+    assert child.termination.option == "max-state-entry-count"
+    assert session.configuration == frozenset({"stopped"})
+    assert session.running and session.termination is None
