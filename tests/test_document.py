@@ -127,6 +127,7 @@ def test_initial_naming_a_non_descendant_is_rejected(lines: tuple[str, ...]) -> 
         (f'<scxml {NS} version="1.0" initial="">', ('<state id="a"/>',)),
         (HEAD, ('<state id="p" initial=" ">', '  <state id="a"/>', "</state>")),
     ],
+    ids=["scxml", "state"],
 )
 def test_empty_initial_is_rejected(head: str, lines: tuple[str, ...]) -> None:
     err = load_error(doc(*lines, head=head))
