@@ -226,6 +226,13 @@ def test_invalid_expressions_of_every_kind_are_rejected(line: str, element: str)
     assert (err.line, err.element) == (3, element)
 
 
+@pytest.mark.xfail(strict=True, reason="bug: an invalid foreach 'item' is reported as the 'array' expression")
+def test_invalid_foreach_item_is_named_in_the_error() -> None:
+    err = load_error(doc('<state id="a"><onentry>', '<foreach array="[1, 2]" item="1x"/>', "</onentry></state>"))
+    assert err.line == 3
+    assert "'1x'" in err.message
+
+
 def test_invalid_expression_with_checks_off_loads_and_raises_error_execution() -> None:
     document = load(BAD_EXPRESSION, check_expressions=False)
     session = Session(document, clock=VirtualClock())
