@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -147,11 +148,12 @@ class SessionHost:
         self._early: dict[str, list[tuple[str, Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: aiomqtt.Client | None = None
+        self._paho: paho.Client | None = None
         self._connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._clock: Any = None
         self.processor = MqttEventIOProcessor(
-            self._publish_once,
+            self._offer,
             topic_prefix=self.prefix,
             send_retries=retries,
             deliver_error=self._deliver_late_error,
@@ -230,12 +232,25 @@ class SessionHost:
                 retain=True,
                 properties=will_props,
             ),
-            max_inflight_messages=1000,
+            max_inflight_messages=_MAX_INFLIGHT,
+            # Bounded, so that a long outage ends in error.communication
+            # (see send-retries) rather than in unbounded memory.
+            max_queued_outgoing_messages=_MAX_QUEUED,
             timeout=10,
             # Without it Nagle's algorithm meets delayed ACKs and every
             # acknowledged publish waits ~40 ms.
             socket_options=[_NODELAY],
         )
+        # The per-event path talks to aiomqtt's paho client directly: aiomqtt
+        # already runs paho's socket I/O on this loop, but its awaitable
+        # publish and message iterator cost a future, a task and a warning
+        # log line per message, more than processing the event itself.
+        # Messages are dispatched from paho's callback (so the PUBACK for an
+        # event goes out only after the session has processed it) and
+        # publishes are queued without waiting; paho keeps each QoS 1 message
+        # until the broker acknowledges it, across reconnects.
+        self._paho = self._client._client
+        self._paho.on_message = self._on_paho_message
         stopper = loop.create_task(self._stopping.wait())
         delay = 0.1
         first = True
@@ -341,8 +356,13 @@ class SessionHost:
     # -- incoming --------------------------------------------------------
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        # Messages arrive through _on_paho_message; iterating aiomqtt's (empty)
+        # queue is how the loop learns that the connection is gone.
         async for message in client.messages:
             self.dispatch(message.topic.value, message.payload, message.properties)
+
+    def _on_paho_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.dispatch(message.topic, message.payload, getattr(message, "properties", None))
 
     def dispatch(self, topic: str, payload: Any, properties: Properties | None = None) -> None:
         """Act on one incoming message; failures go to the error topic, never up."""
@@ -411,7 +431,7 @@ class SessionHost:
                 if not session.running:
                     break
                 session.send(event_name, event_data)
-            await self._reply(f"{self._sessions_prefix}{sid}/started", started, properties)
+            self._reply(f"{self._sessions_prefix}{sid}/started", started, properties)
         except _Error as exc:
             self._reject(exc, self.start_topic, properties)
         except aiomqtt.MqttError as exc:
@@ -473,7 +493,7 @@ class SessionHost:
         self._spawn(self._ended(sid, report))
 
     async def _ended(self, sid: str, report: dict[str, Any]) -> None:
-        await self._publish_reliably(f"{self._sessions_prefix}{sid}/ended", _dumps(report))
+        self._publish(f"{self._sessions_prefix}{sid}/ended", _dumps(report))
         if self._client is not None and self._connected.is_set():
             # The broker drops the subscription with the session otherwise;
             # a failure here only leaves a filter nobody publishes to.
@@ -497,11 +517,11 @@ class SessionHost:
         self._rejected.labels(error.code).inc()
         _log.info("rejected message on %s: %s: %s", topic, error.code, error)
         body = {"error": error.code, "message": str(error), "topic": topic, **error.detail}
-        self._spawn(self._reply(self.error_topic, body, properties))
+        self._reply(self.error_topic, body, properties)
 
-    async def _reply(self, topic: str, body: dict[str, Any], request_props: Properties | None) -> None:
+    def _reply(self, topic: str, body: dict[str, Any], request_props: Properties | None) -> None:
         payload = _dumps(body)
-        publishes = [self._publish_reliably(topic, payload)]
+        self._publish(topic, payload)
         # MQTT 5 request/response: answer on the request's Response Topic too,
         # echoing its Correlation Data, so a client can wait for exactly this.
         response_topic = getattr(request_props, "ResponseTopic", None)
@@ -510,34 +530,37 @@ class SessionHost:
             correlation = getattr(request_props, "CorrelationData", None)
             if correlation:
                 props.CorrelationData = correlation
-            publishes.append(self._publish_reliably(response_topic, payload, props))
-        await asyncio.gather(*publishes)
+            self._publish(response_topic, payload, props)
 
-    async def _publish_once(self, topic: str, payload: bytes, properties: Properties | None) -> None:
-        if self._client is None:
+    def _offer(self, topic: str, payload: bytes, properties: Properties | None) -> None:
+        """Queue a QoS 1 publish in paho; raise if paho refuses it (queue full)."""
+        if self._paho is None:
             raise aiomqtt.MqttError("host not started")
-        if not self._connected.is_set():
-            # Wait out a short reconnect rather than burning a retry on it.
-            try:
-                await asyncio.wait_for(self._connected.wait(), 5.0)
-            except TimeoutError:
-                raise aiomqtt.MqttError("not connected to the broker") from None
-        await self._client.publish(topic, payload, qos=1, properties=properties)
+        info = self._paho.publish(topic, payload, qos=1, properties=properties)
+        # NO_CONN still queues a QoS 1 message: paho sends it after reconnecting.
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise aiomqtt.MqttCodeError(info.rc, f"publish to {topic} refused")
 
-    async def _publish_reliably(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
+    def _publish(self, topic: str, payload: bytes, properties: Properties | None = None) -> None:
+        """Publish a host message (started, ended, errors), retrying a refusal."""
         if properties is None:
-            properties = _json_props()
+            properties = _JSON_PROPS
+        try:
+            self._offer(topic, payload, properties)
+        except aiomqtt.MqttError:
+            self._spawn(self._retry(topic, payload, properties))
+
+    async def _retry(self, topic: str, payload: bytes, properties: Properties) -> None:
         retries = self.processor.send_retries
-        for attempt in range(retries + 1):
+        for attempt in range(retries):
+            await asyncio.sleep(0.2 * 2**attempt)
             try:
-                await self._publish_once(topic, payload, properties)
+                self._offer(topic, payload, properties)
                 return
             except aiomqtt.MqttError as exc:
-                _log.debug("publish to %s failed (attempt %d): %s", topic, attempt + 1, exc)
-            if attempt < retries:
-                await asyncio.sleep(0.2 * 2**attempt)
+                _log.debug("publish to %s refused (retry %d): %s", topic, attempt + 1, exc)
         self._give_ups.inc()
-        _log.warning("dropped a message to %s after %d attempts", topic, retries + 1)
+        _log.warning("dropped a message to %s after %d retries", topic, retries)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -546,12 +569,22 @@ class SessionHost:
 
 
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+#: QoS 1 publishes awaiting PUBACK. A broker disconnects a client that exceeds
+#: the Receive Maximum of its CONNACK, which paho does not apply by itself;
+#: 20 is Mosquitto's default. paho also scans all of them on every PUBACK, so
+#: a larger window costs CPU and buys nothing on a LAN.
+_MAX_INFLIGHT = 20
+#: Outgoing messages paho may hold (unacknowledged or waiting for a connection).
+_MAX_QUEUED = 100_000
 
 
 def _json_props() -> Properties:
     props = Properties(PacketTypes.PUBLISH)
     props.ContentType = "application/json"
     return props
+
+
+_JSON_PROPS = _json_props()
 
 
 def _dumps(body: Any) -> bytes:

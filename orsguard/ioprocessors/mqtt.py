@@ -2,25 +2,27 @@
 
 A document selects it with ``type="http://orsguard.dev/mqtt"`` (or the short
 alias ``type="mqtt"``); ``target`` is the topic. A target that begins with
-``./`` is relative to the sending session's own topic, so ``target="./pong"``
-from session ``s1`` under prefix ``orsguard`` publishes to
-``orsguard/sessions/s1/pong``. The MQTT 5 message carries:
-
-* payload: the event data as JSON (``null`` when the send has none);
-* user properties ``event`` (the event name), ``session`` (the sender's session
-  id) and ``sendid`` (when the send has one);
-* content type ``application/json``.
+``./`` is relative to the sending session's own topic, and a target that ends
+with ``/`` gets the event name appended, so ``<send event="pong" target="./pong">``
+and ``<send event="pong" target="./">`` from session ``s1`` under prefix
+``orsguard`` both publish to ``orsguard/sessions/s1/pong``. The payload is the
+event data as JSON (``null`` when the send has none), exactly like the payload
+the host accepts on an event topic; the message carries no MQTT 5 properties,
+because building and encoding them costs more than the rest of a publish.
 
 To deliver an event to another session, target its event topic:
 ``orsguard/sessions/<sid>/events/<event name>``.
 
-``send`` runs inside a microstep and cannot wait for the network, so it only
-checks the target and the data (a bad one raises ``CommunicationError`` and the
-session gets ``error.communication`` at once) and then hands the message to an
-asyncio task. That task publishes with QoS 1 and retries up to ``send_retries``
-more times (the ORS option ``orchestration/send-retries``) with a doubling
-pause. If every attempt fails and the session still runs, the session receives
-``error.communication`` as an external event, with data
+``send`` runs inside a microstep and must not wait for the network. It checks
+the target and the data (a bad one raises ``CommunicationError``, so the
+session gets ``error.communication`` at once) and hands the message to the
+host's MQTT client with QoS 1. The client keeps it until the broker
+acknowledges it, re-sending it after a reconnect, so a broker outage delays
+the message rather than losing it. Only when the client refuses the message
+(its outgoing queue is full) is the hand-over tried again, up to
+``send_retries`` more times (the ORS option ``orchestration/send-retries``) with
+a doubling pause; if it is still refused and the session still runs, the
+session receives ``error.communication`` as an external event, with data
 ``{"target": topic, "sendid": ..., "reason": ...}``.
 
 docs/operations.md describes the topics this processor shares with the host.
@@ -31,10 +33,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from orsguard import CommunicationError
@@ -48,19 +49,19 @@ _log = logging.getLogger("orsguard.mqtt")
 
 
 class Publish(Protocol):
-    """One QoS 1 publish attempt; raises on failure (not connected, no PUBACK)."""
+    """Hand one QoS 1 message to the MQTT client; raise if the client refuses it."""
 
-    def __call__(self, topic: str, payload: bytes, properties: Properties | None) -> Awaitable[None]:
-        """Publish once and return when the broker has acknowledged it."""
+    def __call__(self, topic: str, payload: bytes, properties: Properties | None) -> None:
+        """Queue the message for sending; returns without waiting for the broker."""
         ...
 
 
 class MqttEventIOProcessor:
     """Publishes ``<send type="mqtt">`` events through the host's MQTT client.
 
-    ``publish`` makes one attempt (the host provides it over its aiomqtt
-    client); ``topic_prefix`` is the host's ``--topic-prefix``, used for the
-    ``./`` relative targets and :meth:`location`. ``send_retries`` can be
+    ``publish`` hands a message to the host's MQTT client; ``topic_prefix`` is
+    the host's ``--topic-prefix``, used for the ``./`` relative targets and
+    :meth:`location`. ``send_retries`` can be
     changed while running (the host does so on SIGHUP).
     """
 
@@ -96,11 +97,13 @@ class MqttEventIOProcessor:
         """
         return f"{self.topic_prefix}/sessions/{session.session_id}/events"
 
-    def resolve(self, session: Any, target: str | None) -> str:
+    def resolve(self, session: Any, target: str | None, event_name: str = "") -> str:
         """The topic a ``<send target>`` names; raises ``CommunicationError`` if none."""
         if not target:
             raise CommunicationError("an MQTT <send> needs a target topic")
         topic = target
+        if topic.endswith("/") and event_name:
+            topic += event_name
         if topic.startswith("./"):
             topic = f"{self.topic_prefix}/sessions/{session.session_id}/{topic[2:]}"
         if "+" in topic or "#" in topic or "\0" in topic:
@@ -110,49 +113,42 @@ class MqttEventIOProcessor:
         return topic
 
     def send(self, session: Any, event: Any, target: str) -> None:
-        """Check the message now, publish it from a task (see the module docstring)."""
-        topic = self.resolve(session, target)
+        """Check the message and hand it to the MQTT client (see the module docstring)."""
+        topic = self.resolve(session, target, event.name)
         try:
             payload = json.dumps(event.data, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise CommunicationError(f"event data is not JSON: {exc}") from None
-        props = Properties(PacketTypes.PUBLISH)
-        props.ContentType = "application/json"
-        user = [("event", str(event.name)), ("session", str(session.session_id))]
         sendid = getattr(event, "sendid", None)
-        if sendid:
-            user.append(("sendid", str(sendid)))
-        props.UserProperty = user
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise CommunicationError("the MQTT processor runs only inside the host") from None
-        task = loop.create_task(self._deliver(session, topic, payload, props, sendid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._publish(topic, payload, None)
+        except Exception as exc:  # a refused hand-over is retried from a task
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise CommunicationError(f"MQTT publish to {topic} refused: {exc}") from None
+            task = loop.create_task(self._retry(session, topic, payload, sendid, exc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(
+    async def _retry(
         self,
         session: Any,
         topic: str,
         payload: bytes,
-        props: Properties,
         sendid: str | None,
+        first: Exception,
     ) -> None:
-        attempts = self.send_retries + 1
-        reason = ""
-        for attempt in range(attempts):
+        reason = str(first) or type(first).__name__
+        for attempt in range(self.send_retries):
+            await asyncio.sleep(self.retry_delay * 2**attempt)
             try:
-                await self._publish(topic, payload, props)
+                self._publish(topic, payload, None)
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any transport failure is retried
+            except Exception as exc:  # any refusal counts as one failed retry
                 reason = str(exc) or type(exc).__name__
-                _log.debug("publish to %s failed (attempt %d): %s", topic, attempt + 1, reason)
-            if attempt + 1 < attempts:
-                await asyncio.sleep(self.retry_delay * 2**attempt)
-        _log.warning("giving up on %s after %d attempts: %s", topic, attempts, reason)
+                _log.debug("publish to %s refused (retry %d): %s", topic, attempt + 1, reason)
+        _log.warning("giving up on %s after %d retries: %s", topic, self.send_retries, reason)
         if session.running:
             self._deliver_error(
                 session,
@@ -161,7 +157,7 @@ class MqttEventIOProcessor:
             )
 
     async def drain(self) -> None:
-        """Wait until every publish handed over so far has finished or given up."""
+        """Wait until every refused publish has been retried or given up."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

@@ -1,0 +1,277 @@
+"""Load benchmark: 1,000 sessions driven end to end through a real Mosquitto.
+
+Starts its own broker on a free loopback port and ``--hosts`` host processes
+(``python -m orsguard.host``), starts ``--sessions`` ``pingpong`` sessions, then
+measures two things from one load-generator process:
+
+* saturation: pings offered as fast as the pipeline takes them (a bounded
+  number in flight), reporting events/s end to end and the latency percentiles;
+* fixed rate: pings paced at ``--rate`` events/s (5,000 by default), reporting
+  p50/p99/max latency.
+
+One "event" is one ping published with QoS 1 to
+``<prefix>/sessions/<sid>/events/ping``, processed by its session, which
+publishes a pong with QoS 1; latency is publish to pong arrival, measured in
+the generator. The generator uses paho's own network thread, not asyncio, so
+that it stays cheaper than the system under test.
+
+Run directly (prints a table)::
+
+    python benchmarks/bench_mqtt_load.py --hosts 2
+
+or under pytest-benchmark (``pytest benchmarks/bench_mqtt_load.py``), which
+records the figures in ``extra_info``. It reports; it asserts no timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from mqtt_support import HostProcess, Mosquitto  # noqa: E402
+
+PREFIX = "bench"
+
+
+@dataclass
+class Result:
+    """Figures of one measurement."""
+
+    mode: str
+    events: int
+    seconds: float
+    events_per_second: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    lost: int
+
+
+class Generator:
+    """Publishes pings and times the pongs, all on the calling thread.
+
+    paho is driven by hand (``loop()`` between publishes) rather than from its
+    network thread: two Python threads contending for the GIL made the
+    generator, not the host, the bottleneck. It speaks MQTT 3.1.1, which is
+    cheaper to encode and decode than MQTT 5; the host still runs MQTT 5.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"bench-gen-{os.getpid()}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
+        self.client.on_message = self._on_message
+        self.sent: dict[int, int] = {}
+        self.latencies_ns: list[int] = []
+        self.started: set[str] = set()
+        self.client.connect("127.0.0.1", port)
+        sock = self.client.socket()
+        assert sock is not None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pump_until(lambda: self.client.is_connected(), 10)
+        for topic in (f"{PREFIX}/sessions/+/pong", f"{PREFIX}/sessions/+/started"):
+            self.client.subscribe(topic, qos=1)
+        self.pump(0.05)
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        now = time.monotonic_ns()
+        topic = message.topic
+        if topic.endswith("/pong"):
+            sent = self.sent.pop(json.loads(message.payload)["echo"]["n"], None)
+            if sent is not None:
+                self.latencies_ns.append(now - sent)
+        elif topic.endswith("/started"):
+            self.started.add(topic.split("/")[-2])
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Do network I/O for up to ``timeout`` seconds."""
+        self.client.loop(timeout=timeout)
+
+    def pump_until(self, done: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            self.client.loop(timeout=0.01)
+        return True
+
+    def start_sessions(self, count: int) -> list[str]:
+        sids = [f"s{i}" for i in range(count)]
+        for sid in sids:
+            body = json.dumps({"document": "pingpong", "session": sid})
+            self.client.publish(f"{PREFIX}/start", body, qos=1)
+            self.pump()
+        if not self.pump_until(lambda: len(self.started) >= count, 60):
+            raise RuntimeError(f"only {len(self.started)} of {count} sessions started")
+        return sids
+
+    def ping(self, sid: str, seq: int) -> None:
+        self.sent[seq] = time.monotonic_ns()
+        self.client.publish(f"{PREFIX}/sessions/{sid}/events/ping", b'{"n":%d}' % seq, qos=1)
+
+    def reset(self) -> None:
+        self.sent.clear()
+        self.latencies_ns = []
+
+    def in_flight(self) -> int:
+        return len(self.sent)
+
+    def wait_drained(self, timeout: float) -> None:
+        self.pump_until(lambda: not self.sent, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.pump(0.05)
+
+
+def _result(mode: str, gen: Generator, events: int, seconds: float) -> Result:
+    lat = sorted(gen.latencies_ns)
+    if not lat:
+        return Result(mode, events, seconds, 0.0, 0.0, 0.0, 0.0, events)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6
+
+    return Result(
+        mode=mode,
+        events=len(lat),
+        seconds=round(seconds, 3),
+        events_per_second=round(len(lat) / seconds, 1),
+        p50_ms=round(pct(0.50), 3),
+        p99_ms=round(pct(0.99), 3),
+        max_ms=round(lat[-1] / 1e6, 3),
+        lost=events - len(lat),
+    )
+
+
+def saturate(gen: Generator, sids: list[str], events: int, window: int) -> Result:
+    """Offer pings round-robin over the sessions with at most ``window`` unanswered."""
+    gen.reset()
+    begin = time.monotonic()
+    for seq in range(events):
+        while gen.in_flight() >= window:
+            gen.pump(0.001)
+        gen.ping(sids[seq % len(sids)], seq)
+        gen.pump()
+    gen.wait_drained(timeout=60)
+    return _result("saturation", gen, events, time.monotonic() - begin)
+
+
+def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float) -> Result:
+    """Pings paced at ``rate`` per second for ``seconds``."""
+    gen.reset()
+    events = int(rate * seconds)
+    interval = 1.0 / rate
+    begin = time.monotonic()
+    for seq in range(events):
+        due = begin + seq * interval
+        while (delay := due - time.monotonic()) > 0:
+            gen.pump(delay)
+        gen.ping(sids[seq % len(sids)], seq)
+        gen.pump()
+    gen.wait_drained(timeout=60)
+    # Throughput over the offered interval: the rate actually carried.
+    return _result(f"fixed {rate:.0f}/s", gen, events, max(seconds, time.monotonic() - begin - 0.0))
+
+
+@dataclass
+class Setup:
+    """A broker, hosts and a generator with sessions started."""
+
+    broker: Mosquitto
+    hosts: list[HostProcess]
+    generator: Generator
+    sessions: list[str]
+
+
+@contextlib.contextmanager
+def running(directory: Path, hosts: int, sessions: int) -> Iterator[Setup]:
+    """Start everything, and stop it all on the way out."""
+    broker = Mosquitto(directory / "broker")
+    broker.start()
+    started: list[HostProcess] = []
+    generator = None
+    try:
+        for i in range(hosts):
+            started.append(
+                HostProcess(
+                    broker,
+                    directory,
+                    client_id=f"bench-host-{i}",
+                    extra=["--topic-prefix", PREFIX, "--session-expiry", "60"],
+                )
+            )
+        generator = Generator(broker.port)
+        sids = generator.start_sessions(sessions)
+        yield Setup(broker, started, generator, sids)
+    finally:
+        if generator is not None:
+            generator.close()
+        for host in started:
+            host.stop()
+        broker.stop()
+
+
+def measure(hosts: int, sessions: int, events: int, rate: float, rate_seconds: float) -> list[Result]:
+    """Both measurements on one freshly started set-up."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with running(Path(tmp), hosts, sessions) as setup:
+            # Warm up: QuickJS contexts, paho buffers, the broker's routing.
+            saturate(setup.generator, setup.sessions, 2000, window=200)
+            return [
+                saturate(setup.generator, setup.sessions, events, window=500),
+                fixed_rate(setup.generator, setup.sessions, rate, rate_seconds),
+            ]
+
+
+def test_mqtt_load(benchmark: Any) -> None:
+    results = benchmark.pedantic(
+        measure,
+        kwargs={"hosts": 2, "sessions": 1000, "events": 50000, "rate": 5000, "rate_seconds": 5},
+        rounds=1,
+        iterations=1,
+    )
+    for result in results:
+        benchmark.extra_info[result.mode] = asdict(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=2, help="host processes (default 2)")
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=50000, help="pings in the saturation run")
+    parser.add_argument("--rate", type=float, default=5000.0, help="events/s in the fixed-rate run")
+    parser.add_argument("--rate-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    results = measure(args.hosts, args.sessions, args.events, args.rate, args.rate_seconds)
+    print(f"{os.cpu_count()} CPUs, {args.hosts} host process(es), {args.sessions} sessions")
+    print(f"{'mode':<16}{'events':>8}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>6}")
+    for r in results:
+        print(
+            f"{r.mode:<16}{r.events:>8}{r.events_per_second:>11.0f}{r.p50_ms:>9.2f}"
+            f"{r.p99_ms:>9.2f}{r.max_ms:>9.2f}{r.lost:>6}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
