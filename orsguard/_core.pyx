@@ -718,8 +718,27 @@ cdef class Interpreter:
         """Hook for the session layer (cancel invocations, notify the parent, call on_end)."""
 
     def _halt(self, reason="cancelled"):
-        """Stop the session from outside (reason ``cancelled`` or ``error``)."""
-        self._stop(END_REASONS.index(reason))
+        """Stop the session from outside (reason ``cancelled`` or ``error``).
+
+        Like the spec's cancellation, the active states are exited first, their
+        ``onexit`` content run; a session halted from inside its own step loop
+        (a hook calling ``cancel()``) stops at once.
+        """
+        cdef int code = END_REASONS.index(reason)
+        if not self.running:
+            return
+        if self.in_macrostep:
+            self._stop(code)
+            raise Halt()
+        self.in_macrostep = True
+        self.micro = 0
+        self.macro_start = _mono()
+        try:
+            self._exit_all(code)
+        except Halt:
+            pass
+        finally:
+            self.in_macrostep = False
 
     # ------------------------------------------------------------ queues
 
@@ -1261,6 +1280,10 @@ cdef class Interpreter:
                 return
 
     cdef _exit_interpreter(self):
+        self._exit_all(R_FINAL)
+
+    cdef _exit_all(self, int reason):
+        """exitInterpreter: exit every active state in exit order, then stop."""
         cdef Machine m = self.machine
         cdef int s
         cdef list order = [s for s in range(m.n - 1, 0, -1) if self.in_config(s)]
@@ -1270,7 +1293,7 @@ cdef class Interpreter:
             if m.has_invokes and m.invokes[s]:
                 self._cancel_invokes(s)
             self.config[s >> 6] &= ~((<uint64_t>1) << (s & 63))
-        self._stop(R_FINAL)
+        self._stop(reason)
 
     def start_core(self):
         """The initial macrostep: data model, global script, initial transition, settle."""

@@ -55,9 +55,8 @@ def _limit_arg(text: str) -> tuple[str, float]:
 
 
 def _limits(args: argparse.Namespace) -> Limits:
-    base = Limits()
-    if args.options:
-        base = limits_from_options(args.options)
+    # Defaults, then the options file, then ORSGUARD_SCXML_* variables, then --limit.
+    base = limits_from_options(args.options)
     overrides: dict[str, float] = {}
     for field, number in args.limit:
         overrides[field] = int(number) if field not in ("process_event_timeout", "max_session_age") else number
@@ -117,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--event", metavar="NAME[=JSON]", type=_event_arg, action="append", default=[],
                      help="send an external event after the start (repeatable, in order)")
     run.add_argument("--limit", metavar="OPTION=VALUE", type=_limit_arg, action="append", default=[],
-                     help="set an ORS limit, e.g. max-microstep-count=100 (overrides --options)")
+                     help="set an ORS limit, e.g. max-microstep-count=100 (overrides --options); "
+                          "the two times in seconds")
     run.add_argument("--options", metavar="FILE", help="take the limits from an ORS options file's [scxml]")
     run.add_argument("--virtual-time", action="store_true",
                      help="run delayed events on a virtual clock (no waiting)")

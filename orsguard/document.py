@@ -149,8 +149,10 @@ class _Loader:
             raise DocumentError(f"malformed XML: {message}", file=self.path, line=line,
                                 column=column) from None
         if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
+            at = data.find(b"<!DOCTYPE")
+            line = data.count(b"\n", 0, at) + 1 if at >= 0 else None
             raise DocumentError("DOCTYPE declarations are not allowed in SCXML documents", file=self.path,
-                                line=1)
+                                line=line)
         return self.compile(tree.getroot())
 
     def load_src(self, el: etree._Element, src: str) -> str:
@@ -195,21 +197,27 @@ class _Loader:
         if kind == "script":
             src = f"(function () {{ {text}\n }})"
         elif kind == "setter":
-            src = f"(function (v) {{ {location} = v; }})"
+            src = f"(function (__og_v) {{ {location} = __og_v; }})"
         elif kind == "assign":
             src = f"(function () {{ {location} = ({text}\n); }})"
         elif kind == "foreach":
             item, index = extra
-            src = f"(function () {{ var a = ({text}\n); {item} = 0; {index + ' = 0;' if index else ''} }})"
+            self._check_syntax(el, f"(function () {{ return ({text}\n); }})", f"foreach array {text!r}")
+            for role, name in (("item", item), ("index", index)):
+                if name:
+                    self._check_syntax(el, f"(function () {{ {name} = 0; }})", f"foreach {role} {name!r}")
+            return
         else:
             src = f"(function () {{ return ({text}\n); }})"
-        ctx = self._syntax()
+        what = {"setter": "location", "assign": "assignment"}.get(kind, kind + " expression")
+        self._check_syntax(el, src, f"{what} {(location or text)!r}")
+
+    def _check_syntax(self, el: etree._Element, src: str, what: str) -> None:
         try:
-            ctx.eval(src)
+            self._syntax().eval(src)
         except Exception as exc:  # the engine's SyntaxError
             first = str(exc).strip().split("\n", 1)[0]
-            what = {"setter": "location", "assign": "assignment"}.get(kind, kind + " expression")
-            self.fail(el, f"invalid ECMAScript {what} {(location or text)!r}: {first}")
+            self.fail(el, f"invalid ECMAScript {what}: {first}")
 
     def _syntax(self) -> Any:
         if self._syntax_ctx is None:
@@ -441,6 +449,8 @@ class _Loader:
             where = t
         elif initial_attr is not None:
             targets = self._targets(el, initial_attr, s)
+            if not targets:
+                self.fail(el, "'initial' is empty: name one or more child states")
             content = None
             where = el
         else:

@@ -29,7 +29,7 @@ class DocumentError(OrsguardError):
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        element = f" <{self.element}>" if self.element else ""
+        element = f" <{self.element}>" if self.element and not self.message.startswith("<") else ""
         return f"{where}:{element} {self.message}"
 
 

@@ -151,7 +151,8 @@ class Compiler:
     def _c_log(self, el: etree._Element) -> Item:
         label = el.get("label")
         text = el.get("expr")
-        k = self.expr("value", text, el) if text is not None else -1
+        # An empty expr (W3C test 307) logs the label alone.
+        k = self.expr("value", text, el) if text is not None and text.strip() else -1
 
         def log(session: Any) -> None:
             session.log(label, session.dm.value(k) if k >= 0 else None)
@@ -352,10 +353,21 @@ class Compiler:
         if not names:
             return _no_data
         pairs = tuple(names)
+        counts: dict[str, int] = {}
+        for n, _ in pairs:
+            counts[n] = counts.get(n, 0) + 1
+        repeated = frozenset(n for n, c in counts.items() if c > 1)
 
         def params(session: Any) -> Any:
             dm = session.dm
-            return {n: dm.value(k) for n, k in pairs}
+            data: dict[str, Any] = {}
+            for n, k in pairs:
+                if n in repeated:
+                    # A name given more than once keeps every value, in document order (W3C test 178).
+                    data.setdefault(n, []).append(dm.value(k))
+                else:
+                    data[n] = dm.value(k)
+            return data
 
         return params
 

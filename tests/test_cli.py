@@ -185,7 +185,6 @@ def test_environment_overrides_the_options_file(tmp_path: Path) -> None:
     assert "max-microstep-count=9 exceeded" in last_line(result.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: without --options, `run` ignores the ORSGUARD_SCXML_* environment")
 def test_environment_applies_without_an_options_file() -> None:
     result = orsguard("run", RUNAWAY, "--event", "call.arrived", env={"ORSGUARD_SCXML_MAX_MICROSTEP_COUNT": "9"})
     assert "max-microstep-count=9 exceeded" in last_line(result.stdout)

@@ -120,7 +120,6 @@ def test_initial_naming_a_non_descendant_is_rejected(lines: tuple[str, ...]) -> 
     assert "elsewhere" in err.message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an empty 'initial' loads and runs with an illegal configuration")
 @pytest.mark.parametrize(
     ("head", "lines"),
     [
@@ -226,7 +225,6 @@ def test_invalid_expressions_of_every_kind_are_rejected(line: str, element: str)
     assert (err.line, err.element) == (3, element)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an invalid foreach 'item' is reported as the 'array' expression")
 def test_invalid_foreach_item_is_named_in_the_error() -> None:
     err = load_error(doc('<state id="a"><onentry>', '<foreach array="[1, 2]" item="1x"/>', "</onentry></state>"))
     assert err.line == 3
@@ -336,7 +334,6 @@ def test_any_doctype_is_rejected() -> None:
     assert "DOCTYPE" in err.message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a DOCTYPE is always reported on line 1, not on its own line")
 def test_doctype_error_names_the_doctype_line() -> None:
     err = load_error(f'<?xml version="1.0"?>\n<!DOCTYPE scxml>\n<scxml {NS} version="1.0"><state id="a"/></scxml>')
     assert err.line == 2

@@ -59,7 +59,6 @@ def test_178_document_receives_the_event_with_duplicate_params() -> None:
     assert run.session.final == "final"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a repeated <param>/namelist name keeps only its last value")
 @pytest.mark.parametrize(
     "send",
     [
@@ -131,7 +130,6 @@ def test_230_autoforwarded_event_with_data_and_sendid() -> None:
 # on_log, so its onexit output can be read even after the parent ignores it.
 
 
-@pytest.mark.xfail(strict=True, reason="bug: cancelling an invoked session does not run its onexit handlers")
 def test_250_cancelled_child_runs_its_onexit_handlers() -> None:
     run = Run(ECMA / "test250.scxml").run()
     assert run.session.final == "final"
@@ -198,7 +196,6 @@ def test_307_unloaded_late_data_behaves_like_missing_substructure() -> None:
     assert run.values("s0") == run.values("s1") == ["no error"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: <log expr=''> (W3C test 307) is rejected, not a bare label")
 def test_307_original_document_shows_the_same_behaviour_in_both_states() -> None:
     run = Run(ECMA / "test307.scxml")
     assert run.session.final == "final"

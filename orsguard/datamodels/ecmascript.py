@@ -199,18 +199,19 @@ class EcmaScriptDatamodel(Datamodel):
             # spec wants for a location that does not exist.
             src = f'(function () {{ "use strict"; {e.location} = ({e.text}\n); }})'
         elif e.kind == "setter":
-            src = f'(function (v) {{ "use strict"; {e.location} = v; }})'
+            src = f'(function (__og_v) {{ "use strict"; {e.location} = __og_v; }})'
         elif e.kind == "foreach":
             item, index = e.extra
+            # Generated names start with __og_ so they never hide the document's variables.
             src = (
-                f"(function () {{ var a = ({e.text}\n);"
-                " if (!Array.isArray(a)) throw new TypeError('foreach array is not an array');"
-                " __og_fe.push(a.slice()); return a.length; })"
+                f"(function () {{ var __og_a = ({e.text}\n);"
+                " if (!Array.isArray(__og_a)) throw new TypeError('foreach array is not an array');"
+                " __og_fe.push(__og_a.slice()); return __og_a.length; })"
             )
-            step = f"{item} = __og_fe[__og_fe.length - 1][i];"
+            step = f"{item} = __og_fe[__og_fe.length - 1][__og_i];"
             if index:
-                step += f" {index} = i;"
-            self._foreach_steps[k] = self._eval(f"(function (i) {{ {step} }})")
+                step += f" {index} = __og_i;"
+            self._foreach_steps[k] = self._eval(f"(function (__og_i) {{ {step} }})")
         else:
             raise ExecutionError(f"cannot compile a {e.kind} expression")
         fn = self._eval(src)
