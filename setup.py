@@ -9,10 +9,11 @@ from setuptools import Extension, setup
 
 
 def _require_compiler() -> None:
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(cc) is None and shutil.which("cc") is None:
+    # The compiler distutils will call: $CC, else the one Python was built with.
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
         sys.exit(
-            "orsguard: no C compiler found (looked for %r and 'cc').\n"
+            "orsguard: no C compiler found (looked for %r).\n"
             "The core (orsguard/_core.pyx) must be compiled. Install one, e.g.\n"
             "  Debian/Ubuntu: apt-get install build-essential python3-dev\n"
             "  Fedora/RHEL:   dnf install gcc python3-devel\n"
