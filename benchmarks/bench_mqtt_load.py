@@ -6,14 +6,16 @@ measures two things from one load-generator process:
 
 * saturation: pings offered as fast as the pipeline takes them (a bounded
   number in flight), reporting events/s end to end and the latency percentiles;
-* fixed rate: pings paced at ``--rate`` events/s (5,000 by default), reporting
-  p50/p99/max latency.
+* fixed rate: pings paced at each ``--rate`` events/s (1,000 and 5,000 by
+  default), reporting p50/p99/max latency; an offered rate above what the
+  machine carries shows up as a carried rate below it and growing latency.
 
 One "event" is one ping published with QoS 1 to
 ``<prefix>/sessions/<sid>/events/ping``, processed by its session, which
 publishes a pong with QoS 1; latency is publish to pong arrival, measured in
-the generator. The generator uses paho's own network thread, not asyncio, so
-that it stays cheaper than the system under test.
+the generator, which drives paho by hand on one thread so that it stays cheaper
+than the system under test. The figures include the generator's and the
+broker's share of the same CPUs.
 
 Run directly (prints a table)::
 
@@ -189,8 +191,8 @@ def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float) -> 
         gen.ping(sids[seq % len(sids)], seq)
         gen.pump()
     gen.wait_drained(timeout=60)
-    # Throughput over the offered interval: the rate actually carried.
-    return _result(f"fixed {rate:.0f}/s", gen, events, max(seconds, time.monotonic() - begin - 0.0))
+    # Events over the time to the last pong: the rate the system carried.
+    return _result(f"fixed {rate:.0f}/s", gen, events, time.monotonic() - begin)
 
 
 @dataclass
@@ -231,22 +233,22 @@ def running(directory: Path, hosts: int, sessions: int) -> Iterator[Setup]:
         broker.stop()
 
 
-def measure(hosts: int, sessions: int, events: int, rate: float, rate_seconds: float) -> list[Result]:
-    """Both measurements on one freshly started set-up."""
+def measure(hosts: int, sessions: int, events: int, rates: list[float], rate_seconds: float) -> list[Result]:
+    """Saturation, then each fixed rate, on one freshly started set-up."""
     with tempfile.TemporaryDirectory() as tmp:
         with running(Path(tmp), hosts, sessions) as setup:
             # Warm up: QuickJS contexts, paho buffers, the broker's routing.
             saturate(setup.generator, setup.sessions, 2000, window=200)
-            return [
-                saturate(setup.generator, setup.sessions, events, window=500),
-                fixed_rate(setup.generator, setup.sessions, rate, rate_seconds),
-            ]
+            results = [saturate(setup.generator, setup.sessions, events, window=500)]
+            for rate in rates:
+                results.append(fixed_rate(setup.generator, setup.sessions, rate, rate_seconds))
+            return results
 
 
 def test_mqtt_load(benchmark: Any) -> None:
     results = benchmark.pedantic(
         measure,
-        kwargs={"hosts": 2, "sessions": 1000, "events": 50000, "rate": 5000, "rate_seconds": 5},
+        kwargs={"hosts": 2, "sessions": 1000, "events": 50000, "rates": [1000, 5000], "rate_seconds": 5},
         rounds=1,
         iterations=1,
     )
@@ -259,10 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=2, help="host processes (default 2)")
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--events", type=int, default=50000, help="pings in the saturation run")
-    parser.add_argument("--rate", type=float, default=5000.0, help="events/s in the fixed-rate run")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        action="append",
+        help="events/s of a fixed-rate run; repeat for several (default 1000 and 5000)",
+    )
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    results = measure(args.hosts, args.sessions, args.events, args.rate, args.rate_seconds)
+    rates = args.rate or [1000.0, 5000.0]
+    results = measure(args.hosts, args.sessions, args.events, rates, args.rate_seconds)
     print(f"{os.cpu_count()} CPUs, {args.hosts} host process(es), {args.sessions} sessions")
     print(f"{'mode':<16}{'events':>8}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>6}")
     for r in results:
