@@ -16,9 +16,9 @@ topic layout and payloads are in docs/operations.md; in short:
 ==========================================  =========================================
 
 Everything is published and subscribed with QoS 1 on a persistent broker
-session (clean start only on the first connection, a session expiry interval
-on every connection), so events published while the host reconnects wait in
-the broker. Delivery is at least once: a consumer may see a message twice.
+session (never a clean start after the first connection, and a session expiry
+interval), so events published while the host reconnects wait in the broker.
+Delivery is at least once: a consumer may see a message twice.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -439,15 +439,30 @@ class SessionHost:
             # events, so it must not run; the client may ask again.
             error = _Error("unavailable", f"broker connection lost: {exc}", session=sid)
             self._reject(error, self.start_topic, properties)
-            if sid is not None:
-                self._early.pop(sid, None)
-                self._cancel(sid)
+            self._abandon(sid)
         except orsguard.DocumentError as exc:
             self._reject(_Error("start-failed", str(exc), session=sid), self.start_topic, properties)
+            self._abandon(sid)
         except Exception as exc:  # one bad request must not stop the host
             _log.exception("starting a session failed")
             error = _Error("start-failed", f"{type(exc).__name__}: {exc}", session=sid)
             self._reject(error, self.start_topic, properties)
+            self._abandon(sid)
+
+    def _abandon(self, sid: str | None) -> None:
+        # A session that failed to start: forget it and stop listening for it.
+        if sid is None:
+            return
+        self._early.pop(sid, None)
+        session = self.sessions.get(sid)
+        if session is None:
+            return
+        if session.running:
+            self._cancel(sid)
+            return
+        self.sessions.pop(sid, None)
+        self._document_of.pop(sid, None)
+        self._spawn(self._unsubscribe(sid))
 
     def _parse_start(self, payload: Any) -> tuple[str, Any, str | None, dict[str, Any] | None]:
         request = _loads(payload)
@@ -484,7 +499,8 @@ class SessionHost:
         report: dict[str, Any] = {
             "session": sid,
             "document": name,
-            "reason": session.end_reason,
+            # A session cancelled before it started has no end reason of its own.
+            "reason": session.end_reason or "cancelled",
             "final": session.final,
             "termination": None,
         }
@@ -494,6 +510,9 @@ class SessionHost:
 
     async def _ended(self, sid: str, report: dict[str, Any]) -> None:
         self._publish(f"{self._sessions_prefix}{sid}/ended", _dumps(report))
+        await self._unsubscribe(sid)
+
+    async def _unsubscribe(self, sid: str) -> None:
         if self._client is not None and self._connected.is_set():
             # The broker drops the subscription with the session otherwise;
             # a failure here only leaves a filter nobody publishes to.
@@ -600,11 +619,7 @@ def _loads(payload: Any) -> Any:
         raise _Error("bad-payload", f"payload is not JSON: {exc}") from None
 
 
-async def serve(
-    config: HostConfig,
-    *,
-    ready: Callable[[SessionHost], None] | None = None,
-) -> int:
+async def serve(config: HostConfig) -> int:
     """Load the documents, start metrics and run the host until SIGINT/SIGTERM.
 
     SIGHUP re-reads ``--options``. Returns the process exit status.
@@ -623,8 +638,6 @@ async def serve(
         server = start_metrics_server(config.metrics_port, config.metrics_address, registry=host.registry)
         _log.info("metrics on http://%s:%d/metrics", server.address, server.port)
     try:
-        if ready is not None:
-            ready(host)
         await host.run()
     finally:
         if server is not None:

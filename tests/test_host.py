@@ -6,12 +6,16 @@ import asyncio
 import signal
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+import orsguard
+from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
 
 # The helper module sits beside the tests; this works under any --import-mode.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -121,6 +125,9 @@ def test_bad_requests_are_answered_and_the_host_survives(broker: Mosquitto, host
             await p.publish("orsguard/start", raw=b"{not json")
             _, error = await p.expect(lambda t, e: e.get("error") == "bad-payload")
             assert error["topic"] == "orsguard/start"
+
+            await p.publish("orsguard/start", {"document": "pingpong", "data": [1]})
+            await p.expect(lambda t, e: e.get("error") == "bad-payload" and "data" in e["message"])
 
             await p.publish("orsguard/start", {"document": "no-such-document"})
             _, error = await p.expect(lambda t, e: e.get("error") == "unknown-document")
@@ -265,3 +272,65 @@ def test_sighup_reloads_limits_for_running_and_new_sessions(broker: Mosquitto, t
         assert host.alive
     finally:
         assert host.stop() == 0, host.tail()
+
+
+# -- the MQTT Event I/O processor on its own (no broker) ---------------------
+
+SENDER = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
+  <datamodel><data id="errors" expr="[]"/></datamodel>
+  <state id="s">
+    <transition event="go">
+      <send event="out" type="mqtt" targetexpr="_event.data.target"><param name="n" expr="1"/></send>
+    </transition>
+    <transition event="error.communication">
+      <script>errors.push(_event.data ? _event.data.reason : "sync")</script>
+      <send event="seen" type="mqtt" target="log/errors"><param name="count" expr="errors.length"/></send>
+    </transition>
+  </state>
+</scxml>"""
+
+
+def processor_session(publish: Callable[..., None], retries: int = 2) -> tuple[Any, MqttEventIOProcessor]:
+    processor = MqttEventIOProcessor(publish, topic_prefix="pfx", send_retries=retries, retry_delay=0.001)
+    session = orsguard.Session(orsguard.load(SENDER), ioprocessors=[processor], session_id="me")
+    session.start()
+    return session, processor
+
+
+def test_processor_resolves_targets_and_publishes_json() -> None:
+    sent: list[tuple[str, bytes]] = []
+    session, processor = processor_session(lambda topic, payload, props: sent.append((topic, payload)))
+    for target in ("./out", "./", "a/b/", "pfx/sessions/other/events/x"):
+        session.send("go", {"target": target})
+    assert sent == [
+        ("pfx/sessions/me/out", b'{"n":1}'),
+        ("pfx/sessions/me/out", b'{"n":1}'),
+        ("a/b/out", b'{"n":1}'),
+        ("pfx/sessions/other/events/x", b'{"n":1}'),
+    ]
+    assert processor.location(session) == "pfx/sessions/me/events"
+
+
+def test_processor_rejects_wildcard_targets_at_once() -> None:
+    sent: list[tuple[str, bytes]] = []
+    session, _ = processor_session(lambda topic, payload, props: sent.append((topic, payload)))
+    session.send("go", {"target": "a/+/b"})
+    # error.communication was raised inside the session, which then reported it.
+    assert sent == [("log/errors", b'{"count":1}')]
+
+
+def test_processor_retries_a_refused_publish_then_reports_it() -> None:
+    attempts: list[str] = []
+
+    def refuse(topic: str, payload: bytes, props: object) -> None:
+        attempts.append(topic)
+        if topic != "log/errors":
+            raise RuntimeError("queue full")
+
+    async def scenario() -> list[str]:
+        session, processor = processor_session(refuse, retries=2)
+        session.send("go", {"target": "t/x"})
+        await processor.drain()
+        return attempts
+
+    assert asyncio.run(scenario()) == ["t/x", "t/x", "t/x", "log/errors"]
