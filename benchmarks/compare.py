@@ -3,7 +3,7 @@
 Everything runs in this one process, in one run, on one machine, so a ratio compares
 like with like. The script reports; it exits 0 whether or not a target is met.
 
-    python benchmarks/compare.py                  # full run, about a minute
+    python benchmarks/compare.py                  # full run, under a minute
     python benchmarks/compare.py --quick          # smoke run, a few seconds
     python benchmarks/compare.py --markdown results.md
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 DOCUMENTS = Path(__file__).resolve().parent / "documents"
@@ -107,8 +107,8 @@ def with_bound(text: str, n: int) -> str:
 def check_twins() -> None:
     """Fail unless counter-python.scxml is counter.scxml with only the datamodel changed.
 
-    The peers read the Python twin; the ratio is fair only while both documents describe
-    the same machine.
+    python-statemachine reads the Python twin; the ratio is fair only while both documents
+    describe the same machine.
     """
 
     def shape(name: str) -> str:
@@ -280,7 +280,7 @@ def transitions_toggle(events: int) -> Run:
     from transitions import Machine
 
     def run() -> float:
-        model = _Counter(0)
+        model = SimpleNamespace()
         Machine(
             model=model,
             states=["a", "b"],
