@@ -306,7 +306,8 @@ class SessionHost:
                     return
             except aiomqtt.MqttError as exc:
                 _log.warning("cannot reach the broker (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, 5.0)
 
     async def _on_connected(self, client: aiomqtt.Client) -> None:

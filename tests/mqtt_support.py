@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import getpass
 import json
 import os
@@ -46,6 +47,17 @@ def require_program(name: str, *extra_dirs: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message + " (CI must install it)", pytrace=False)
     pytest.skip(message)
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the test process dies without its
+    # teardown (killed, timed out), the kernel sends the child SIGTERM instead
+    # of leaving it running.
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -114,6 +126,7 @@ class Mosquitto:
             [self.binary, "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         try:
             wait_for_port(self.port)
@@ -177,8 +190,14 @@ class HostProcess:
         if metrics_port is not None:
             args += ["--metrics-port", str(metrics_port)]
         self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=REPO)
-        self.wait_for_log("ready on")
+        self.process = subprocess.Popen(
+            args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_die_with_parent
+        )
+        try:
+            self.wait_for_log("ready on")
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
         """Block until ``text`` appears in the host's log (or it exits)."""

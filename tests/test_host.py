@@ -150,8 +150,10 @@ def test_bad_requests_are_answered_and_the_host_survives(broker: Mosquitto, host
 
 
 def test_two_hosts_share_start_requests(broker: Mosquitto, tmp_path: Path) -> None:
-    hosts = [HostProcess(broker, tmp_path, client_id=f"share-{i}", extra=["--topic-prefix", "two"]) for i in (1, 2)]
+    hosts: list[HostProcess] = []
     try:
+        for i in (1, 2):
+            hosts.append(HostProcess(broker, tmp_path, client_id=f"share-{i}", extra=["--topic-prefix", "two"]))
 
         async def scenario() -> None:
             async with Peer(broker.port, "t-two", ["two/sessions/+/#", "two/errors"]) as peer:
@@ -180,13 +182,11 @@ def test_two_hosts_share_start_requests(broker: Mosquitto, tmp_path: Path) -> No
 def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
-    host = HostProcess(
-        broker,
-        tmp_path,
-        client_id="restart-host",
-        metrics_port=free_port(),
-        extra=["--topic-prefix", "r"],
-    )
+    try:
+        host = HostProcess(broker, tmp_path, client_id="restart-host", extra=["--topic-prefix", "r"])
+    except BaseException:
+        broker.stop()
+        raise
     total = 300
     try:
 

@@ -162,10 +162,14 @@ def test_dashboard_queries_name_exported_metrics() -> None:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mosquitto, HostProcess]]:
     broker = Mosquitto(tmp_path_factory.mktemp("broker"))
     broker.start()
-    host = HostProcess(broker, tmp_path_factory.mktemp("host"), client_id="metrics-host", metrics_port=free_port())
-    yield broker, host
-    host.stop()
-    broker.stop()
+    try:
+        host = HostProcess(broker, tmp_path_factory.mktemp("host"), client_id="metrics-host", metrics_port=free_port())
+        try:
+            yield broker, host
+        finally:
+            host.stop()
+    finally:
+        broker.stop()
 
 
 def test_a_real_scrape_passes_promtool_check_metrics(served: tuple[Mosquitto, HostProcess]) -> None:
