@@ -549,6 +549,7 @@ cdef class Interpreter:
     cdef long micro
     cdef double macro_start
     cdef double born
+    cdef bint clock_is_monotonic          # clock.now() is the C monotonic clock
     cdef object age_handle
     cdef bint in_macrostep
     # limits as C numbers; 0 = off
@@ -562,6 +563,8 @@ cdef class Interpreter:
     cdef object current_state
     cdef public bint reached_final
     cdef long stats_pending
+    cdef long npending                    # internal + external + delayed, kept in step with the queues
+    cdef readonly double macro_end        # monotonic time the last macrostep ended
     cdef public object final_data         # donedata of the top-level final state
     cdef public object tracer             # called with each transition's label when set
 
@@ -573,6 +576,7 @@ cdef class Interpreter:
         cdef int n = machine.n
         self.machine = machine
         self.clock = clock
+        self.clock_is_monotonic = bool(getattr(clock, "is_monotonic", False))
         self.stats = stats if stats is not None else default_stats
         self.config = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
         self.hist = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
@@ -591,6 +595,7 @@ cdef class Interpreter:
         self.internal_queue = deque()
         self.external_queue = deque()
         self.delayed = {}
+        self.npending = 0
         self.states_to_invoke = []
         self.running = False
         self.started = False
@@ -660,10 +665,14 @@ cdef class Interpreter:
         except Halt:
             pass
 
-    cdef _check_age(self):
+    cdef inline _check_age(self):
+        # The age timer fires on clocks that run timers by themselves (virtual,
+        # asyncio). A monotonic clock may go unserviced between calls (RealClock
+        # used synchronously), so each macrostep also compares its start time,
+        # already read, with the session's birth.
         cdef double age
-        if self.lim_age > 0:
-            age = self.clock.now() - self.born
+        if self.lim_age > 0 and self.clock_is_monotonic:
+            age = self.macro_start - self.born
             if age > self.lim_age:
                 self._violate(L_AGE, self.lim_age, age, None)
 
@@ -710,6 +719,7 @@ cdef class Interpreter:
         self.delayed.clear()
         self.internal_queue.clear()
         self.external_queue.clear()
+        self.npending = 0
         self.stats.ended[reason] += 1
         self.stats.sessions_active -= 1
         self._on_stopped()
@@ -750,7 +760,7 @@ cdef class Interpreter:
         """
         cdef long pending
         if self.lim_pending > 0:
-            pending = len(self.internal_queue) + len(self.external_queue) + len(self.delayed) + 1
+            pending = self.npending + 1
             if pending > self.lim_pending:
                 try:
                     self._violate(L_PENDING, self.lim_pending, pending, None)
@@ -762,17 +772,19 @@ cdef class Interpreter:
 
     def pending_count(self):
         """Events queued to the session now: internal + external + delayed."""
-        return len(self.internal_queue) + len(self.external_queue) + len(self.delayed)
+        return self.npending
 
     def enqueue_internal(self, Event event):
         """Place an event on the internal queue (raise, done events, errors)."""
         if self.running and self._admit():
             self.internal_queue.append(event)
+            self.npending += 1
 
     def enqueue_external(self, Event event):
         """Place an event on the external queue (processed by :meth:`process_external`); False if refused."""
         if self.running and self._admit():
             self.external_queue.append(event)
+            self.npending += 1
             return True
         return False
 
@@ -784,14 +796,17 @@ cdef class Interpreter:
         if not self.running:
             return
         old = self.delayed.pop(key, None)
-        if old is None and not self._admit():
-            return
-        if old is not None:
+        if old is None:
+            if not self._admit():
+                return
+            self.npending += 1
+        else:
             old.cancel()
 
         def fire():
-            if self.delayed.pop(key, None) is None or not self.running:
+            if not self.running or self.delayed.pop(key, None) is None:
                 return
+            self.npending -= 1
             callback()
 
         self.delayed[key] = self.clock.call_at(self.clock.now() + delay, fire)
@@ -801,6 +816,7 @@ cdef class Interpreter:
         handle = self.delayed.pop(key, None)
         if handle is None:
             return False
+        self.npending -= 1
         handle.cancel()
         return True
 
@@ -1018,7 +1034,9 @@ cdef class Interpreter:
         if self.lim_micro > 0 and self.micro > self.lim_micro:
             self.current_transition = self.machine.labels[enabled[0]]
             self._violate(L_MICROSTEPS, self.lim_micro, self.micro, None)
-        if self.lim_timeout > 0:
+        # Every 16th microstep: the JS engine interrupts long scripts and the
+        # macrostep's end checks the total, so a clock read per microstep is not needed.
+        if self.lim_timeout > 0 and (self.micro & 15) == 0:
             self._check_timeout()
         for t in enabled:
             self.trail[self.trail_pos] = t
@@ -1243,11 +1261,16 @@ cdef class Interpreter:
         self.micro = 0
         self.in_macrostep = True
         self.macro_start = _mono()
-        self.stats_pending = len(self.internal_queue) + len(self.external_queue) + len(self.delayed)
+        self.stats_pending = self.npending
 
-    cdef _end_macrostep(self):
+    cdef _end_macrostep(self, bint check):
+        """Record the macrostep; with ``check``, a macrostep that ran too long is a violation."""
+        self.macro_end = _mono()
+        cdef double elapsed = self.macro_end - self.macro_start
         self.in_macrostep = False
-        self.stats.observe_macrostep(self.micro, _mono() - self.macro_start, self.stats_pending)
+        self.stats.observe_macrostep(self.micro, elapsed, self.stats_pending)
+        if check and self.lim_timeout > 0 and elapsed > self.lim_timeout and self.running:
+            self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
 
     cdef _settle(self):
         """Take eventless and internal transitions until stable, then start invocations."""
@@ -1260,6 +1283,7 @@ cdef class Interpreter:
                     if not self.internal_queue:
                         break
                     ev = self.internal_queue.popleft()
+                    self.npending -= 1
                     self.stats.events_internal += 1
                     self.dm.bind_event(ev)
                     enabled = self._select(self.machine.match_table(ev.name))
@@ -1310,10 +1334,15 @@ cdef class Interpreter:
         try:
             self._initial_entry()
             self._settle()
+        except BaseException as exc:
+            self._end_macrostep(False)
+            if isinstance(exc, Halt):
+                return
+            raise
+        try:
+            self._end_macrostep(True)
         except Halt:
             pass
-        finally:
-            self._end_macrostep()
 
     cdef _initial_entry(self):
         cdef Machine m = self.machine
@@ -1332,19 +1361,21 @@ cdef class Interpreter:
             return
         try:
             while self.running and self.external_queue:
-                self._check_age()
                 self._begin_macrostep()
                 try:
+                    self._check_age()
                     ev = self.external_queue.popleft()
+                    self.npending -= 1
                     self.stats.events_external += 1
                     self.dm.bind_event(ev)
-                    if self.machine.has_invokes and self._external_preprocess(ev) is False:
-                        continue
-                    enabled = self._select(self.machine.match_table(ev.name))
-                    if enabled:
-                        self._microstep(enabled)
-                    self._settle()
-                finally:
-                    self._end_macrostep()
+                    if not self.machine.has_invokes or self._external_preprocess(ev) is not False:
+                        enabled = self._select(self.machine.match_table(ev.name))
+                        if enabled:
+                            self._microstep(enabled)
+                        self._settle()
+                except BaseException:
+                    self._end_macrostep(False)
+                    raise
+                self._end_macrostep(True)
         except Halt:
             pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -88,9 +89,21 @@ class VirtualClock(_HeapClock):
     def __init__(self, start: float = 0.0) -> None:
         super().__init__()
         self._now = float(start)
+        # Set when a timer is scheduled for a time already reached; time only
+        # moves in advance_to(), which runs everything due before it returns.
+        self._due_now = False
 
     def now(self) -> float:
         return self._now
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        if when <= self._now:
+            self._due_now = True
+        return super().call_at(when, callback)
+
+    def has_due(self) -> bool:
+        """Whether a timer is due now (cheap enough to ask after every event)."""
+        return self._due_now
 
     def advance(self, seconds: float) -> None:
         """Move time forward, running each timer at its own due time in order."""
@@ -107,13 +120,36 @@ class VirtualClock(_HeapClock):
             self._now = max(self._now, timer.when)
             timer.callback()
         self._now = max(self._now, when)
+        self._due_now = False
 
 
 class RealClock(_HeapClock):
     """The monotonic clock; due timers run while the owner waits in :meth:`run_until`."""
 
+    #: ``now()`` reads CLOCK_MONOTONIC, so the core may read it directly.
+    is_monotonic = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # A lower bound of the earliest timer (cancelling does not raise it), so
+        # that "is anything due at t?" costs one comparison in the common case.
+        self.earliest = math.inf
+
     def now(self) -> float:
         return time.monotonic()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        if when < self.earliest:
+            self.earliest = when
+        return super().call_at(when, callback)
+
+    def has_due(self, now: float | None = None) -> bool:
+        """Whether a timer is due at ``now`` (default: the current time)."""
+        if self.earliest > (time.monotonic() if now is None else now):
+            return False
+        due = self.next_due()
+        self.earliest = math.inf if due is None else due
+        return due is not None and due <= (time.monotonic() if now is None else now)
 
     def run_due(self) -> None:
         """Run every timer that is due now."""

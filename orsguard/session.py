@@ -138,11 +138,20 @@ class Session(Interpreter):
         return self.final_state
 
     def _flush(self) -> None:
-        # Cross-session deliveries are posted for "now"; run them before returning.
+        # Run what became due meanwhile: cross-session deliveries posted for "now",
+        # and on the real clock any timer that came due. Checked after every event,
+        # so the common case is one comparison (the core already read the time).
         clock = self.clock
-        if isinstance(clock, VirtualClock):
+        cls = clock.__class__
+        if cls is VirtualClock:
+            if clock._due_now:
+                clock.advance(0)
+        elif cls is RealClock:
+            if clock.earliest <= self.macro_end and clock.has_due(self.macro_end):
+                clock.run_due()
+        elif isinstance(clock, VirtualClock) and clock.has_due():
             clock.advance(0)
-        elif isinstance(clock, RealClock):
+        elif isinstance(clock, RealClock) and clock.has_due():
             clock.run_due()
 
     # ------------------------------------------------------------ services for executable content

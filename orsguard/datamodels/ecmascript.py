@@ -33,6 +33,7 @@ _DEFINES_CODE = re.compile(
     r"=>|\b(?:function|class|eval|Function|Proxy|Reflect|defineProperty|defineProperties|"
     r"__defineGetter__|__defineSetter__|get|set|valueOf|toString|toJSON|Symbol|constructor|prototype)\b"
 )
+_JS_ERRORS = (quickjs.JSException, quickjs.StackOverflow)
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 _PRELUDE = r"""
@@ -124,6 +125,7 @@ class EcmaScriptDatamodel(Datamodel):
         self.ctx.eval(_PRELUDE)
         self._bind = self.ctx.get("__og_bind")
         self._xmlof = self.ctx.get("__og_xmlof")
+        self._raw: list[Any] = [None] * len(expressions)
         self._fns: list[Any] = [None] * len(expressions)
         self._guard: list[bool] = [False] * len(expressions)
         self._guard_all = False
@@ -134,7 +136,9 @@ class EcmaScriptDatamodel(Datamodel):
     # -------------------------------------------------------------- setup
 
     def set_time_limit(self, seconds: float) -> None:
-        self._limit = seconds
+        if seconds != self._limit:
+            self._limit = seconds
+            self._rearm()
 
     def setup(self, system: dict[str, Any], data_ids: list[str]) -> None:
         self.ctx.get("__og_system")(system["sessionid"], system.get("name"), self._js(system["ioprocessors"]))
@@ -214,13 +218,35 @@ class EcmaScriptDatamodel(Datamodel):
             self._foreach_steps[k] = self._eval(f"(function (__og_i) {{ {step} }})")
         else:
             raise ExecutionError(f"cannot compile a {e.kind} expression")
-        fn = self._eval(src)
-        self._fns[k] = fn
+        self._raw[k] = self._eval(src)
         text = e.text + (e.location or "")
         self._guard[k] = bool(_CAN_LOOP.search(text))
         if _DEFINES_CODE.search(text):
+            self._set_guard_all()
+        self._fns[k] = self._callable(k)
+        return self._fns[k]
+
+    def _callable(self, k: int) -> Any:
+        """The raw JS function, or a wrapper that arms the time limit around it.
+
+        Decided once per expression (and again when the limit or the session's
+        functions change), so evaluation itself tests nothing.
+        """
+        raw = self._raw[k]
+        if self._limit > 0 and (self._guard_all or self._guard[k]):
+            guarded = self._guarded
+            return lambda *args: guarded(raw, *args)
+        return raw
+
+    def _rearm(self) -> None:
+        for k, raw in enumerate(self._raw):
+            if raw is not None:
+                self._fns[k] = self._callable(k)
+
+    def _set_guard_all(self) -> None:
+        if not self._guard_all:
             self._guard_all = True
-        return fn
+            self._rearm()
 
     def _eval(self, src: str) -> Any:
         try:
@@ -233,14 +259,6 @@ class EcmaScriptDatamodel(Datamodel):
         if "interrupted" in text.split("\n", 1)[0]:
             return ScriptInterrupted(text)
         return ExecutionError(text.split("\n", 1)[0])
-
-    def _call(self, k: int, fn: Any, *args: Any) -> Any:
-        if self._limit > 0 and (self._guard_all or self._guard[k]):
-            return self._guarded(fn, *args)
-        try:
-            return fn(*args)
-        except (quickjs.JSException, quickjs.StackOverflow) as exc:
-            raise self._error(exc) from None
 
     def _guarded(self, fn: Any, *args: Any) -> Any:
         remaining = self.session.remaining_time()
@@ -257,47 +275,61 @@ class EcmaScriptDatamodel(Datamodel):
     # -------------------------------------------------------------- the protocol
 
     def cond(self, k: int) -> bool:
-        fn = self._fns[k]
-        if fn is None:
-            fn = self._compile(k)
-        return self._call(k, fn)
+        fn = self._fns[k] or self._compile(k)
+        try:
+            return fn()
+        except _JS_ERRORS as exc:
+            raise self._error(exc) from None
 
     def value(self, k: int) -> Any:
-        fn = self._fns[k]
-        if fn is None:
-            fn = self._compile(k)
-        return self._py(self._call(k, fn))
+        fn = self._fns[k] or self._compile(k)
+        try:
+            return self._py(fn())
+        except _JS_ERRORS as exc:
+            raise self._error(exc) from None
 
     def assign(self, k: int) -> None:
-        fn = self._fns[k]
-        if fn is None:
-            fn = self._compile(k)
-        self._call(k, fn)
+        fn = self._fns[k] or self._compile(k)
+        try:
+            fn()
+        except _JS_ERRORS as exc:
+            raise self._error(exc) from None
 
     def set_location(self, k: int, value: Any) -> None:
-        fn = self._fns[k]
-        if fn is None:
-            fn = self._compile(k)
-        self._call(k, fn, self._js(value))
+        fn = self._fns[k] or self._compile(k)
+        try:
+            fn(self._js(value))
+        except _JS_ERRORS as exc:
+            raise self._error(exc) from None
 
     def script(self, k: int) -> None:
         e = self.expressions[k]
         if _DEFINES_CODE.search(e.text):
-            self._guard_all = True
+            self._set_guard_all()
         if self._limit > 0 and (self._guard_all or _CAN_LOOP.search(e.text)):
             self._guarded(self.ctx.eval, e.text)
             return
         self._eval(e.text)
 
     def foreach(self, k: int, body: Any) -> None:
-        fn = self._fns[k]
-        if fn is None:
-            fn = self._compile(k)
-        length = self._call(k, fn)
+        fn = self._fns[k] or self._compile(k)
         step = self._foreach_steps[k]
+        if fn is not self._raw[k]:
+            guarded = self._guarded
+            raw_step = step
+
+            def step(i: int) -> Any:
+                return guarded(raw_step, i)
+        try:
+            length = fn()
+        except _JS_ERRORS as exc:
+            raise self._error(exc) from None
         try:
             for i in range(int(length)):
-                self._call(k, step, i)
+                try:
+                    step(i)
+                except _JS_ERRORS as exc:
+                    raise self._error(exc) from None
                 body(self.session)
         finally:
             self.ctx.eval("__og_fe.pop();")
