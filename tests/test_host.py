@@ -149,14 +149,19 @@ def test_bad_requests_are_answered_and_the_host_survives(broker: Mosquitto, host
     assert host.alive
 
 
-def test_two_hosts_share_start_requests(broker: Mosquitto, tmp_path: Path) -> None:
+def test_two_hosts_share_start_requests_and_report_on_shutdown(broker: Mosquitto, tmp_path: Path) -> None:
     hosts: list[HostProcess] = []
     try:
         for i in (1, 2):
             hosts.append(HostProcess(broker, tmp_path, client_id=f"share-{i}", extra=["--topic-prefix", "two"]))
 
         async def scenario() -> None:
-            async with Peer(broker.port, "t-two", ["two/sessions/+/#", "two/errors"]) as peer:
+            subscriptions = ["two/sessions/+/#", "two/errors", "two/hosts/+"]
+            async with Peer(broker.port, "t-two", subscriptions) as peer:
+                for i in (1, 2):
+                    _, status = await peer.expect(topic_is(f"two/hosts/share-{i}"))
+                    assert status["status"] == "online"
+                    assert "pingpong" in status["documents"]
                 count = 20
                 for i in range(count):
                     await peer.publish("two/start", {"document": "pingpong", "session": f"s{i}"})
@@ -173,10 +178,21 @@ def test_two_hosts_share_start_requests(broker: Mosquitto, tmp_path: Path) -> No
                     await peer.expect(topic_is(f"two/sessions/s{i}/pong"))
                 assert not [m for m in peer.messages if m[0] == "two/errors"]
 
+                # Stopping a host cancels its sessions and says so; a clean
+                # stop also deletes the retained status.
+                loop = asyncio.get_running_loop()
+                statuses = await asyncio.gather(*(loop.run_in_executor(None, h.stop) for h in hosts))
+                assert statuses == [0, 0], [h.tail() for h in hosts]
+                for i in range(count):
+                    _, ended = await peer.expect(topic_is(f"two/sessions/s{i}/ended"))
+                    assert ended["reason"] == "cancelled"
+                for i in (1, 2):
+                    await peer.expect(lambda t, p, i=i: t == f"two/hosts/share-{i}" and p is None)
+
         asyncio.run(scenario())
     finally:
-        statuses = [h.stop() for h in hosts]
-    assert statuses == [0, 0], [h.tail() for h in hosts]
+        for host in hosts:
+            host.stop()
 
 
 def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
