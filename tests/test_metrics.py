@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from mqtt_support import REPO, HostProcess, Mosquitto, Peer, free_port, require_program, topic_is  # noqa: E402
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "orsguard.json"
 SPIN = (REPO / "examples" / "documents" / "spin.scxml").read_text()
 
@@ -142,6 +143,12 @@ def test_alert_rules_pass_promtool() -> None:
     run = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS" in run.stdout
+
+
+def test_alert_rules_fire_as_intended() -> None:
+    promtool = require_program("promtool")
+    run = subprocess.run([promtool, "test", "rules", str(ALERTS_TEST)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_dashboard_queries_name_exported_metrics() -> None:
