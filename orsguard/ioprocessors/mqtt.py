@@ -61,8 +61,8 @@ class MqttEventIOProcessor:
 
     ``publish`` hands a message to the host's MQTT client; ``topic_prefix`` is
     the host's ``--topic-prefix``, used for the ``./`` relative targets and
-    :meth:`location`. ``send_retries`` can be
-    changed while running (the host does so on SIGHUP).
+    :meth:`location`. ``send_retries`` may be changed while running (the host
+    does so on SIGHUP).
     """
 
     type_uri: str = MQTT_TYPE_URI
