@@ -625,6 +625,7 @@ async def serve(config: HostConfig) -> int:
 
     SIGHUP re-reads ``--options``. Returns the process exit status.
     """
+    _parse_broker(config.broker)  # a bad URL stops here, before anything starts
     documents = load_documents(config.documents)
     try:
         host = SessionHost(config, documents)

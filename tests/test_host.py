@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
 
 # The helper module sits beside the tests; this works under any --import-mode.
 sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
+from mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -350,3 +351,29 @@ def test_processor_retries_a_refused_publish_then_reports_it() -> None:
         return attempts
 
     assert asyncio.run(scenario()) == ["t/x", "t/x", "t/x", "log/errors"]
+
+
+def test_a_broken_document_stops_the_host_at_start_with_its_name(tmp_path: Path) -> None:
+    (tmp_path / "good.scxml").write_text((DOCUMENTS / "greeter.scxml").read_text())
+    (tmp_path / "broken.scxml").write_text("<scxml xmlns='http://www.w3.org/2005/07/scxml'><state id='a'>")
+    run = subprocess.run(
+        [sys.executable, "-m", "orsguard.host", "--mqtt", "mqtt://127.0.0.1:9", "--documents", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1
+    assert "broken.scxml" in run.stderr
+
+
+def test_bad_broker_url_and_empty_directory_are_refused(tmp_path: Path) -> None:
+    def host(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "orsguard.host", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+    empty = host("--mqtt", "mqtt://127.0.0.1:9", "--documents", str(tmp_path))
+    assert empty.returncode == 1
+    assert "no *.scxml documents" in empty.stderr
+    bad_url = host("--mqtt", "http://127.0.0.1", "--documents", str(DOCUMENTS))
+    assert bad_url.returncode == 1
+    assert "mqtt://HOST[:PORT]" in bad_url.stderr
