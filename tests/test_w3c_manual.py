@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 W3C = Path(os.environ.get("ORSGUARD_W3C_DIR") or ROOT.parent / "shared" / "w3c-irp")
 ECMA = W3C / "ecma"
 
-pytestmark = pytest.mark.skipif(not ECMA.is_dir(), reason=f"W3C IRP tests not found in {W3C}")
+
+
+@pytest.fixture(autouse=True)
+def _irp_present() -> None:
+    # Missing test data is a failure, never a silent skip.
+    if not ECMA.is_dir():
+        pytest.fail(f"W3C IRP tests not found in {W3C}: put them in shared/w3c-irp beside the repository "
+                    "or set ORSGUARD_W3C_DIR")
 
 HEAD = '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript"'
 
