@@ -110,7 +110,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orsguard", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="orsguard", description="Run W3C SCXML state machines under the session limits of Genesys ORS 8.1.3.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,serve,options}")
     run = sub.add_parser("run", help="run one document and print its transitions and outcome")
     run.add_argument("document", help="the SCXML file")

@@ -32,6 +32,7 @@ from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError, ExecutionError
 from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, text_value
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
 _CHILDREN = {
     "scxml": {"state", "parallel", "final", "datamodel", "script"},
@@ -297,6 +298,8 @@ class _Loader:
                         if local(d) != "data":
                             self.fail(d, "<datamodel> may only contain <data>")
                         data_id = self.compiler.attr(d, "id", required=True)
+                        if dm == "ecmascript" and not _IDENTIFIER.match(data_id):
+                            self.fail(d, f"data id {data_id!r} is not a valid ECMAScript variable name")
                         data_ids.append(data_id)
                         state_data[s].append((data_id, self._data(d, data_id)))
             self._initial_of(s, el)

@@ -419,3 +419,10 @@ def test_error_from_text_is_labelled_string() -> None:
 def test_document_error_is_an_orsguard_error() -> None:
     err = load_error(doc('<state id="a"><transition target="nowhere"/></state>'))
     assert isinstance(err, orsguard.OrsguardError)
+
+
+def test_a_data_id_that_is_no_ecmascript_name_is_rejected_at_load() -> None:
+    with pytest.raises(DocumentError, match="'a-b' is not a valid ECMAScript variable name") as info:
+        load('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
+             '<datamodel><data id="a-b"/></datamodel><state id="s"/></scxml>')
+    assert info.value.line == 2
