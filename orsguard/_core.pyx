@@ -230,7 +230,6 @@ cdef class Machine:
     cdef char* t_eventless
     cdef char* t_has_history
     cdef int* t_domain               # static domain, -1 = targetless, -2 = computed at run time
-    cdef uint64_t* t_tset            # ntrans*W: target states
     cdef readonly list ids
     cdef readonly dict index_of      # id -> state index
     cdef public list children        # per state: child state indices (no history)
@@ -251,7 +250,7 @@ cdef class Machine:
                  list trans_targets, list trans_events, list trans_cond, list trans_internal,
                  list trans_content, list onentry, list onexit, list donedata, list invokes,
                  list data_init):
-        cdef int i, j, s, w, t, p
+        cdef int i, j, s, t, p
         self.n = len(ids)
         self.ntrans = len(trans_source)
         self.W = (self.n + 63) >> 6
@@ -274,11 +273,10 @@ cdef class Machine:
         self.t_eventless = <char*>PyMem_Calloc(T + 1, sizeof(char))
         self.t_has_history = <char*>PyMem_Calloc(T + 1, sizeof(char))
         self.t_domain = <int*>PyMem_Calloc(T + 1, sizeof(int))
-        self.t_tset = <uint64_t*>PyMem_Calloc((T + 1) * W, sizeof(uint64_t))
         if (not self.kind or not self.parent or not self.initial or not self.anc or not self.desc
                 or not self.childset or not self.atomic or not self.s_tstart or not self.s_tcount
                 or not self.s_trans or not self.t_source or not self.t_cond or not self.t_internal
-                or not self.t_eventless or not self.t_has_history or not self.t_domain or not self.t_tset):
+                or not self.t_eventless or not self.t_has_history or not self.t_domain):
             raise MemoryError()
         self.ids = list(ids)
         self.index_of = {sid: i for i, sid in enumerate(ids)}
@@ -315,7 +313,6 @@ cdef class Machine:
             self.t_internal[t] = 1 if trans_internal[t] else 0
             self.t_eventless[t] = 1 if not self.events[t] else 0
             for j in self.targets[t]:
-                self.t_tset[t * W + (j >> 6)] |= (<uint64_t>1) << (j & 63)
                 if self.kind[j] == K_HISTORY_SHALLOW or self.kind[j] == K_HISTORY_DEEP:
                     self.t_has_history[t] = 1
             # initial and history default transitions are never selected by events
@@ -366,7 +363,6 @@ cdef class Machine:
         PyMem_Free(self.t_eventless)
         PyMem_Free(self.t_has_history)
         PyMem_Free(self.t_domain)
-        PyMem_Free(self.t_tset)
 
     cdef inline bint is_desc(self, int a, int b) noexcept:
         """True when a is a proper descendant of b."""
@@ -426,12 +422,6 @@ cdef class Machine:
             self._event_cache.clear()
         self._event_cache[name] = cached
         return cached
-
-    def state_kind(self, int s):
-        return self.kind[s]
-
-    def state_parent(self, int s):
-        return self.parent[s]
 
 
 # ---------------------------------------------------------------- termination
@@ -844,21 +834,15 @@ cdef class Interpreter:
     @property
     def configuration(self):
         """All active state ids."""
-        cdef int s
         m = self.machine
         return frozenset([m.ids[s] for s in range(1, m.n) if self.in_config(s)])
 
     @property
     def atomic_configuration(self):
         """The active atomic states' ids."""
-        cdef int s
         m = self.machine
         return frozenset([m.ids[s] for s in range(1, m.n)
                           if self.in_config(s) and (m.atomic[s >> 6] >> (s & 63)) & 1])
-
-    def configuration_indices(self):
-        cdef int s
-        return [s for s in range(1, self.machine.n) if self.in_config(s)]
 
     def entry_count(self, str state_id):
         """How many times the state has been entered in this session."""
@@ -978,7 +962,7 @@ cdef class Interpreter:
     cdef list _effective_targets(self, int t):
         cdef Machine m = self.machine
         cdef list out = []
-        cdef int s, w, j
+        cdef int s
         for s in m.targets[t]:
             self._add_effective(s, out)
         return out
@@ -1055,7 +1039,7 @@ cdef class Interpreter:
 
     cdef _exit_states(self, list enabled):
         cdef Machine m = self.machine
-        cdef int W = m.W, w, i, s, h, t, j
+        cdef int W = m.W, w, i, s, h, t
         cdef uint64_t word
         cdef uint64_t* ex = self.tmp_exit
         memset(ex, 0, W * sizeof(uint64_t))
