@@ -56,7 +56,7 @@ class Session(Interpreter):
         self.invoke_id = invoke_id
         self.on_end = on_end
         self.on_log = on_log
-        self.tracer = on_transition
+        self.tracer = _shielded(on_transition, "on_transition") if on_transition is not None else None
         self.initial_data = dict(data) if data else {}
         self.child_limits = child_limits
         self.ioprocessors: dict[str, EventIOProcessor] = {}
@@ -336,7 +336,7 @@ class Session(Interpreter):
             self.parent._child_ended(self)
         scxml_processor.registry.pop(self.session_id, None)
         if self.on_end is not None:
-            self.on_end(self)
+            _shielded(self.on_end, "on_end")(self)
 
     def __repr__(self) -> str:
         if self.running:
@@ -346,3 +346,15 @@ class Session(Interpreter):
         else:
             state = str(self.termination or self.end_reason or "new")
         return f"<Session {self.session_id} {state}>"
+
+
+def _shielded(hook: Callable[..., Any], name: str) -> Callable[..., None]:
+    """A host's hook that cannot break the step loop: its exceptions are logged."""
+
+    def call(*args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("the %s hook failed", name)
+
+    return call

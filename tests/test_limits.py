@@ -354,3 +354,20 @@ def test_child_limits_replace_the_inherited_ones():
     assert child.termination.option == "max-state-entry-count"
     assert session.configuration == frozenset({"stopped"})
     assert session.running and session.termination is None
+
+
+def test_a_failing_host_hook_does_not_break_the_session(caplog):
+    def boom(*args):
+        raise RuntimeError("hook failed")
+
+    session = Session(COUNTDOWN, limits=Limits(max_microstep_count=5), clock=VirtualClock(), stats=Stats(),
+                      on_transition=boom, on_end=boom)
+    session.start()
+    session.send("go", 2)
+    assert session.configuration == frozenset({"b"})
+    session.send("go", 0)
+    session.send("back")
+    session.send("go", 10)
+    assert session.termination.option == "max-microstep-count"
+    assert "the on_transition hook failed" in caplog.text
+    assert "the on_end hook failed" in caplog.text
