@@ -1014,10 +1014,10 @@ cdef class Interpreter:
     cdef _microstep(self, list enabled):
         cdef int t
         self.micro += 1
-        self.stats.microsteps += 1
         if self.lim_micro > 0 and self.micro > self.lim_micro:
             self.current_transition = self.machine.labels[enabled[0]]
             self._violate(L_MICROSTEPS, self.lim_micro, self.micro, None)
+        self.stats.microsteps += 1
         # Every 16th microstep: the JS engine interrupts long scripts and the
         # macrostep's end checks the total, so a clock read per microstep is not needed.
         if self.lim_timeout > 0 and (self.micro & 15) == 0:

@@ -228,6 +228,7 @@ def test_a_violation_stops_all_executable_content_and_cancels_delayed_sends():
     assert session.pending_count() == 0
     assert session.send("anything") is False
     snap = stats.snapshot()
+    assert snap["microsteps"] == 4  # taken; the refused fifth is not counted
     assert snap["limit_violations"]["max-microstep-count"] == 1
     assert snap["sessions_ended"]["limit"] == 1
     assert snap["sessions_active"] == 0
