@@ -372,3 +372,16 @@ def test_a_failing_host_hook_does_not_break_the_session(caplog):
     assert session.termination.option == "max-microstep-count"
     assert "the on_transition hook failed" in caplog.text
     assert "the on_end hook failed" in caplog.text
+
+
+def test_a_runaway_built_in_call_is_interrupted_too():
+    # No loop and no user function: a catastrophically backtracking RegExp.
+    doc = load(f"""<scxml {NS} initial="a">
+      <datamodel><data id="s" expr="'a'.repeat(40) + '!'"/></datamodel>
+      <state id="a"><transition event="check" cond="/^(a+)+$/.test(s)" target="b"/></state>
+      <state id="b"/>
+    </scxml>""")
+    session = start(doc, process_event_timeout=0.1)
+    session.send("check")
+    assert session.termination is not None
+    assert session.termination.option == "process-event-timeout"

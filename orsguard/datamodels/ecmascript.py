@@ -6,11 +6,11 @@ an expression is parsed once per session, not once per evaluation.
 
 Script time limit: the binding arms QuickJS's interrupt handler per call with a
 CPU-time budget, and arming costs a CPU-clock read (several hundred ns) on every
-call. Code that cannot loop (no loop statement, and no user-defined function the
-session could call implicitly) finishes in bounded time, so only calls that can
-loop are armed, with what is left of the macrostep's ``process-event-timeout``.
-Once a session defines any function, every call is armed. The step loop checks
-real elapsed time between calls in any case.
+call. Code with no loop statement and no call (``n < N``, ``n + 1``), in a
+session that has defined no function it could call implicitly, finishes in
+bounded time, so only the other calls are armed, with what is left of the
+macrostep's ``process-event-timeout``. Once a session defines any function,
+every call is armed. The step loop checks real elapsed time in any case.
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ from orsguard._core import ScriptInterrupted
 from orsguard.datamodels.base import Datamodel, Expression, XmlContent, expression_text
 from orsguard.errors import ExecutionError
 
-_CAN_LOOP = re.compile(r"\b(?:while|for|do)\b")
+# Code that can run for long: a loop statement, any call (a built-in such as a
+# RegExp test can take unbounded time too) or a tagged template. In() is ours
+# and bounded, so it does not count.
+_CAN_RUN_LONG = re.compile(r"\b(?:while|for|do)\b|[\w$)\]]\s*\(|`")
+_IN_CALL = re.compile(r"\bIn\s*\(")
+
+
+def _can_run_long(text: str) -> bool:
+    return bool(_CAN_RUN_LONG.search(_IN_CALL.sub("(", text)))
 # Anything through which later, loop-free looking code could call user code.
 _DEFINES_CODE = re.compile(
     r"=>|\b(?:function|class|eval|Function|Proxy|Reflect|defineProperty|defineProperties|"
@@ -220,7 +228,7 @@ class EcmaScriptDatamodel(Datamodel):
             raise ExecutionError(f"cannot compile a {e.kind} expression")
         self._raw[k] = self._eval(src)
         text = e.text + (e.location or "")
-        self._guard[k] = bool(_CAN_LOOP.search(text))
+        self._guard[k] = _can_run_long(text)
         if _DEFINES_CODE.search(text):
             self._set_guard_all()
         self._fns[k] = self._callable(k)
@@ -306,7 +314,7 @@ class EcmaScriptDatamodel(Datamodel):
         e = self.expressions[k]
         if _DEFINES_CODE.search(e.text):
             self._set_guard_all()
-        if self._limit > 0 and (self._guard_all or _CAN_LOOP.search(e.text)):
+        if self._limit > 0 and (self._guard_all or _can_run_long(e.text)):
             self._guarded(self.ctx.eval, e.text)
             return
         self._eval(e.text)
