@@ -29,7 +29,7 @@ from orsguard._core import (
 from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
 from orsguard.datamodels.base import expression_text
 from orsguard.datamodels.null import parse_in, parse_literal
-from orsguard.errors import DocumentError, ExecutionError
+from orsguard.errors import DocumentError
 from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, text_value
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
@@ -372,7 +372,7 @@ class _Loader:
             if name != "history":
                 self._number(c, i, seen)
 
-    def _targets(self, el: etree._Element, text: str | None, source: int) -> list[int]:
+    def _targets(self, el: etree._Element, text: str | None) -> list[int]:
         out: list[int] = []
         for tid in (text or "").split():
             idx = self.index.get(tid)
@@ -400,9 +400,7 @@ class _Loader:
             self.fail(el, "'event' is empty")
         cond = el.get("cond")
         k = self.compiler.expr("cond", cond, el) if cond is not None else -1
-        targets = self._targets(el, el.get("target"), s)
-        if not events and k < 0 and not targets and el.get("target") is None and s == 0:
-            self.fail(el, "a transition needs 'event', 'cond' or 'target'")
+        targets = self._targets(el, el.get("target"))
         return self._add_transition(s, targets, events, k, ttype == "internal", self.compiler.block(el))
 
     def _initial_of(self, s: int, el: etree._Element) -> None:
@@ -413,7 +411,7 @@ class _Loader:
                 self.fail(trans[1], "a <history> has at most one <transition>")
             parent = self.parents[s]
             if trans:
-                targets = self._targets(trans[0], trans[0].get("target"), s)
+                targets = self._targets(trans[0], trans[0].get("target"))
                 if not targets:
                     self.fail(trans[0], "the default transition of a <history> needs a 'target'")
                 for t in targets:
@@ -445,13 +443,13 @@ class _Loader:
             t = trans[0]
             if t.get("event") is not None or t.get("cond") is not None:
                 self.fail(t, "the <initial> transition may not have 'event' or 'cond'")
-            targets = self._targets(t, t.get("target"), s)
+            targets = self._targets(t, t.get("target"))
             if not targets:
                 self.fail(t, "the <initial> transition needs a 'target'")
             content = self.compiler.block(t)
             where = t
         elif initial_attr is not None:
-            targets = self._targets(el, initial_attr, s)
+            targets = self._targets(el, initial_attr)
             if not targets:
                 self.fail(el, "'initial' is empty: name one or more child states")
             content = None
@@ -605,7 +603,7 @@ def _data_block(items: list[tuple[str, Callable[[Any], None]]]) -> Callable[[Any
                 f(session)
             except Halt:
                 raise
-            except (ExecutionError, Exception) as exc:
+            except Exception as exc:
                 session.raise_error("error.execution", exc)
 
     return init
