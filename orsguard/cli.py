@@ -58,11 +58,8 @@ def _limit_arg(text: str) -> tuple[str, float]:
 def _limits(args: argparse.Namespace) -> Limits:
     # Defaults, then the options file, then ORSGUARD_SCXML_* variables, then --limit.
     base = limits_from_options(args.options)
-    overrides: dict[str, float] = {}
-    for field, number in args.limit:
-        overrides[field] = int(number) if field not in ("process_event_timeout", "max_session_age") else number
-        if field not in ("process_event_timeout", "max_session_age") and number != int(number):
-            raise ValueError(f"--limit {OPTION_NAMES[field]}: must be a whole number")
+    # Limits itself rejects a fraction for a count ("... must be a whole number").
+    overrides = dict(args.limit)
     return base.replace(**overrides) if overrides else base
 
 

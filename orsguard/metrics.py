@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from orsguard._core import END_REASONS, default_stats
 from orsguard.limits import OPTION_NAMES, Limits
 
 __all__ = [
@@ -45,8 +46,6 @@ __all__ = [
     "start_metrics_server",
 ]
 
-#: Reasons a session stops running; the values of ``orsguard_sessions_ended_total{reason}``.
-END_REASONS: tuple[str, ...] = ("final", "limit", "error", "cancelled")
 #: Event queues; the values of ``orsguard_events_total{queue}``.
 QUEUES: tuple[str, ...] = ("internal", "external")
 #: ORS option names; the values of every ``option`` label.
@@ -76,14 +75,7 @@ class OrsguardCollector(Collector):
         stats: StatsSource | None = None,
         limits: Callable[[], Limits] | None = None,
     ) -> None:
-        if stats is None:
-            # Imported here so that this module loads (and can be tested with a
-            # stand-in) without the compiled core, and so the core's import
-            # never depends on prometheus_client.
-            from orsguard._core import default_stats
-
-            stats = default_stats
-        self._stats = stats
+        self._stats = stats if stats is not None else default_stats
         self._limits = limits
 
     def describe(self) -> Iterator[Metric]:
