@@ -7,9 +7,11 @@ file, line and element and says what is wrong.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from orsguard._core import (
     KIND_ROOT,
     Halt,
     Machine,
+    ScriptInterrupted,
 )
 from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
 from orsguard.datamodels.base import expression_text
@@ -70,6 +73,8 @@ class Invoke:
     finalize: Callable[[Any], None] | None
     state_id: str
     base: str | None
+    base_dir: str
+    roots: tuple[str, ...]
 
 
 @dataclass
@@ -85,6 +90,8 @@ class Document:
     path: str | None
     send_types: set[str] = field(default_factory=set)
     data_setters: dict[str, int] = field(default_factory=dict)
+    #: Directories its ``src`` and ``srcexpr`` may read from (empty: none).
+    roots: tuple[str, ...] = ()
 
     @property
     def datamodel_class(self) -> type:
@@ -100,36 +107,148 @@ class Document:
         return f"<Document {self.name or where} states={self.machine.n - 1} datamodel={self.datamodel}>"
 
 
-def load(source: str | os.PathLike[str], *, check_expressions: bool = True) -> Document:
+#: Largest file load() reads, for a document and for every ``src`` it names.
+MAX_FILE_BYTES = 8 << 20
+
+def load(source: str | bytes | os.PathLike[str], *, check_expressions: bool = True,
+         roots: Iterable[str | os.PathLike[str]] | None = None) -> Document:
     """Load an SCXML document from a path or from SCXML text.
+
+    How ``source`` is read: an ``os.PathLike`` is a path and ``bytes`` are
+    SCXML text. A ``str`` is SCXML text when it contains ``<``, a line break or
+    a NUL character, and a path otherwise. :func:`load_file` and
+    :func:`load_string` say which without guessing.
 
     ``check_expressions=False`` defers ill-formed expressions to run time, where
     they raise ``error.execution`` (spec 5.9.4 allows either; the W3C tests
     expect the run-time behaviour). By default they are rejected at load time.
+    ``roots`` are the directories ``src`` attributes may read from (see
+    :func:`load_file`). Every failure is a :class:`~orsguard.DocumentError`.
     """
-    text: str | bytes
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and not source.lstrip().startswith("<")):
-        path = os.fspath(source)
-        try:
-            with open(path, "rb") as f:
-                text = f.read()
-        except OSError as exc:
-            raise DocumentError(f"cannot read the document: {exc.strerror}", file=path) from None
-    else:
-        path = None
-        text = source.encode("utf-8") if isinstance(source, str) else source
-    return _Loader(path, check_expressions).load_bytes(text)
+    if isinstance(source, (bytes, bytearray)):
+        return load_string(bytes(source), check_expressions=check_expressions, roots=roots)
+    if isinstance(source, str) and _looks_like_text(source):
+        return load_string(source, check_expressions=check_expressions, roots=roots)
+    if not isinstance(source, (str, os.PathLike)):
+        raise DocumentError(f"load() takes a path or SCXML text, not {type(source).__name__}")
+    return load_file(source, check_expressions=check_expressions, roots=roots)
 
 
-def load_element(root: etree._Element, base: str | None, check_expressions: bool) -> Document:
-    """Compile an already parsed ``<scxml>`` element (inline ``<invoke><content>``)."""
-    return _Loader(base, check_expressions).compile(root)
+def load_file(path: str | os.PathLike[str], *, check_expressions: bool = True,
+              roots: Iterable[str | os.PathLike[str]] | None = None) -> Document:
+    """Load the SCXML document in the file ``path``.
+
+    ``src`` attributes in it (``<data>``, ``<script>``, ``<invoke>``, and
+    ``srcexpr`` at run time) resolve relative to the file and may only read
+    regular files of at most :data:`MAX_FILE_BYTES` under ``roots``: by default
+    the document's own directory.
+    """
+    try:
+        name = os.fspath(path)
+    except TypeError:
+        raise DocumentError(f"load_file() takes a path, not {type(path).__name__}") from None
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    try:
+        data = read_regular_file(name)
+    except (OSError, ValueError) as exc:
+        raise DocumentError(f"cannot read the document: {_reason(exc)}", file=name) from None
+    base = os.path.dirname(os.path.abspath(name))
+    allowed = _roots(roots, base)
+    return _Loader(name, check_expressions, base, allowed).load_bytes(data)
+
+
+def load_string(text: str | bytes, *, base: str | os.PathLike[str] | None = None, check_expressions: bool = True,
+                roots: Iterable[str | os.PathLike[str]] | None = None) -> Document:
+    """Load a document from SCXML text (``str``, or ``bytes`` in the encoding its XML declaration names).
+
+    Text has no directory of its own: relative ``src`` attributes resolve against
+    ``base`` (default: the current directory), and they may only read under
+    ``roots`` (default: ``base`` when given, else nothing).
+    """
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    base_dir = os.path.abspath(os.fspath(base)) if base is not None else None
+    allowed = _roots(roots, base_dir)
+    return _Loader(None, check_expressions, base_dir or os.getcwd(), allowed).load_bytes(data)
+
+
+def _looks_like_text(source: str) -> bool:
+    return "<" in source or "\n" in source or "\r" in source or "\0" in source
+
+
+def _roots(roots: Iterable[str | os.PathLike[str]] | None, default: str | None) -> tuple[str, ...]:
+    if roots is None:
+        return (os.path.realpath(default),) if default is not None else ()
+    if isinstance(roots, (str, bytes, os.PathLike)):
+        raise DocumentError("'roots' is a list of directories, not one path")
+    return tuple(os.path.realpath(os.fspath(r)) for r in roots)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def read_regular_file(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``path``; ValueError for anything else or anything larger than ``limit``.
+
+    Opened without blocking, so a FIFO cannot hang the caller, and checked
+    after opening, so the file read is the file checked.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
+
+
+def resolve_src(src: str, base_dir: str, roots: tuple[str, ...]) -> str:
+    """The real path a ``src`` names, checked against ``roots``; ValueError when it may not be read.
+
+    ``src`` is a path or a ``file:`` URL, relative to ``base_dir``; symbolic
+    links are followed before the check, so none leads out of the roots.
+    """
+    if not isinstance(src, str):
+        raise ValueError(f"'src' must be a string, not {type(src).__name__}")
+    if "\0" in src:
+        raise ValueError("'src' contains a NUL character")
+    if src.startswith("file:"):
+        src = src[5:]
+        if src.startswith("//"):
+            src = src[2:]
+    elif "://" in src:
+        raise ValueError(f"{src!r} must be a relative path or a file: URL")
+    path = os.path.realpath(os.path.join(base_dir, src))
+    for root in roots:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            return path
+    if not roots:
+        raise ValueError(f"{src!r}: this document may not read files (load it from a file, or pass roots=)")
+    raise ValueError(f"{src!r} is outside the directories this document may read ({', '.join(roots)})")
+
+
+def read_src(src: str, base_dir: str, roots: tuple[str, ...]) -> bytes:
+    """Read what ``src`` names under the file-access policy (see :func:`resolve_src`)."""
+    path = resolve_src(src, base_dir, roots)
+    try:
+        return read_regular_file(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {src!r}: {_reason(exc)}") from None
+    except ValueError as exc:
+        raise ValueError(f"cannot read {src!r}: {exc}") from None
 
 
 class _Loader:
-    def __init__(self, path: str | None, check_expressions: bool) -> None:
+    def __init__(self, path: str | None, check_expressions: bool, base_dir: str, roots: tuple[str, ...]) -> None:
         self.path = path
         self.check_expressions = check_expressions
+        self.base_dir = base_dir
+        self.roots = roots
         self._syntax_ctx: Any = None
 
     # ------------------------------------------------------------ errors
@@ -143,12 +262,22 @@ class _Loader:
 
     def load_bytes(self, data: bytes) -> Document:
         try:
+            return self._load_bytes(data)
+        except DocumentError:
+            raise
+        except (ValueError, TypeError, LookupError, RecursionError, MemoryError, etree.LxmlError) as exc:
+            # The contract of load() is DocumentError and nothing else, whatever the text.
+            raise DocumentError(f"cannot load the document: {type(exc).__name__}: {exc}",
+                                file=self.path) from None
+
+    def _load_bytes(self, data: bytes) -> Document:
+        try:
             tree = etree.fromstring(data, _parser()).getroottree()
         except etree.XMLSyntaxError as exc:
             line, column = exc.position if exc.position else (None, None)
             message = re.sub(r", line \d+, column \d+$", "", exc.msg or "")
-            raise DocumentError(f"malformed XML: {message}", file=self.path, line=line,
-                                column=column) from None
+            raise DocumentError(f"malformed XML: {message}", file=self.path, line=line or None,
+                                column=column or None) from None
         if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
             at = data.find(b"<!DOCTYPE")
             line = data.count(b"\n", 0, at) + 1 if at >= 0 else None
@@ -157,27 +286,15 @@ class _Loader:
         return self.compile(tree.getroot())
 
     def load_src(self, el: etree._Element, src: str) -> str:
-        path = self.resolve(src)
-        if path is None:
-            self.fail(el, f"'src' {src!r} must be a relative path or a file: URL")
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            self.fail(el, f"cannot read 'src' {src!r}: {exc}")
+            data = read_src(src, self.base_dir, self.roots)
+        except ValueError as exc:
+            self.fail(el, f"'src': {exc}")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail(el, f"'src' {src!r} is not UTF-8 text")
         raise AssertionError("unreachable")
-
-    def resolve(self, src: str) -> str | None:
-        if src.startswith("file:"):
-            src = src[5:]
-            if src.startswith("//"):
-                src = src[2:]
-        elif "://" in src:
-            return None
-        if os.path.isabs(src):
-            return src
-        base = os.path.dirname(os.path.abspath(self.path)) if self.path else os.getcwd()
-        return os.path.join(base, src)
 
     # ------------------------------------------------------------ expression checks
 
@@ -328,7 +445,7 @@ class _Loader:
             invokes, data_init,
         )
         return Document(root.get("name"), dm, binding, machine, self.exprs, data_ids, self.path,
-                        send_types=self.compiler.send_types, data_setters=setters)
+                        send_types=self.compiler.send_types, data_setters=setters, roots=self.roots)
 
     def _number(self, el: etree._Element, index: int, seen: dict[str, etree._Element]) -> None:
         parent_name = local(el)
@@ -379,7 +496,35 @@ class _Loader:
             if idx is None or idx == 0:
                 self.fail(el, f"unknown target state {tid!r}")
             out.append(idx)
+        if len(out) > 1:
+            self._check_legal(el, out)
         return out
+
+    def _check_legal(self, el: etree._Element, targets: list[int]) -> None:
+        """Spec 3.11: several targets must be a legal state specification (no two exclusive states).
+
+        Each target's ancestor chain is walked once, recording through which child
+        each ancestor was reached, and stops at the first ancestor already seen, so
+        the check is linear in the targets' depths.
+        """
+        wanted = set(targets)
+        via: dict[int, tuple[int, int]] = {}
+        for t in dict.fromkeys(targets):
+            child, a = t, self.parents[t]
+            while a >= 0:
+                if a in wanted:
+                    self.fail(el, f"target {self.ids[t]!r} is inside target {self.ids[a]!r}: "
+                                  "no target may contain another (spec 3.11)")
+                seen = via.get(a)
+                if seen is None:
+                    via[a] = (child, t)
+                else:
+                    if seen[0] != child and self.kinds[a] != KIND_PARALLEL:
+                        self.fail(el, f"targets {self.ids[seen[1]]!r} and {self.ids[t]!r} cannot be active "
+                                      f"together: only one child of {self._name(a)} is active at a time "
+                                      "(spec 3.11)")
+                    break
+                child, a = a, self.parents[a]
 
     def _add_transition(self, source: int, targets: list[int], events: tuple[str, ...], cond: int,
                         internal: bool, content: Any) -> int:
@@ -483,7 +628,17 @@ class _Loader:
         return False
 
     def _donedata(self, el: etree._Element) -> Callable[[Any], Any]:
-        return self.compiler.payload(el, allow_namelist=False)
+        payload = self.compiler.payload(el, allow_namelist=False)
+
+        def donedata(session: Any) -> Any:
+            try:
+                return payload(session)
+            except ScriptInterrupted:
+                # A timeout, not an error: the session ends by the limit, not in its final state.
+                session.script_interrupted()
+                raise
+
+        return donedata
 
     def _data(self, el: etree._Element, data_id: str) -> Callable[[Any], None]:
         self.compiler.exclusive(el, "expr", "src")
@@ -536,7 +691,8 @@ class _Loader:
             elif scxml_children:
                 if scxml_children[0].tag != _Q + "scxml":
                     self.fail(scxml_children[0], "inline <invoke> content must be an <scxml> document")
-                inline = _Loader(self.path, self.check_expressions).compile(scxml_children[0])
+                inline = _Loader(self.path, self.check_expressions, self.base_dir,
+                                 self.roots).compile(scxml_children[0])
             else:
                 text = content_el.text or ""
 
@@ -570,13 +726,16 @@ class _Loader:
             finalize=c.block(finalize_el[0]) if finalize_el else None,
             state_id=self.ids[s],
             base=self.path,
+            base_dir=self.base_dir,
+            roots=self.roots,
         )
 
 
 def _copy(el: etree._Element) -> etree._Element:
-    # Keep the source line: payload errors point at the original <param>.
-    dup = etree.fromstring(etree.tostring(el))
-    dup.sourceline = el.sourceline
+    # A deep copy keeps the source line, so payload errors point at the original
+    # <param>; the text after the element belongs to its old parent.
+    dup = copy.deepcopy(el)
+    dup.tail = None
     return dup
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orsguard._core import Event, Interpreter, Stats
+from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats, Termination
 from orsguard.clock import RealClock, VirtualClock
-from orsguard.document import Document, Invoke, load
+from orsguard.document import Document, Invoke, load_file, load_string, resolve_src
 from orsguard.errors import CommunicationError, DocumentError, ExecutionError
-from orsguard.ioprocessors import SCXML_TYPE, EventIOProcessor
+from orsguard.ioprocessors import SCXML_TYPE, EventIOProcessor, check_portable
 from orsguard.ioprocessors import scxml as scxml_processor
 from orsguard.limits import Limits
 
@@ -211,11 +210,17 @@ class Session(Interpreter):
                     scxml_processor.deliver(self, event, target)
                 else:
                     proc.send(self, event, target or "")
-            except (CommunicationError, ExecutionError) as exc:
+            except ExecutionError as exc:
                 if public_id:
                     exc.sendid = sendid
-                kind = "error.communication" if isinstance(exc, CommunicationError) else "error.execution"
-                self.raise_error(kind, exc)
+                self.raise_error("error.execution", exc)
+            except Exception as exc:
+                # Whatever a processor fails with, the event was not dispatched (spec 6.2.4).
+                error = exc if isinstance(exc, CommunicationError) else CommunicationError(
+                    f"{type(exc).__name__}: {exc}")
+                if public_id:
+                    error.sendid = sendid
+                self.raise_error("error.communication", error)
 
         if delay > 0:
             def fire() -> None:
@@ -240,10 +245,28 @@ class Session(Interpreter):
         for inv in self.machine.invokes[s]:
             try:
                 self._start_one(inv)
-            except ExecutionError as exc:
+            except ScriptInterrupted:
+                self.script_interrupted()
+            except Exception as exc:
+                # Evaluating the invoke or loading its document failed: spec 6.4.1, error.execution.
                 self.raise_error("error.execution", exc)
-            except DocumentError as exc:
-                self.raise_error("error.execution", exc)
+
+    def script_interrupted(self) -> None:
+        """End the session as the step loop does when a script was stopped at ``process-event-timeout``.
+
+        For scripts run outside the step loop's own blocks (invoke evaluation,
+        ``<finalize>``, ``<donedata>``); only called inside a macrostep. With the
+        limit off, the script was stopped from outside: the session is cancelled.
+        """
+        remaining = self.remaining_time()
+        if remaining is None:
+            self._halt("cancelled")
+            return
+        limit = self.limits.process_event_timeout
+        self.final_state = None  # a <donedata> interrupted: the session did not end in its final state
+        self.termination = Termination("process-event-timeout", limit, limit - remaining, None, None,
+                                       self.trail_labels())
+        self._halt("limit")
 
     def _start_one(self, inv: Invoke) -> None:
         dm = self.dm
@@ -257,22 +280,30 @@ class Session(Interpreter):
             if inv.idlocation >= 0:
                 dm.set_location(inv.idlocation, invoke_id)
         data = inv.data(self)
+        if data is not None:
+            try:
+                check_portable(data)
+            except ValueError as exc:
+                raise ExecutionError(f"invoke data: {exc}") from None
         if inv.inline is not None:
             doc = inv.inline
         elif inv.content is not None:
             text = inv.content(self)
             if not isinstance(text, str):
                 raise ExecutionError("invoke <content> must evaluate to an SCXML document")
-            doc = load(text, check_expressions=False)
+            # Always text, never a path: an expression must not pick a file to read.
+            doc = load_string(text, base=inv.base_dir, roots=inv.roots, check_expressions=False)
         else:
             src = inv.src if inv.srcexpr < 0 else dm.value(inv.srcexpr)
             if not src:
                 raise ExecutionError("<invoke> needs 'src', 'srcexpr' or <content>")
-            if str(src).startswith("file:"):
-                src = str(src)[5:]
-            base = self.document.path
-            path = src if os.path.isabs(src) or base is None else os.path.join(os.path.dirname(base), src)
-            doc = load(path, check_expressions=False)
+            if not isinstance(src, str):
+                raise ExecutionError(f"<invoke> 'srcexpr' must give a string, not {type(src).__name__}")
+            try:
+                path = resolve_src(src, inv.base_dir, inv.roots)
+            except ValueError as exc:
+                raise ExecutionError(f"<invoke> src: {exc}") from None
+            doc = load_file(path, roots=inv.roots, check_expressions=False)
         limits = self.child_limits if self.child_limits is not None else self.limits
         child = Session(doc, limits=limits, clock=self.clock, stats=self.stats, child_limits=self.child_limits,
                         ioprocessors=set(self.ioprocessors.values()), data=data if isinstance(data, dict) else None,
@@ -300,6 +331,12 @@ class Session(Interpreter):
                 self._run_finalize(entry[1].finalize)
         for child, inv in list(self._children.values()):
             if inv.autoforward and child.running:
+                try:
+                    check_portable(event.data)
+                except ValueError as exc:
+                    self.raise_error("error.communication",
+                                     CommunicationError(f"cannot forward {event.name!r} to {child.invoke_id!r}: {exc}"))
+                    continue
                 copy = Event(event.name, event.data, type="external", sendid=event.sendid,
                              origin=event.origin, origintype=event.origintype, invokeid=event.invokeid)
                 scxml_processor.post(child, copy)
@@ -308,7 +345,9 @@ class Session(Interpreter):
     def _run_finalize(self, block: Callable[[Any], None]) -> None:
         try:
             block(self)
-        except ExecutionError as exc:
+        except ScriptInterrupted:
+            self.script_interrupted()
+        except Exception as exc:
             self.raise_error("error.execution", exc)
 
     def _child_ended(self, child: Session) -> None:
@@ -318,8 +357,13 @@ class Session(Interpreter):
         if entry is None or entry[0] is not child or not self.running:
             return  # cancelled by us: its events are no longer wanted
         if child.end_reason == "final":
-            event = Event(f"done.invoke.{child.invoke_id}", child.final_data, type="external",
-                          invokeid=child.invoke_id)
+            data = child.final_data
+            try:
+                check_portable(data)
+            except ValueError as exc:
+                self.raise_error("error.communication", CommunicationError(f"done.invoke data: {exc}"))
+                data = None
+            event = Event(f"done.invoke.{child.invoke_id}", data, type="external", invokeid=child.invoke_id)
         elif child.end_reason == "limit":
             event = Event(LIMIT_EVENT, child.termination.as_dict(), type="platform", invokeid=child.invoke_id)
         else:

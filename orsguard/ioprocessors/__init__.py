@@ -2,14 +2,27 @@
 
 The SCXML processor (sessions in this process) is built in; others register
 through :class:`EventIOProcessor` instances passed to ``Session(ioprocessors=...)``.
+
+Events from outside the process (BasicHTTP requests, MQTT messages) pass
+:func:`check_external_event` before they are queued: names the platform
+reserves are refused, and so is data that cannot enter a session safely
+(docs/security.md).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 SCXML_TYPE = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor"
 BASICHTTP_TYPE = "http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor"
+
+#: First name segments of the events only the platform raises (``error.*``, ``done.*``; spec 3.12.2, 6.5).
+PLATFORM_EVENT_PREFIXES = ("error", "done")
+#: Deepest nesting of lists and objects event data may have when it crosses a session boundary.
+MAX_DATA_DEPTH = 64
+#: Integers beyond this magnitude have no exact ECMAScript number.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 class EventIOProcessor(Protocol):
@@ -25,3 +38,65 @@ class EventIOProcessor(Protocol):
     def location(self, session: Any) -> str: ...
 
     def send(self, session: Any, event: Any, target: str) -> None: ...
+
+
+def is_platform_event(name: str) -> bool:
+    """Whether ``name`` is in a namespace only the platform may raise (``error``, ``done``)."""
+    return name.split(".", 1)[0] in PLATFORM_EVENT_PREFIXES
+
+
+def check_portable(data: Any) -> None:
+    """Raise ValueError unless ``data`` can cross from one session (or the outside) into another.
+
+    Allowed: None, booleans, strings (valid Unicode), finite numbers, integers
+    within +-(2**53 - 1), lists and string-keyed dicts of these nested at most
+    :data:`MAX_DATA_DEPTH` deep (XML content is a string). Functions, symbols and other
+    engine objects belong to the session that made them.
+    """
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, int):
+            if abs(value) > MAX_SAFE_INTEGER:
+                raise ValueError("an integer beyond +-(2**53 - 1) has no exact ECMAScript value")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"{value!r} is not a finite number")
+        elif isinstance(value, (list, tuple, dict)):
+            if depth >= MAX_DATA_DEPTH:
+                raise ValueError(f"the data is nested more than {MAX_DATA_DEPTH} deep")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise ValueError(f"an object key must be a string, not {type(key).__name__}")
+                    _check_text(key)
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+        else:
+            raise ValueError(f"a {type(value).__name__} value cannot leave its session")
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate") from None
+
+
+def check_external_event(name: str, data: Any, *, allow_platform: bool = False) -> None:
+    """Raise ValueError when an event from outside the process may not be queued.
+
+    The policy for BasicHTTP requests and the host's MQTT events: a name in a
+    platform namespace (:func:`is_platform_event`) is refused unless
+    ``allow_platform``, because a session must be able to trust that
+    ``error.*`` and ``done.*`` come from its own platform; the data must pass
+    :func:`check_portable`.
+    """
+    if not allow_platform and is_platform_event(name):
+        raise ValueError(f"{name!r}: events named error.* and done.* are raised by the platform only")
+    check_portable(data)

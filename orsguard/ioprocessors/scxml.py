@@ -13,7 +13,7 @@ from typing import Any
 
 from orsguard._core import Event
 from orsguard.errors import CommunicationError, ExecutionError
-from orsguard.ioprocessors import SCXML_TYPE
+from orsguard.ioprocessors import SCXML_TYPE, check_portable
 
 ALIASES = (SCXML_TYPE, "scxml", "http://www.w3.org/TR/scxml/")
 
@@ -27,6 +27,18 @@ def location(session: Any) -> str:
 
 def post(target: Any, event: Event) -> None:
     """Queue ``event`` on another session and let it process on the next clock turn."""
+    if not target.running:
+        return
+    target.enqueue_external(event)
+    target.clock.call_at(target.clock.now(), target.process_external)
+
+
+def post_portable(target: Any, event: Event) -> None:
+    """:func:`post` an event one session sends to another; CommunicationError when its data cannot cross."""
+    try:
+        check_portable(event.data)
+    except ValueError as exc:
+        raise CommunicationError(f"the event data cannot be sent to another session: {exc}") from None
     if not target.running:
         return
     target.enqueue_external(event)
@@ -48,13 +60,13 @@ def deliver(session: Any, event: Event, target: str | None) -> None:
         if parent is None:
             raise CommunicationError("#_parent: this session was not invoked")
         event.invokeid = session.invoke_id
-        post(parent, event)
+        post_portable(parent, event)
         return
     if target.startswith("#_scxml_"):
         other = registry.get(target[len("#_scxml_"):])
         if other is None or not other.running:
             raise CommunicationError(f"{target}: no such session")
-        post(other, event)
+        post_portable(other, event)
         return
     if target.startswith("#_"):
         # The spec's form is #_<invokeid>; #_invoke_<invokeid> is accepted as a spelled-out alias.
@@ -64,6 +76,6 @@ def deliver(session: Any, event: Event, target: str | None) -> None:
             child = session.child(invoke_id[len("invoke_"):])
         if child is None:
             raise CommunicationError(f"{target}: no such invoked session")
-        post(child, event)
+        post_portable(child, event)
         return
     raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
