@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +21,7 @@ from orsguard.ioprocessors import BASICHTTP_TYPE
 from orsguard.ioprocessors.basichttp import (
     EVENT_NAME_PARAM,
     ORIGIN_HEADER,
+    ORIGIN_SIGNATURE_HEADER,
     BasicHTTPProcessor,
     decode_request,
     encode_send,
@@ -329,3 +331,170 @@ def test_event_attribute_wins_over_param_of_the_same_name() -> None:
 def test_text_body_is_json_or_normalized_text() -> None:
     assert decode_request("POST", "/s", "text/plain", b'{"a": 1}')[2] == {"a": 1}
     assert decode_request("POST", "/s", "text/plain", b"  some\n  text ")[2] == "some text"
+
+
+# ---------------------------------------------------------------- hostile clients
+
+
+def post_with(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=2.0) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+
+
+@pytest.mark.parametrize("name", ["error.execution", "error.communication", "done.invoke.x", "done.state.s0",
+                                  "error"])
+def test_platform_event_names_are_forbidden(http: BasicHTTPProcessor, name: str) -> None:
+    logs: list[Any] = []
+    session = start(http, RECEIVER, logs)
+    assert post(http.location(session) + f"?{EVENT_NAME_PARAM}={name}", b"") == 403
+    assert post(http.location(session), f"{EVENT_NAME_PARAM}={name}".encode()) == 403
+    assert post(http.location(session), json.dumps({EVENT_NAME_PARAM: name}).encode(), "application/json") == 403
+    assert http.pump() == 0
+    assert session.running and logs == []
+
+
+def test_platform_event_names_can_be_allowed() -> None:
+    with BasicHTTPProcessor(allow_platform_events=True) as http:
+        logs: list[Any] = []
+        session = start(http, RECEIVER, logs)
+        assert post(http.location(session) + f"?{EVENT_NAME_PARAM}=error.remote", b"") == 200
+        settle(http, session)
+        assert received(logs)[0] == "error.remote"
+
+
+@pytest.mark.parametrize("body", [b'{"a": NaN}', b'{"a": -Infinity}', b"[Infinity]", b'{"a": 1' + b"0" * 400 + b"}",
+                                  b'{"a": "\\ud800"}', b"[" * 70 + b"]" * 70])
+def test_data_no_session_can_hold_is_refused_and_the_loop_goes_on(http: BasicHTTPProcessor, body: bytes) -> None:
+    logs: list[Any] = []
+    session = start(http, RECEIVER, logs)
+    assert post(http.location(session) + f"?{EVENT_NAME_PARAM}=bad", body, "application/json") == 400
+    assert post(http.location(session) + f"?{EVENT_NAME_PARAM}=good", b'{"a": 1}', "application/json") == 200
+    settle(http, session)
+    assert received(logs)[:2] == ["good", {"a": 1}]
+
+
+def test_text_body_with_nan_is_text_not_a_number(http: BasicHTTPProcessor) -> None:
+    logs: list[Any] = []
+    session = start(http, RECEIVER, logs)
+    assert post(http.location(session), b"NaN", "text/plain") == 200
+    settle(http, session)
+    assert received(logs)[1] == "NaN"
+
+
+def test_a_failing_session_does_not_end_the_loop(http: BasicHTTPProcessor) -> None:
+    broken = start(http, '<state id="s0"/>')
+    logs: list[Any] = []
+    healthy = start(http, RECEIVER, logs)
+
+    def explode() -> None:
+        raise RuntimeError("a session failed")
+
+    broken.process_external = explode  # type: ignore[method-assign]
+    assert post(http.location(broken), b"x=1") == 200
+    assert post(http.location(healthy), b"y=2") == 200
+    settle(http, healthy)
+    assert received(logs)[:2] == ["HTTP.POST", {"y": "2"}]
+
+
+def test_unsigned_origin_is_left_out_and_signed_origin_kept(http: BasicHTTPProcessor) -> None:
+    body = '<state id="s0"><transition event="*" target="done"><log expr="String(_event.origin)"/></transition>' \
+           '</state><final id="done"/>'
+    logs: list[Any] = []
+    session = start(http, body, logs)
+    assert post_with(http.location(session), b"", {ORIGIN_HEADER: "http://attacker.invalid/x"}) == 200
+    settle(http, session)
+    assert logs == ["undefined"]
+
+
+def test_origin_is_kept_when_trusted() -> None:
+    with BasicHTTPProcessor(trust_origin=True) as http:
+        logs: list[Any] = []
+        session = start(http, '<state id="s0"><transition event="*" target="done"><log expr="_event.origin"/>'
+                              '</transition></state><final id="done"/>', logs)
+        assert post_with(http.location(session), b"", {ORIGIN_HEADER: "http://peer.invalid/x"}) == 200
+        settle(http, session)
+        assert logs == ["http://peer.invalid/x"]
+
+
+def test_a_forged_signature_is_not_trusted(http: BasicHTTPProcessor) -> None:
+    logs: list[Any] = []
+    session = start(http, '<state id="s0"><transition event="*" target="done"><log expr="String(_event.origin)"/>'
+                          '</transition></state><final id="done"/>', logs)
+    headers = {ORIGIN_HEADER: "http://127.0.0.1:1/x", ORIGIN_SIGNATURE_HEADER: "0" * 64}
+    assert post_with(http.location(session), b"", headers) == 200
+    settle(http, session)
+    assert logs == ["undefined"]
+
+
+def connect(http: BasicHTTPProcessor) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", http.port), timeout=5.0)
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_a_slow_client_is_dropped_after_the_read_timeout() -> None:
+    with BasicHTTPProcessor(read_timeout=0.3) as http:
+        sock = connect(http)
+        sock.sendall(b"POST /x HTTP/1.0\r\nContent-Length: 10\r\n")  # and then nothing more
+        with sock:
+            assert answer_of(sock) == b""  # closed by the server, without an answer
+
+
+def test_a_client_that_sends_half_a_body_is_dropped() -> None:
+    with BasicHTTPProcessor(read_timeout=0.3) as http:
+        sock = connect(http)
+        sock.sendall(b"POST /x HTTP/1.0\r\nContent-Length: 10\r\n\r\nabc")
+        with sock:
+            assert answer_of(sock) == b""
+
+
+def test_connections_beyond_the_cap_get_503_without_a_thread() -> None:
+    with BasicHTTPProcessor(read_timeout=5.0, max_connections=4) as http:
+        threads_before = threading.active_count()
+        slow = [connect(http) for _ in range(4)]
+        for sock in slow:
+            sock.sendall(b"POST /x HTTP/1.0\r\n")
+        # The server has accepted all four once each holds a thread.
+        deadline = time.monotonic() + 5.0
+        while threading.active_count() < threads_before + 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert threading.active_count() == threads_before + 4
+        extra = [connect(http) for _ in range(20)]
+        for sock in extra:
+            with sock:
+                assert answer_of(sock).startswith(b"HTTP/1.0 503")
+        assert threading.active_count() == threads_before + 4
+        for sock in slow:
+            sock.close()
+        # Once the slow clients are gone their slots serve requests again.
+        logs: list[Any] = []
+        session = start(http, RECEIVER, logs)
+        deadline = time.monotonic() + 5.0
+        while post(http.location(session), b"z=1") != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        settle(http, session)
+        assert received(logs)[1] == {"z": "1"}
+
+
+def test_body_shorter_than_its_length_is_refused(http: BasicHTTPProcessor) -> None:
+    session = start(http, RECEIVER)
+    sock = connect(http)
+    path = urllib.parse.urlsplit(http.location(session)).path
+    sock.sendall(f"POST {path} HTTP/1.0\r\nContent-Length: 10\r\n\r\nabc".encode())
+    sock.shutdown(socket.SHUT_WR)
+    with sock:
+        assert answer_of(sock).startswith(b"HTTP/1.0 400")
+    assert http.pump() == 0

@@ -11,8 +11,19 @@ thread of its own. A session's access URI (its ``_ioprocessors`` location) is
   the data; a form body without ``=`` is one encoded value, the data string;
 * ``_event.raw`` is the request as text (request line, headers, body),
   ``origintype`` the BasicHTTP type URI and ``origin`` the sender's access URI
-  when the request carries an ``SCXML-Origin`` header (sessions sending through
-  this processor add it).
+  from the ``SCXML-Origin`` header, when that header can be trusted: sessions
+  of this process sending through a BasicHTTP processor sign it (an HMAC with a
+  key made at start-up, in ``SCXML-Origin-Signature``), and ``trust_origin=True``
+  accepts any. An unsigned origin is left out, so that no client can make a
+  session reply to an address of its choosing.
+
+What the server refuses (docs/security.md): an event named ``error.*`` or
+``done.*`` (403, unless ``allow_platform_events=True``), data no session can
+hold, such as ``NaN`` or an integer beyond 2**53 (400, see
+:func:`orsguard.ioprocessors.check_portable`), a body over
+:data:`MAX_BODY_BYTES` (413). A client has ``read_timeout`` seconds to send
+its request; at most ``max_connections`` are served at once, and one more is
+answered 503 and closed at once, without a thread.
 
 The server thread never touches a session: it queues the event and answers 200,
 and :meth:`BasicHTTPProcessor.pump`, called on the thread that runs the
@@ -35,10 +46,15 @@ or an answer other than 2xx raises :class:`~orsguard.CommunicationError`
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import http.client
 import json
+import logging
 import queue
 import re
+import secrets
+import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -52,18 +68,29 @@ from typing import Any
 
 from orsguard._core import Event
 from orsguard.errors import CommunicationError, ExecutionError
-from orsguard.ioprocessors import BASICHTTP_TYPE
+from orsguard.ioprocessors import BASICHTTP_TYPE, check_portable, is_platform_event
 from orsguard.ioprocessors import scxml as scxml_processor
 
-__all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "BasicHTTPProcessor",
+__all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "ORIGIN_SIGNATURE_HEADER", "BasicHTTPProcessor",
            "decode_request", "encode_send"]
 
 #: The parameter that carries the event name (spec C.2.1).
 EVENT_NAME_PARAM = "_scxmleventname"
 #: Header with the sending session's access URI, so the receiver can reply to ``_event.origin``.
 ORIGIN_HEADER = "SCXML-Origin"
+#: Header with an HMAC of the origin, proving it comes from a session of this process.
+ORIGIN_SIGNATURE_HEADER = "SCXML-Origin-Signature"
 #: Requests with a longer body are refused (413) rather than read into memory.
 MAX_BODY_BYTES = 1 << 20
+
+_log = logging.getLogger("orsguard.basichttp")
+# One key per process: every BasicHTTP processor here trusts the origins the others sign.
+_ORIGIN_KEY = secrets.token_bytes(32)
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def _sign(origin: str) -> str:
+    return hmac.new(_ORIGIN_KEY, origin.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
@@ -92,7 +119,7 @@ def decode_request(method: str, path: str, content_type: str | None, body: bytes
     value: Any = None
     if media == _JSON:
         try:
-            value = json.loads(text) if text.strip() else None
+            value = json.loads(text, parse_constant=_no_constant) if text.strip() else None
         except ValueError as exc:
             raise ValueError(f"the JSON body does not parse: {exc}") from None
         if isinstance(value, dict):
@@ -108,7 +135,7 @@ def decode_request(method: str, path: str, content_type: str | None, body: bytes
     elif text.strip():
         # Spec B.2.8.1: JSON if it is JSON, else the space-normalized text.
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_no_constant)
         except ValueError:
             value = " ".join(text.split())
     names = [v for k, v in pairs if k == EVENT_NAME_PARAM]
@@ -133,6 +160,10 @@ def decode_request(method: str, path: str, content_type: str | None, body: bytes
             raise ValueError("the body is a single value but the query string has parameters")
         return session_id, name, value
     return session_id, name, fields or None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def encode_send(name: str | None, data: Any, target: str) -> tuple[str, bytes, str]:
@@ -172,11 +203,46 @@ def _form_value(value: Any) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     processor: BasicHTTPProcessor
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # The cap is taken before a thread is started, so slow clients cannot pile up threads.
+        if not self.slots.acquire(blocking=False):
+            self._turn_away(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _turn_away(self, request: socket.socket) -> None:
+        try:
+            request.setblocking(False)
+            request.send(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that times out or drops the connection is not a server error.
+        _log.debug("BasicHTTP request from %s failed", client_address, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "orsguard-basichttp"
+
+    def setup(self) -> None:
+        # The read timeout of this connection (StreamRequestHandler applies self.timeout).
+        self.timeout = self.server.processor.read_timeout
+        super().setup()
 
     def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
         try:
@@ -188,17 +254,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body may have at most {MAX_BODY_BYTES} bytes")
             return
         body = self.rfile.read(length)
+        if len(body) < length:
+            self._answer(HTTPStatus.BAD_REQUEST, "the body is shorter than Content-Length")
+            return
         try:
             session_id, name, data = decode_request("POST", self.path, self.headers.get("Content-Type"), body)
         except ValueError as exc:
             self._answer(HTTPStatus.BAD_REQUEST, str(exc))
             return
         processor = self.server.processor
+        if is_platform_event(name) and not processor.allow_platform_events:
+            self._answer(HTTPStatus.FORBIDDEN, f"{name!r}: events named error.* and done.* are raised by the "
+                                               "platform only")
+            return
+        try:
+            check_portable(data)
+        except ValueError as exc:
+            self._answer(HTTPStatus.BAD_REQUEST, str(exc))
+            return
         if not processor.knows(session_id):
             self._answer(HTTPStatus.NOT_FOUND, f"no session {session_id!r} here")
             return
-        event = Event(name, data, type="external", origin=self.headers.get(ORIGIN_HEADER),
-                          origintype=BASICHTTP_TYPE)
+        event = Event(name, data, type="external", origin=processor.trusted_origin(self.headers),
+                      origintype=BASICHTTP_TYPE)
         head = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
         event.raw = f"{self.requestline}\r\n{head}\r\n{body.decode('utf-8')}"
         # Spec C.2.1: answer 2xx once the event is queued, before it is processed.
@@ -231,7 +309,10 @@ class BasicHTTPProcessor:
 
     ``port=0`` picks a free port. :meth:`start` (or ``with``) starts the server
     before sessions are started with ``Session(ioprocessors=[processor])``;
-    :meth:`close` stops it. ``timeout`` bounds each outgoing POST. One
+    :meth:`close` stops it. ``timeout`` bounds each outgoing POST;
+    ``read_timeout`` each incoming request, ``max_connections`` the requests
+    served at once; ``trust_origin`` and ``allow_platform_events`` relax the
+    policy on incoming events (see the module docstring). One
     processor serves the sessions of one thread: the thread that calls
     :meth:`pump` or :meth:`run_until`, or the asyncio ``loop`` given here.
     """
@@ -240,9 +321,19 @@ class BasicHTTPProcessor:
     aliases: tuple[str, ...] = ("basichttp",)
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 5.0,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, read_timeout: float = 10.0,
+                 max_connections: int = 64, trust_origin: bool = False,
+                 allow_platform_events: bool = False) -> None:
+        if not read_timeout > 0:
+            raise ValueError("read_timeout must be a positive number of seconds")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.host = host
         self.timeout = timeout
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self.trust_origin = trust_origin
+        self.allow_platform_events = allow_platform_events
         self._requested_port = port
         self._loop = loop
         self._server: _Server | None = None
@@ -260,6 +351,7 @@ class BasicHTTPProcessor:
             return self
         server = _Server((self.host, self._requested_port), _Handler)
         server.processor = self
+        server.slots = threading.BoundedSemaphore(self.max_connections)
         self._server = server
         # A short poll interval keeps close() quick: shutdown() waits for the serving loop to notice.
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=f"basichttp:{self.port}",
@@ -307,8 +399,12 @@ class BasicHTTPProcessor:
         scheme = urllib.parse.urlsplit(target).scheme.lower()
         if scheme not in ("http", "https"):
             raise ExecutionError(f"BasicHTTP target {target!r} is not an http or https URL")
-        url, body, content_type = encode_send(event.name, event.data, target)
-        headers = {"Content-Type": content_type, ORIGIN_HEADER: self.location(session)}
+        try:
+            url, body, content_type = encode_send(event.name, event.data, target)
+        except (TypeError, ValueError) as exc:
+            raise CommunicationError(f"the event data cannot be sent over HTTP: {exc}") from None
+        origin = self.location(session)
+        headers = {"Content-Type": content_type, ORIGIN_HEADER: origin, ORIGIN_SIGNATURE_HEADER: _sign(origin)}
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -324,6 +420,15 @@ class BasicHTTPProcessor:
         self.pump()
 
     # ------------------------------------------------------------ inbound events
+
+    def trusted_origin(self, headers: Any) -> str | None:
+        """The request's ``SCXML-Origin`` when it may be believed (signed here, or ``trust_origin``), else None."""
+        origin = headers.get(ORIGIN_HEADER)
+        if origin is None or self.trust_origin:
+            return origin
+        signature = headers.get(ORIGIN_SIGNATURE_HEADER) or ""
+        return origin if hmac.compare_digest(signature.encode("ascii", "replace"),
+                                             _sign(origin).encode("ascii")) else None
 
     def knows(self, session_id: str) -> bool:
         """Whether ``session_id`` is a session this processor gave an access URI to."""
@@ -352,11 +457,18 @@ class BasicHTTPProcessor:
                 scxml_processor.post(session, inbound.event)
                 delivered += 1
 
+    def _serve_once(self, clock: Any) -> None:
+        try:
+            self.pump()
+            clock.run_due()
+        except Exception:
+            # One failing session must not stop the loop that serves all the others.
+            _log.exception("a session failed while handling an event")
+
     def run_until(self, clock: Any, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
         """Run a :class:`~orsguard.RealClock`'s timers and the inbound events until ``deadline`` or ``stop()``."""
         while True:
-            self.pump()
-            clock.run_due()
+            self._serve_once(clock)
             if stop():
                 return
             now = clock.now()
