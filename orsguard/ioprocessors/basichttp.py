@@ -202,6 +202,9 @@ def _form_value(value: Any) -> str:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # A deep accept queue, so that a burst is accepted (and answered 503 beyond the cap) at once
+    # instead of waiting in the kernel for the client's connection retries.
+    request_queue_size = 128
     processor: BasicHTTPProcessor
     slots: threading.BoundedSemaphore
 
