@@ -10,7 +10,7 @@
 
 from orsguard._core import Event, Stats, Termination, default_stats
 from orsguard.clock import AsyncioClock, RealClock, VirtualClock
-from orsguard.document import Document, load
+from orsguard.document import Document, load, load_file, load_string
 from orsguard.errors import CommunicationError, DocumentError, ExecutionError, OrsguardError
 from orsguard.limits import OPTION_NAMES, Limits
 from orsguard.session import LIMIT_EVENT, Session
@@ -33,6 +33,8 @@ __all__ = [
     "VirtualClock",
     "default_stats",
     "load",
+    "load_file",
+    "load_string",
 ]
 
 __version__ = "0.1.0"

@@ -35,6 +35,7 @@ from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError
 from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, text_value
 
+_XML_ENCODING = re.compile(r"""^(\ufeff?\s*<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
 _CHILDREN = {
@@ -166,7 +167,11 @@ def load_string(text: str | bytes, *, base: str | os.PathLike[str] | None = None
     ``base`` (default: the current directory), and they may only read under
     ``roots`` (default: ``base`` when given, else nothing).
     """
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if isinstance(text, str):
+        # The text is already decoded: whatever encoding its declaration names, the parser gets UTF-8.
+        data = _XML_ENCODING.sub(r"\g<1>\g<2>UTF-8\g<2>", text, count=1).encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(text)
     base_dir = os.path.abspath(os.fspath(base)) if base is not None else None
     allowed = _roots(roots, base_dir)
     return _Loader(None, check_expressions, base_dir or os.getcwd(), allowed).load_bytes(data)

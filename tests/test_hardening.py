@@ -95,6 +95,12 @@ def test_load_string_never_opens_a_file(tmp_path: Path) -> None:
     assert load_file(str(path)).state_ids == ["a"]
 
 
+def test_decoded_text_ignores_the_encoding_its_declaration_names() -> None:
+    text = '<?xml version="1.0" encoding="ISO-8859-1"?>' + doc('<state id="\u00e9t\u00e9"/>')
+    assert load(text).state_ids == ["\u00e9t\u00e9"]
+    assert load(text.encode("iso-8859-1")).state_ids == ["\u00e9t\u00e9"]
+
+
 def test_bytes_are_text() -> None:
     assert load(doc('<state id="a"/>').encode()).state_ids == ["a"]
 
