@@ -9,6 +9,7 @@ rest of its block; the step loop turns that into ``error.execution``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +32,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0
 def parse_delay(value: Any) -> float:
     """A CSS2-style duration (``'1.5s'``, ``'200ms'``) or a number of seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # NaN would corrupt the timer heap's order; an infinite delay is a send that never happens.
+        if not math.isfinite(value):
+            raise ExecutionError(f"invalid delay {value!r} (expected a finite number of seconds)")
         if value < 0:
             raise ExecutionError(f"negative delay {value!r}")
         return float(value)

@@ -453,3 +453,12 @@ def test_data_that_cannot_enter_a_session_is_refused(data: Any) -> None:
 def test_data_at_the_bounds_is_portable() -> None:
     check_portable([2**53 - 1, -(2**53 - 1), 1e308, nested(63), {"k": "\u00e9\U0001f600"}])
 
+
+
+@pytest.mark.parametrize("expr", ["NaN", "Infinity", "-1", "1e400"])
+def test_a_delay_that_is_not_a_finite_time_is_error_execution(expr: str) -> None:
+    session, logs = outcome(doc(f'<state id="a"><onentry><send event="later" delayexpr="{expr}"/></onentry>',
+                                f"{ERRORS}<transition event=\"later\" target=\"wrong\"/></state>",
+                                '<final id="f"/><final id="wrong"/>'))
+    assert session.final == "f" and logs == ["error.execution"]
+    assert session.clock.next_due() is None
