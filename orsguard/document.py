@@ -73,7 +73,6 @@ class Invoke:
     inline: Document | None
     finalize: Callable[[Any], None] | None
     state_id: str
-    base: str | None
     base_dir: str
     roots: tuple[str, ...]
 
@@ -730,7 +729,6 @@ class _Loader:
             inline=inline,
             finalize=c.block(finalize_el[0]) if finalize_el else None,
             state_id=self.ids[s],
-            base=self.path,
             base_dir=self.base_dir,
             roots=self.roots,
         )
