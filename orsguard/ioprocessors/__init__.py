@@ -45,13 +45,16 @@ def is_platform_event(name: str) -> bool:
     return name.split(".", 1)[0] in PLATFORM_EVENT_PREFIXES
 
 
-def check_portable(data: Any) -> None:
+def check_portable(data: Any, *, exact: bool = False) -> None:
     """Raise ValueError unless ``data`` can cross from one session (or the outside) into another.
 
-    Allowed: None, booleans, strings (valid Unicode), finite numbers, integers
-    within +-(2**53 - 1), lists and string-keyed dicts of these nested at most
-    :data:`MAX_DATA_DEPTH` deep (XML content is a string). Functions, symbols and other
-    engine objects belong to the session that made them.
+    Event data is plain data: None, booleans, numbers, strings, lists and
+    string-keyed dicts, nested at most :data:`MAX_DATA_DEPTH` deep (XML content
+    is a string). Functions, symbols and other engine objects belong to the
+    session that made them. With ``exact`` (data from outside the process, see
+    :func:`check_external_event`) numbers must also be finite, integers within
+    +-(2**53 - 1), the range an ECMAScript number holds exactly, and strings
+    valid Unicode (no lone surrogates).
     """
     stack: list[tuple[Any, int]] = [(data, 0)]
     while stack:
@@ -59,12 +62,13 @@ def check_portable(data: Any) -> None:
         if value is None or isinstance(value, bool):
             continue
         if isinstance(value, str):
-            _check_text(value)
+            if exact:
+                _check_text(value)
         elif isinstance(value, int):
-            if abs(value) > MAX_SAFE_INTEGER:
-                raise ValueError("an integer beyond +-(2**53 - 1) has no exact ECMAScript value")
+            if exact and abs(value) > MAX_SAFE_INTEGER:
+                raise ValueError("an integer beyond +-(2**53 - 1) has no exact ECMAScript number")
         elif isinstance(value, float):
-            if not math.isfinite(value):
+            if exact and not math.isfinite(value):
                 raise ValueError(f"{value!r} is not a finite number")
         elif isinstance(value, (list, tuple, dict)):
             if depth >= MAX_DATA_DEPTH:
@@ -73,7 +77,8 @@ def check_portable(data: Any) -> None:
                 for key, item in value.items():
                     if not isinstance(key, str):
                         raise ValueError(f"an object key must be a string, not {type(key).__name__}")
-                    _check_text(key)
+                    if exact:
+                        _check_text(key)
                     stack.append((item, depth + 1))
             else:
                 stack.extend((item, depth + 1) for item in value)
@@ -95,8 +100,8 @@ def check_external_event(name: str, data: Any, *, allow_platform: bool = False) 
     platform namespace (:func:`is_platform_event`) is refused unless
     ``allow_platform``, because a session must be able to trust that
     ``error.*`` and ``done.*`` come from its own platform; the data must pass
-    :func:`check_portable`.
+    :func:`check_portable` with ``exact=True``.
     """
     if not allow_platform and is_platform_event(name):
         raise ValueError(f"{name!r}: events named error.* and done.* are raised by the platform only")
-    check_portable(data)
+    check_portable(data, exact=True)

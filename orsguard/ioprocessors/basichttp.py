@@ -19,8 +19,8 @@ thread of its own. A session's access URI (its ``_ioprocessors`` location) is
 
 What the server refuses (docs/security.md): an event named ``error.*`` or
 ``done.*`` (403, unless ``allow_platform_events=True``), data no session can
-hold, such as ``NaN`` or an integer beyond 2**53 (400, see
-:func:`orsguard.ioprocessors.check_portable`), a body over
+hold exactly, such as ``NaN`` or an integer beyond 2**53 (400, see
+:func:`orsguard.ioprocessors.check_external_event`), a body over
 :data:`MAX_BODY_BYTES` (413). A client has ``read_timeout`` seconds to send
 its request; at most ``max_connections`` are served at once, and one more is
 answered 503 and closed at once, without a thread.
@@ -68,7 +68,7 @@ from typing import Any
 
 from orsguard._core import Event
 from orsguard.errors import CommunicationError, ExecutionError
-from orsguard.ioprocessors import BASICHTTP_TYPE, check_portable, is_platform_event
+from orsguard.ioprocessors import BASICHTTP_TYPE, check_external_event, is_platform_event
 from orsguard.ioprocessors import scxml as scxml_processor
 
 __all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "ORIGIN_SIGNATURE_HEADER", "BasicHTTPProcessor",
@@ -271,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                "platform only")
             return
         try:
-            check_portable(data)
+            check_external_event(name, data, allow_platform=True)
         except ValueError as exc:
             self._answer(HTTPStatus.BAD_REQUEST, str(exc))
             return
