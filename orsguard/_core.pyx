@@ -747,8 +747,6 @@ cdef class Interpreter:
         self.lim_pending = limits.max_pending_events
         self.lim_timeout = limits.process_event_timeout
         self.lim_age = limits.max_session_age
-        if self.dm is not None:
-            self.dm.set_time_limit(self.lim_timeout)
         if self.running:
             self._arm_age_timer()
 
@@ -1654,7 +1652,6 @@ cdef class Interpreter:
 
     cdef _initial_entry(self):
         cdef Machine m = self.machine
-        self.dm.set_time_limit(self.lim_timeout)
         self.first_entry_done[0] |= 1
         if m.data_init[0] is not None:
             self._run_block(m.data_init[0])
