@@ -85,6 +85,8 @@ class Document:
     path: str | None
     send_types: set[str] = field(default_factory=set)
     data_setters: dict[str, int] = field(default_factory=dict)
+    #: The bytes it was loaded from (None for inline ``<invoke>`` content), for error columns.
+    source: bytes | None = field(default=None, repr=False)
 
     @property
     def datamodel_class(self) -> type:
@@ -154,7 +156,9 @@ class _Loader:
             line = data.count(b"\n", 0, at) + 1 if at >= 0 else None
             raise DocumentError("DOCTYPE declarations are not allowed in SCXML documents", file=self.path,
                                 line=line)
-        return self.compile(tree.getroot())
+        doc = self.compile(tree.getroot())
+        doc.source = data
+        return doc
 
     def load_src(self, el: etree._Element, src: str) -> str:
         path = self.resolve(src)
