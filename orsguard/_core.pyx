@@ -103,6 +103,7 @@ cdef class Event:
     cdef public object invokeid
     cdef public object data
     cdef public object raw                # the message as received (BasicHTTP), else None
+    cdef bint chained                     # queued by the session's own macrostep (see enqueue_external)
 
     def __init__(self, name, data=None, *, str type="external", sendid=None,
                  origin=None, origintype=None, invokeid=None, raw=None):
@@ -128,6 +129,9 @@ cdef enum:
 cdef double[NB_MICRO] MICRO_BOUNDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 1e308]
 cdef double[NB_SECONDS] SECONDS_BOUNDS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 1e308]
 cdef double[NB_PENDING] PENDING_BOUNDS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 1e308]
+cdef enum:
+    NB_AGE = 13
+cdef double[NB_AGE] AGE_BOUNDS = [1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 604800, 1e308]
 
 
 cdef inline int _bucket(const double* bounds, int n, double v) noexcept:
@@ -161,6 +165,16 @@ cdef class Stats:
     cdef unsigned long long[NB_PENDING] h_pend
     cdef double h_pend_sum
     cdef unsigned long long h_pend_n
+    # per-session peaks, observed once when a session ends
+    cdef unsigned long long[NB_MICRO] h_pk_micro
+    cdef double h_pk_micro_sum
+    cdef unsigned long long[NB_MICRO] h_pk_entry
+    cdef double h_pk_entry_sum
+    cdef unsigned long long[NB_PENDING] h_pk_pend
+    cdef double h_pk_pend_sum
+    cdef unsigned long long[NB_AGE] h_age
+    cdef double h_age_sum
+    cdef unsigned long long h_end_n
 
     cdef inline void observe_macrostep(self, long micro, double seconds, long pending) noexcept:
         self.h_micro[_bucket(MICRO_BOUNDS, NB_MICRO, micro)] += 1
@@ -172,6 +186,17 @@ cdef class Stats:
         self.h_pend[_bucket(PENDING_BOUNDS, NB_PENDING, pending)] += 1
         self.h_pend_sum += pending
         self.h_pend_n += 1
+
+    cdef inline void observe_end(self, long micro, long entries, long pending, double age) noexcept:
+        self.h_pk_micro[_bucket(MICRO_BOUNDS, NB_MICRO, micro)] += 1
+        self.h_pk_micro_sum += micro
+        self.h_pk_entry[_bucket(MICRO_BOUNDS, NB_MICRO, entries)] += 1
+        self.h_pk_entry_sum += entries
+        self.h_pk_pend[_bucket(PENDING_BOUNDS, NB_PENDING, pending)] += 1
+        self.h_pk_pend_sum += pending
+        self.h_age[_bucket(AGE_BOUNDS, NB_AGE, age)] += 1
+        self.h_age_sum += age
+        self.h_end_n += 1
 
     def snapshot(self):
         """All counters as plain Python values (histogram counts per bucket, not cumulative)."""
@@ -186,6 +211,11 @@ cdef class Stats:
                                               self.h_micro_n),
             "macrostep_seconds": _hist(SECONDS_BOUNDS, NB_SECONDS, self.h_sec, self.h_sec_sum, self.h_sec_n),
             "pending_events": _hist(PENDING_BOUNDS, NB_PENDING, self.h_pend, self.h_pend_sum, self.h_pend_n),
+            "peak_microsteps": _hist(MICRO_BOUNDS, NB_MICRO, self.h_pk_micro, self.h_pk_micro_sum, self.h_end_n),
+            "peak_state_entries": _hist(MICRO_BOUNDS, NB_MICRO, self.h_pk_entry, self.h_pk_entry_sum,
+                                        self.h_end_n),
+            "peak_pending": _hist(PENDING_BOUNDS, NB_PENDING, self.h_pk_pend, self.h_pk_pend_sum, self.h_end_n),
+            "age_at_end_seconds": _hist(AGE_BOUNDS, NB_AGE, self.h_age, self.h_age_sum, self.h_end_n),
         }
 
 
@@ -500,6 +530,44 @@ class Termination:
         return f"<Termination {self}>"
 
 
+cdef class Peaks:
+    """A session's high-water marks, one per ORS limit.
+
+    Each is the largest value the matching limit's check saw, so a session
+    stopped by a limit shows the violating value.
+    """
+
+    cdef readonly long microsteps
+    cdef readonly long state_entries
+    cdef readonly object state
+    cdef readonly long pending
+    cdef readonly double macrostep_seconds
+    cdef readonly double age
+
+    def __init__(self, long microsteps=0, long state_entries=0, state=None, long pending=0,
+                 double macrostep_seconds=0.0, double age=0.0):
+        self.microsteps = microsteps
+        self.state_entries = state_entries
+        self.state = state
+        self.pending = pending
+        self.macrostep_seconds = macrostep_seconds
+        self.age = age
+
+    def as_dict(self):
+        """The peaks keyed by ORS option name, plus ``state`` (the most entered state)."""
+        return {
+            "max-microstep-count": self.microsteps,
+            "max-state-entry-count": self.state_entries,
+            "max-pending-events": self.pending,
+            "process-event-timeout": self.macrostep_seconds,
+            "max-session-age": self.age,
+            "state": self.state,
+        }
+
+    def __repr__(self):
+        return f"Peaks({self.as_dict()!r})"
+
+
 # ---------------------------------------------------------------- the interpreter
 
 cdef class Interpreter:
@@ -538,6 +606,7 @@ cdef class Interpreter:
     cdef public str end_reason
     cdef long micro
     cdef double macro_start
+    cdef double tbase                     # when the work the timeout bounds began (see _begin_macrostep)
     cdef double born
     cdef bint clock_is_monotonic          # clock.now() is the C monotonic clock
     cdef object age_handle
@@ -556,10 +625,27 @@ cdef class Interpreter:
     cdef long npending                    # internal + external + delayed, kept in step with the queues
     cdef readonly double macro_end        # monotonic time the last macrostep ended
     cdef public object final_data         # donedata of the top-level final state
-    cdef public object tracer             # called with each transition's label when set
+    cdef public object tracer             # tracer(t, event) for each transition taken, when set
+    cdef public bint coverage             # count transitions taken (set before start)
+    cdef unsigned int* tcount
+    # The script deadline: a C double the datamodel's engine compares with the
+    # monotonic clock (0 = none), or own_deadline when there is no engine.
+    cdef double* deadline_slot
+    cdef double own_deadline
+    cdef double saved_deadline
+    # peaks (see Peaks)
+    cdef long peak_micro
+    cdef long peak_entries
+    cdef int peak_state
+    cdef long peak_pending
+    cdef double peak_seconds
+    cdef double ended_age
 
     def __cinit__(self, *args, **kwargs):
         self.config = NULL
+        self.tcount = NULL
+        self.deadline_slot = &self.own_deadline
+        self.peak_state = -1
 
     def _core_init(self, Machine machine, limits, clock, Stats stats):
         cdef int W = machine.W
@@ -607,6 +693,7 @@ cdef class Interpreter:
         PyMem_Free(self.tmp_exit)
         PyMem_Free(self.tmp_a)
         PyMem_Free(self.tmp_b)
+        PyMem_Free(self.tcount)
 
     # ------------------------------------------------------------ limits
 
@@ -637,7 +724,7 @@ cdef class Interpreter:
             return None
         if not self.in_macrostep:
             return self.lim_timeout
-        return self.lim_timeout - (_mono() - self.macro_start)
+        return self.lim_timeout - (_mono() - self.tbase)
 
     cdef _arm_age_timer(self):
         if self.age_handle is not None:
@@ -669,7 +756,7 @@ cdef class Interpreter:
     cdef inline _check_timeout(self):
         cdef double elapsed
         if self.lim_timeout > 0:
-            elapsed = _mono() - self.macro_start
+            elapsed = _mono() - self.tbase
             if elapsed > self.lim_timeout:
                 self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
 
@@ -710,6 +797,10 @@ cdef class Interpreter:
         self.internal_queue.clear()
         self.external_queue.clear()
         self.npending = 0
+        if self.in_macrostep and self.micro > self.peak_micro:
+            self.peak_micro = self.micro
+        self.ended_age = self.clock.now() - self.born
+        self.stats.observe_end(self.peak_micro, self.peak_entries, self.peak_pending, self.ended_age)
         self.stats.ended[reason] += 1
         self.stats.sessions_active -= 1
         self._on_stopped()
@@ -733,11 +824,14 @@ cdef class Interpreter:
         self.in_macrostep = True
         self.micro = 0
         self.macro_start = _mono()
+        self.tbase = self.macro_start
+        self._arm_deadline()
         try:
             self._exit_all(code)
         except Halt:
             pass
         finally:
+            self.deadline_slot[0] = self.saved_deadline
             self.in_macrostep = False
 
     # ------------------------------------------------------------ queues
@@ -748,9 +842,10 @@ cdef class Interpreter:
         Inside the step loop the violation unwinds it (Halt); from outside (an
         API call, a timer, another session) the enqueue is simply refused.
         """
-        cdef long pending
+        cdef long pending = self.npending + 1
+        if pending > self.peak_pending:
+            self.peak_pending = pending
         if self.lim_pending > 0:
-            pending = self.npending + 1
             if pending > self.lim_pending:
                 try:
                     self._violate(L_PENDING, self.lim_pending, pending, None)
@@ -771,8 +866,15 @@ cdef class Interpreter:
             self.npending += 1
 
     def enqueue_external(self, Event event):
-        """Place an event on the external queue (processed by :meth:`process_external`); False if refused."""
+        """Place an event on the external queue (processed by :meth:`process_external`); False if refused.
+
+        An event queued during one of this session's macrosteps (a ``<send>`` to
+        itself without delay) continues that macrostep's work: its macrostep
+        runs under the same ``process-event-timeout`` deadline, so a session
+        that keeps sending itself events cannot hold its caller for ever.
+        """
         if self.running and self._admit():
+            event.chained = self.in_macrostep
             self.external_queue.append(event)
             self.npending += 1
             return True
@@ -852,6 +954,27 @@ cdef class Interpreter:
         """How many times the state has been entered in this session."""
         return self.entries[self.machine.index_of[state_id]]
 
+    def state_entry_counts(self):
+        """Entries per state index (index 0 is the ``<scxml>`` root), as :meth:`entry_count` counts them."""
+        cdef int s
+        return [self.entries[s] for s in range(self.machine.n)]
+
+    def transition_counts(self):
+        """Times each transition index was taken; all zeros unless :attr:`coverage` was set before start."""
+        cdef int t
+        if self.tcount == NULL:
+            return [0] * self.machine.ntrans
+        return [self.tcount[t] for t in range(self.machine.ntrans)]
+
+    @property
+    def peaks(self):
+        """The session's :class:`Peaks` so far (at its end, once it has ended)."""
+        cdef double age = 0.0
+        if self.started:
+            age = self.clock.now() - self.born if self.running else self.ended_age
+        state = self.machine.ids[self.peak_state] if self.peak_state >= 0 else None
+        return Peaks(self.peak_micro, self.peak_entries, state, self.peak_pending, self.peak_seconds, age)
+
     # ------------------------------------------------------------ executable content
 
     cdef _run_block(self, block):
@@ -864,7 +987,7 @@ cdef class Interpreter:
             raise
         except ScriptInterrupted:
             self._check_timeout()
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.macro_start, None)
+            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
         except Exception as exc:
             self._error_event("error.execution", exc)
 
@@ -877,7 +1000,7 @@ cdef class Interpreter:
         except Halt:
             raise
         except ScriptInterrupted:
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.macro_start, None)
+            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
         except Exception as exc:
             self._error_event("error.execution", exc, t, k)
             return False
@@ -1015,7 +1138,14 @@ cdef class Interpreter:
 
     # ------------------------------------------------------------ microstep
 
-    cdef _microstep(self, list enabled):
+    cdef inline _took(self, int t, ev):
+        """Count and trace transition ``t``, taken for event ``ev`` (None: eventless or initial)."""
+        if self.coverage and self.tcount != NULL:
+            self.tcount[t] += 1
+        if self.tracer is not None:
+            self.tracer(t, ev)
+
+    cdef _microstep(self, list enabled, ev):
         cdef int t
         self.micro += 1
         if self.lim_micro > 0 and self.micro > self.lim_micro:
@@ -1030,8 +1160,8 @@ cdef class Interpreter:
             self.trail[self.trail_pos] = t
             self.trail_pos = (self.trail_pos + 1) % TRAIL_SIZE
             self.trail_n += 1
-            if self.tracer is not None:
-                self.tracer(self.machine.labels[t])
+            if self.coverage or self.tracer is not None:
+                self._took(t, ev)
         self.current_transition = self.machine.labels[enabled[0]] if len(enabled) == 1 else None
         self._exit_states(enabled)
         m = self.machine
@@ -1104,6 +1234,9 @@ cdef class Interpreter:
         for s in order:
             self.current_state = m.ids[s]
             self.entries[s] += 1
+            if self.entries[s] > self.peak_entries:
+                self.peak_entries = self.entries[s]
+                self.peak_state = s
             if self.lim_entry > 0 and self.entries[s] > self.lim_entry:
                 self._violate(L_ENTRIES, self.lim_entry, self.entries[s], m.ids[s])
             self.config[s >> 6] |= (<uint64_t>1) << (s & 63)
@@ -1116,9 +1249,12 @@ cdef class Interpreter:
             for block in m.onentry[s]:
                 self._run_block(block)
             if s in defaults and m.initial[s] >= 0:
+                self._took(m.initial[s], None)
                 self._run_block(m.content[m.initial[s]])
             if s in history_content:
-                self._run_block(history_content[s])
+                t = history_content[s]
+                self._took(t, None)
+                self._run_block(m.content[t])
             if m.kind[s] == K_FINAL:
                 p = m.parent[s]
                 if p == 0:
@@ -1196,8 +1332,7 @@ cdef class Interpreter:
                     self._add_ancestors(j, m.parent[s], enter, default_entry, history_content)
             else:
                 it = m.initial[s]
-                if m.content[it] is not None:
-                    history_content[m.parent[s]] = m.content[it]
+                history_content[m.parent[s]] = it
                 for j in m.targets[it]:
                     self._add_descendants(j, enter, default_entry, history_content)
                 for j in m.targets[it]:
@@ -1245,20 +1380,48 @@ cdef class Interpreter:
 
     # ------------------------------------------------------------ macrosteps
 
-    cdef _begin_macrostep(self):
+    cdef _begin_macrostep(self, bint chained):
+        """Start a macrostep; ``chained`` for an event the session sent itself (see :meth:`enqueue_external`)."""
         self.micro = 0
         self.in_macrostep = True
         self.macro_start = _mono()
+        if not chained:
+            self.tbase = self.macro_start
         self.stats_pending = self.npending
+        self._arm_deadline()
+
+    cdef inline void _arm_deadline(self) noexcept:
+        # A nested macrostep (a child booting inside its parent's) shares the
+        # thread's engine: it may shorten the deadline, never extend it.
+        cdef double saved = self.deadline_slot[0]
+        cdef double new = self.tbase + self.lim_timeout if self.lim_timeout > 0 else 0.0
+        if saved > 0 and (new == 0 or saved < new):
+            new = saved
+        self.saved_deadline = saved
+        self.deadline_slot[0] = new
 
     cdef _end_macrostep(self, bint check):
         """Record the macrostep; with ``check``, a macrostep that ran too long is a violation."""
+        self.deadline_slot[0] = self.saved_deadline
         self.macro_end = _mono()
         cdef double elapsed = self.macro_end - self.macro_start
         self.in_macrostep = False
+        if self.micro > self.peak_micro:
+            self.peak_micro = self.micro
+        if elapsed > self.peak_seconds:
+            self.peak_seconds = elapsed
         self.stats.observe_macrostep(self.micro, elapsed, self.stats_pending)
-        if check and self.lim_timeout > 0 and elapsed > self.lim_timeout and self.running:
-            self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+        if check and self.lim_timeout > 0 and self.running:
+            elapsed = self.macro_end - self.tbase
+            if elapsed > self.lim_timeout:
+                self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+
+    cdef _empty_microstep(self):
+        """An internal event that selected nothing: one microstep towards the limit."""
+        self.micro += 1
+        if self.lim_micro > 0 and self.micro > self.lim_micro:
+            self.current_transition = None
+            self._violate(L_MICROSTEPS, self.lim_micro, self.micro, None)
 
     cdef _settle(self):
         """Take eventless and internal transitions until stable, then start invocations."""
@@ -1267,16 +1430,23 @@ cdef class Interpreter:
         while self.running:
             while self.running and not self.reached_final:
                 enabled = self._select(None)
+                ev = None
                 if not enabled:
                     if not self.internal_queue:
                         break
                     ev = self.internal_queue.popleft()
                     self.npending -= 1
                     self.stats.events_internal += 1
+                    # An event loop may take no microstep at all (a throwing
+                    # cond raises error.execution for ever): every event taken
+                    # is checked against the timeout and counted.
+                    self._check_timeout()
                     self.dm.bind_event(ev)
                     enabled = self._select(self.machine.match_table(ev.name))
-                if enabled:
-                    self._microstep(enabled)
+                    if not enabled:
+                        self._empty_microstep()
+                        continue
+                self._microstep(enabled, ev)
             if self.reached_final:
                 self._exit_interpreter()
                 return
@@ -1317,8 +1487,15 @@ cdef class Interpreter:
         self.stats.sessions_started += 1
         self.stats.sessions_active += 1
         self.born = self.clock.now()
+        address_of = getattr(self.dm, "deadline_address", None)
+        cdef size_t address = address_of() if address_of is not None else 0
+        self.deadline_slot = <double*>address if address else &self.own_deadline
+        if self.coverage and self.tcount == NULL:
+            self.tcount = <unsigned int*>PyMem_Calloc(self.machine.ntrans + 1, sizeof(unsigned int))
+            if self.tcount == NULL:
+                raise MemoryError()
         self._arm_age_timer()
-        self._begin_macrostep()
+        self._begin_macrostep(False)
         try:
             self._initial_entry()
             self._settle()
@@ -1340,26 +1517,32 @@ cdef class Interpreter:
             self._run_block(m.data_init[0])
         for block in m.onentry[0]:
             self._run_block(block)
+        if self.coverage or self.tracer is not None:
+            self._took(m.initial[0], None)
         self._enter_states([m.initial[0]])
 
     def process_external(self):
         """Run one macrostep per queued external event until the queue is empty."""
         cdef list enabled
+        cdef bint chained
         if not self.running or self.in_macrostep:
             return
         try:
             while self.running and self.external_queue:
-                self._begin_macrostep()
+                ev = self.external_queue.popleft()
+                self.npending -= 1
+                chained = (<Event>ev).chained
+                self._begin_macrostep(chained)
                 try:
                     self._check_age()
-                    ev = self.external_queue.popleft()
-                    self.npending -= 1
+                    if chained:
+                        self._check_timeout()
                     self.stats.events_external += 1
                     self.dm.bind_event(ev)
                     if not self.machine.has_invokes or self._external_preprocess(ev) is not False:
                         enabled = self._select(self.machine.match_table(ev.name))
                         if enabled:
-                            self._microstep(enabled)
+                            self._microstep(enabled, ev)
                         self._settle()
                 except BaseException:
                     self._end_macrostep(False)

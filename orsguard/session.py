@@ -49,7 +49,11 @@ class Session(Interpreter):
     ``limits`` default to :class:`~orsguard.Limits` ``()``; ``clock`` to real
     time (pass a :class:`~orsguard.VirtualClock` in tests). ``data`` overrides
     top-level ``<data>`` values with the same ids, as an invoke's parameters do.
-    ``on_end(session)`` is called once when the session stops running.
+    ``on_end(session)`` is called once when the session stops running;
+    ``on_transition(label)`` for every transition taken, initial ones and those
+    of invoked sessions included; ``label`` is a
+    :class:`~orsguard.records.TransitionTaken` (a ``str``) that also names the
+    selecting event and the invoke id.
     Sessions it invokes run under ``child_limits``, by default its own limits;
     when a limit stops one, this session receives :data:`LIMIT_EVENT`.
 
