@@ -345,7 +345,8 @@ class Session(Interpreter):
                 root.errors_dropped = 0
         for e in root._expected if expectations else ():
             if not any(e.matches(r) for r in root.errors):
-                problems.append(f"expected {e} but no such error event was raised")
+                problems.append(f"expected {e} in {self.document.path or 'the SCXML text'}, but no such "
+                                "error event was raised")
         if problems:
             raise StrictError("\n".join(problems))
 
