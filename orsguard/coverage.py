@@ -126,7 +126,8 @@ class Coverage:
             lines.append(f"{key}: states {d.states_entered}/{len(d.states)} "
                          f"({_percent(d.states_entered, len(d.states))}%), transitions "
                          f"{d.transitions_taken}/{len(d.transitions)} "
-                         f"({_percent(d.transitions_taken, len(d.transitions))}%), {d.sessions} sessions")
+                         f"({_percent(d.transitions_taken, len(d.transitions))}%), {d.sessions} "
+                         + ("session" if d.sessions == 1 else "sessions"))
             if d.never_entered():
                 lines.append("  never entered: " + ", ".join(d.never_entered()))
             for t in d.never_taken():

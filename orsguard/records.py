@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class ErrorRecord:
                 "column": self.column}
 
     def __str__(self) -> str:
-        where = self.file or "<string>"
+        where = _shown(self.file) if self.file else "<string>"
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
@@ -65,6 +66,12 @@ class ErrorRecord:
         cond = f" (cond of {self.transition})" if self.transition else ""
         child = f" in invoked session {self.invokeid!r}" if self.invokeid else ""
         return f"{self.event} at {where}{element}{cond}{child}: {self.reason}"
+
+
+def _shown(path: str) -> str:
+    """A path as short as it can be told: relative to the working directory when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 class StrictError(AssertionError):

@@ -304,7 +304,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
         results.append(result)
         shown = os.path.relpath(scenario.file)
         if result.passed:
-            print(f"PASS {shown} ({result.steps} steps)", file=out)
+            print(f"PASS {shown} ({result.steps} step{'' if result.steps == 1 else 's'})", file=out)
         else:
             print(f"FAIL {shown}: " + result.failure.replace("\n", "\n    "), file=out)
     failed = sum(1 for r in results if not r.passed)
