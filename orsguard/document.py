@@ -30,7 +30,7 @@ from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
 from orsguard.datamodels.base import expression_text
 from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError
-from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, text_value
+from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, locate, text_value, where
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
@@ -498,11 +498,16 @@ class _Loader:
             self.fail(el, "'expr'/'src' and child content may not be used together")
         if self.datamodel == "null":
             self.fail(el, "the null datamodel has no <data>")
+        at = where(el)
         if text is not None:
             k = self.compiler.expr("assign", text, el, location=data_id)
 
             def init_expr(session: Any) -> None:
-                session.dm.assign(k)
+                try:
+                    session.dm.assign(k)
+                except Exception as exc:
+                    locate(exc, at)
+                    raise
 
             return init_expr
         if src is not None:
@@ -514,7 +519,11 @@ class _Loader:
         k = self.compiler.expr("setter", "", el, location=data_id)
 
         def init_value(session: Any) -> None:
-            session.dm.set_location(k, value)
+            try:
+                session.dm.set_location(k, value)
+            except Exception as exc:
+                locate(exc, at)
+                raise
 
         return init_value
 

@@ -336,3 +336,16 @@ def test_on_transition_reports_initial_transitions_events_and_invoked_children()
     ]
     assert trace[2] == "s1 -> s2" and isinstance(trace[2], str)
     assert "on go" in repr(trace[2])
+
+
+def test_a_failing_data_initialization_is_located_at_its_data_element() -> None:
+    document = doc("""
+<datamodel>
+  <data id="ok" expr="1"/>
+  <data id="bad" expr="ok.missing.deeper"/>
+</datamodel>
+<state id="s"/>""")
+    session = start(document)
+    [error] = session.errors
+    assert (error.tagname, error.line, error.column) == ("data", 4, 3)
+    assert session.data["ok"] == 1 and session.data["bad"] is None
