@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -158,6 +159,8 @@ def _read(file: Path) -> dict[str, Any]:
         raise ScenarioError(f"cannot read {file}: {exc}") from None
     except ValueError as exc:
         raise ScenarioError(f"{file} is not JSON: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(f"{file} nests too deeply") from None
     if not isinstance(spec, dict):
         raise ScenarioError(f"{file}: a scenario is a JSON object")
     unknown = set(spec) - _TOP_KEYS
@@ -268,12 +271,22 @@ def junit_xml(results: list[Result]) -> bytes:
     suite = ET.SubElement(suites, "testsuite", name="orsguard scenarios", tests=str(len(results)),
                           failures=str(failures), errors="0", skipped="0", time=f"{total:.3f}")
     for r in results:
-        case = ET.SubElement(suite, "testcase", classname=r.scenario.classname, name=r.scenario.name,
-                             file=r.scenario.file.as_posix(), time=f"{r.seconds:.3f}")
+        case = ET.SubElement(suite, "testcase", classname=_xml_text(r.scenario.classname),
+                             name=_xml_text(r.scenario.name), file=_xml_text(r.scenario.file.as_posix()),
+                             time=f"{r.seconds:.3f}")
         if r.failure is not None:
-            failure = ET.SubElement(case, "failure", message=r.failure.split("\n", 1)[0])
-            failure.text = r.failure
+            text = _xml_text(r.failure)
+            failure = ET.SubElement(case, "failure", message=text.split("\n", 1)[0])
+            failure.text = text
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot carry (a reason may quote any string)."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def add_subcommand(sub: Any) -> None:

@@ -364,6 +364,9 @@ class Session(Interpreter):
         return record.as_data()
 
     def _error_record(self, name: str, exc: Any, t: int, k: int) -> ErrorRecord:
+        invokeid = self.invoke_id if self.parent is not None else None
+        if isinstance(exc, DocumentError):  # a document to invoke did not load: its own location
+            return ErrorRecord(name, exc.message, exc.element, exc.line, exc.column, exc.file, None, invokeid)
         reason = str(exc) if exc is not None else name
         tagname = getattr(exc, "tagname", None)
         line = getattr(exc, "line", None)
@@ -372,12 +375,9 @@ class Session(Interpreter):
             tagname = "transition"
             line = self.document.expressions.items[k].line
             transition = self.machine.labels[t] if t >= 0 else None
-        elif isinstance(exc, DocumentError):
-            tagname, line = exc.element, exc.line
         if self._source_lines is None and self.document.source is not None:
             self._source_lines = self.document.source.decode("utf-8", "replace").splitlines()
         line, column = element_column(self._source_lines, line, tagname)
-        invokeid = self.invoke_id if self.parent is not None else None
         return ErrorRecord(name, reason, tagname, line, column, self.document.path, transition, invokeid)
 
     def _note_error(self, record: ErrorRecord) -> None:

@@ -211,3 +211,17 @@ def test_junit_xml_escapes_what_a_failure_says() -> None:
     [testcase] = root.iter("testcase")
     assert testcase.get("classname") == "dir & <more>"
     assert testcase.find("failure").text == 'expected "<x>" & got ]]>'
+
+
+def test_junit_xml_carries_control_characters_as_escapes() -> None:
+    case = scenario.Scenario(Path("a.scxml"), Path("a.json"), ".")
+    xml = scenario.junit_xml([scenario.Result(case, "reason: bad\x00\x01byte \ud800", 1, 0.1)])
+    [failure] = ET.fromstring(xml).iter("failure")
+    assert failure.text == "reason: bad\\x00\\x01byte \\xd800"
+
+
+def test_a_deeply_nested_scenario_file_fails_cleanly(orsguard: Run, tmp_path: Path) -> None:
+    write(tmp_path, "deep", "[" * 100000 + "]" * 100000)
+    result = orsguard("test", tmp_path)
+    assert result.returncode == 1
+    assert "nests too deeply" in result.stdout or "is not JSON" in result.stdout

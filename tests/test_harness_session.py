@@ -349,3 +349,15 @@ def test_a_failing_data_initialization_is_located_at_its_data_element() -> None:
     [error] = session.errors
     assert (error.tagname, error.line, error.column) == ("data", 4, 3)
     assert session.data["ok"] == 1 and session.data["bad"] is None
+
+
+def test_an_invoked_document_that_does_not_load_is_located_in_that_document(tmp_path: Any) -> None:
+    (tmp_path / "child.scxml").write_text('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
+                                          '  <state id="a"><transition target="nowhere"/></state>\n</scxml>\n')
+    (tmp_path / "parent.scxml").write_text(SCXML.format(attrs='initial="s"', body='<state id="s">'
+                                                        '<invoke src="child.scxml"/></state>'))
+    session = start(orsguard.load(tmp_path / "parent.scxml"))
+    [error] = session.errors
+    assert (error.event, error.tagname, error.line, error.file) == ("error.execution", "transition", 2,
+                                                                    str(tmp_path / "child.scxml"))
+    assert "nowhere" in error.reason
