@@ -375,10 +375,20 @@ class Session(Interpreter):
             tagname = "transition"
             line = self.document.expressions.items[k].line
             transition = self.machine.labels[t] if t >= 0 else None
-        if self._source_lines is None and self.document.source is not None:
-            self._source_lines = self.document.source.decode("utf-8", "replace").splitlines()
+        if self._source_lines is None:
+            self._source_lines = self._source_text()
         line, column = element_column(self._source_lines, line, tagname)
         return ErrorRecord(name, reason, tagname, line, column, self.document.path, transition, invokeid)
+
+    def _source_text(self) -> list[str] | None:
+        # Inline <invoke> content has no source of its own: its lines are its invoker's.
+        session: Session | None = self
+        while session is not None:
+            doc = session.document
+            if doc.source is not None and doc.path == self.document.path:
+                return doc.source.decode("utf-8", "replace").splitlines()
+            session = session.parent
+        return None
 
     def _note_error(self, record: ErrorRecord) -> None:
         root = self._root

@@ -108,7 +108,7 @@ def test_errors_of_invoked_sessions_carry_the_invoke_id() -> None:
 </state>""")
     session = start(document, strict=True)
     [error] = session.errors
-    assert (error.tagname, error.invokeid) == ("script", "child")
+    assert (error.tagname, error.invokeid, error.line, error.column) == ("script", "child", 5, 30)
     with pytest.raises(StrictError, match="in invoked session 'child'"):
         session.check()
 
