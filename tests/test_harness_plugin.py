@@ -37,7 +37,7 @@ def ivr(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_the_fixture_starts_on_virtual_time_records_sends_and_cancels_at_teardown(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_ivr="""
+    ivr.makepyfile(test_inner_ivr="""
         import orsguard
 
         kept = []
@@ -66,7 +66,7 @@ def test_the_fixture_starts_on_virtual_time_records_sends_and_cancels_at_teardow
 
 
 def test_an_error_execution_fails_a_strict_test_naming_the_event_and_line(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_strict="""
+    ivr.makepyfile(test_inner_strict="""
         def test_missing_field(scxml):
             call = scxml("ivr.scxml")
             call.send("dtmf", {})          # no digit: the cond is false, not an error
@@ -81,7 +81,7 @@ def test_an_error_execution_fails_a_strict_test_naming_the_event_and_line(ivr: p
 
 
 def test_expected_errors_and_non_strict_sessions_pass_and_missing_ones_fail(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_expect="""
+    ivr.makepyfile(test_inner_expect="""
         def test_expected(scxml):
             call = scxml("ivr.scxml").expect_error("error.execution", match="digit")
             call.send("dtmf", None)
@@ -101,7 +101,7 @@ def test_expected_errors_and_non_strict_sessions_pass_and_missing_ones_fail(ivr:
 
 
 def test_an_error_raised_while_cancelling_fails_at_teardown(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_exit="""
+    pytester.makepyfile(test_inner_exit="""
         DOC = '''<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">
           <state id="s"><onexit><script>undefinedCall()</script></onexit></state>
         </scxml>'''
@@ -115,7 +115,7 @@ def test_an_error_raised_while_cancelling_fails_at_teardown(pytester: pytest.Pyt
 
 
 def test_limits_by_option_name_and_a_bad_one(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_limits="""
+    ivr.makepyfile(test_inner_limits="""
         import pytest
 
         def test_limits(scxml):
@@ -152,7 +152,7 @@ def test_the_routing_example_runs_under_pytest(pytester: pytest.Pytester) -> Non
 def test_coverage_per_document_in_the_terminal_and_as_json_and_html(ivr: pytest.Pytester) -> None:
     ivr.makefile(".scxml", other='<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="a">'
                                  '<state id="a"><transition event="go" target="b"/></state><state id="b"/></scxml>')
-    ivr.makepyfile(test_cov="""
+    ivr.makepyfile(test_inner_cov="""
         def test_sales(scxml):
             scxml("ivr.scxml").send("dtmf", {"digit": "1"})
 
@@ -185,7 +185,7 @@ def test_coverage_per_document_in_the_terminal_and_as_json_and_html(ivr: pytest.
 
 
 def test_no_coverage_section_without_the_option(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_plain="def test_x(scxml):\n    scxml('ivr.scxml')\n")
+    ivr.makepyfile(test_inner_plain="def test_x(scxml):\n    scxml('ivr.scxml')\n")
     result = ivr.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "SCXML coverage" not in result.stdout.str()
