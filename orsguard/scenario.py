@@ -106,11 +106,16 @@ def run(scenario: Scenario, *, coverage: Coverage | None = None) -> Result:
     harness = Harness(coverage=coverage)
     try:
         spec = _read(scenario.file)
+        document = harness.document(scenario.document)
+        params = _dict(spec, "params")
+        for name in params or ():
+            if name not in document.data_ids:
+                raise ScenarioError(f"params: the document has no data {name!r}")
         try:
-            session = harness(scenario.document, limits=limits_from_options(_dict(spec, "limits")),
-                              data=_dict(spec, "params"), strict=_bool(spec, "strict", True))
+            limits = limits_from_options(_dict(spec, "limits"))
         except (ValueError, TypeError) as exc:
             raise ScenarioError(f"limits: {exc}") from None
+        session = harness(document, limits=limits, data=params, strict=_bool(spec, "strict", True))
         for name in _list(spec, "expectErrors"):
             if not isinstance(name, str):
                 raise ScenarioError("expectErrors must list event names")
