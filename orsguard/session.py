@@ -375,6 +375,10 @@ class Session(Interpreter):
             tagname = "transition"
             line = self.document.expressions.items[k].line
             transition = self.machine.labels[t] if t >= 0 else None
+        elif tagname is None:
+            inv = _invoke_of(exc)
+            if inv is not None:
+                tagname, line = "invoke", inv.element_line
         if self._source_lines is None:
             self._source_lines = self._source_text()
         line, column = element_column(self._source_lines, line, tagname)
@@ -515,6 +519,18 @@ class Session(Interpreter):
         else:
             state = str(self.termination or self.end_reason or "new")
         return f"<Session {self.session_id} {state}>"
+
+
+def _invoke_of(exc: BaseException | None) -> Invoke | None:
+    """The ``<invoke>`` whose start raised ``exc``, read from its traceback (errors only, so the
+    start path carries no bookkeeping)."""
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code is Session._start_one.__code__:
+            inv = tb.tb_frame.f_locals.get("inv")
+            return inv if isinstance(inv, Invoke) else None
+        tb = tb.tb_next
+    return None
 
 
 def _shielded(hook: Callable[..., Any], name: str) -> Callable[..., None]:

@@ -361,3 +361,14 @@ def test_an_invoked_document_that_does_not_load_is_located_in_that_document(tmp_
     assert (error.event, error.tagname, error.line, error.file) == ("error.execution", "transition", 2,
                                                                     str(tmp_path / "child.scxml"))
     assert "nowhere" in error.reason
+
+
+def test_an_invoke_that_cannot_start_is_located_at_its_invoke_element() -> None:
+    document = doc("""
+<state id="s">
+  <invoke type="http://example.org/unknown" src="x.scxml"/>
+  <invoke srcexpr="nosuch.path"/>
+</state>""")
+    session = start(document)
+    assert [(e.tagname, e.line, e.column) for e in session.errors] == [("invoke", 3, 3), ("invoke", 4, 3)]
+    assert "unsupported invoke type" in session.errors[0].reason
