@@ -13,11 +13,11 @@ def _require_compiler() -> None:
     cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(cc) is None:
         sys.exit(
-            "orsguard: no C compiler found (looked for %r).\n"
+            f"orsguard: no C compiler found (looked for {cc!r}).\n"
             "The core (orsguard/_core.pyx) must be compiled. Install one, e.g.\n"
             "  Debian/Ubuntu: apt-get install build-essential python3-dev\n"
             "  Fedora/RHEL:   dnf install gcc python3-devel\n"
-            "  macOS:         xcode-select --install" % cc
+            "  macOS:         xcode-select --install"
         )
 
 
