@@ -254,7 +254,7 @@ class Session(Interpreter):
                   delay: float, sendid: str) -> None:
         if self.sends != "dispatch":
             self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
-                                    self.invoke_id if self._root is not self else None, self.clock.now()))
+                                    self.invoke_id if self.parent is not None else None, self.clock.now()))
         if self.sends != "record" and proc is not None:
             proc.send(self, event, target or "")
 
@@ -269,7 +269,9 @@ class Session(Interpreter):
         if parent is None:
             if sends not in SEND_MODES:
                 raise ValueError(f"sends must be one of {', '.join(SEND_MODES)}, not {sends!r}")
-            self._root = self
+            # None rather than self: a session must not keep itself alive (its JS context
+            # is freed by reference counting when the last reference goes).
+            self._invoker_root: Session | None = None
             self.strict = strict
             self.sends = sends
             #: Every ``<send>`` that left the session tree, in order (:class:`~orsguard.records.Sent`).
@@ -283,7 +285,7 @@ class Session(Interpreter):
             self.coverage_sink: Any = None
         else:
             root = parent._root
-            self._root = root
+            self._invoker_root = root
             self.strict = root.strict
             self.sends = root.sends
             self.outbox = root.outbox
@@ -305,6 +307,11 @@ class Session(Interpreter):
             hook(TransitionTaken(labels[t], t, event.name if event is not None else None, invokeid))
 
         self.tracer = _shielded(trace, "on_transition")
+
+    @property
+    def _root(self) -> Session:
+        """The session at the top of this one's invocation tree (itself when not invoked)."""
+        return self._invoker_root or self
 
     @property
     def data(self) -> DataView:

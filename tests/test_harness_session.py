@@ -372,3 +372,4 @@ def test_an_invoke_that_cannot_start_is_located_at_its_invoke_element() -> None:
     session = start(document)
     assert [(e.tagname, e.line, e.column) for e in session.errors] == [("invoke", 3, 3), ("invoke", 4, 3)]
     assert "unsupported invoke type" in session.errors[0].reason
+
