@@ -953,10 +953,14 @@ cdef class Interpreter:
         handle.cancel()
         return True
 
-    cdef _error_event(self, str name, exc):
-        ev = Event(name, {"message": str(exc)} if exc is not None else None, type="platform",
+    cdef _error_event(self, str name, exc, int t=-1, int k=-1):
+        ev = Event(name, self._error_data(name, exc, t, k), type="platform",
                    sendid=getattr(exc, "sendid", None))
         self.enqueue_internal(ev)
+
+    def _error_data(self, str name, exc, int t, int k):
+        """Hook: the data of an error event; ``t``/``k`` name the transition and condition that failed, or -1."""
+        return {"message": str(exc)} if exc is not None else None
 
     def raise_error(self, str name, exc=None):
         """Enqueue ``error.execution`` / ``error.communication`` (or another platform error)."""
@@ -1057,7 +1061,7 @@ cdef class Interpreter:
         except ScriptInterrupted:
             self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
         except Exception as exc:
-            self._error_event("error.execution", exc)
+            self._error_event("error.execution", exc, t, k)
             return False
 
     # ------------------------------------------------------------ selection

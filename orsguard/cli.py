@@ -1,4 +1,4 @@
-"""The ``orsguard`` command: ``run``, ``serve`` and ``options``.
+"""The ``orsguard`` command: ``run``, ``serve``, ``options`` and ``test``.
 
 Exit status of ``orsguard run``: 0 when the session reached a final state or is
 still running at the end, 3 when a limit stopped it, 1 for a document or
@@ -19,6 +19,7 @@ from orsguard.document import load
 from orsguard.errors import DocumentError
 from orsguard.limits import OPTION_NAMES, Limits
 from orsguard.options import OptionsError, add_subcommands, limits_from_options
+from orsguard.scenario import add_subcommand as add_test_subcommand
 from orsguard.session import Session
 
 EXIT_LIMIT = 3
@@ -109,7 +110,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orsguard", description="Run W3C SCXML state machines under the session limits of Genesys ORS 8.1.3.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,serve,options}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,serve,options,test}")
     run = sub.add_parser("run", help="run one document and print its transitions and outcome")
     run.add_argument("document", help="the SCXML file")
     run.add_argument("--event", metavar="NAME[=JSON]", type=_event_arg, action="append", default=[],
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         host.add_subcommand(sub)
     add_subcommands(sub)
+    add_test_subcommand(sub)
     return parser
 
 

@@ -32,7 +32,7 @@ from orsguard._core import (
 from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
 from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError
-from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, text_value
+from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, locate, text_value, where
 
 _XML_ENCODING = re.compile(r"""^(\ufeff?\s*<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
@@ -90,6 +90,8 @@ class Document:
     data_setters: dict[str, int] = field(default_factory=dict)
     #: Directories its ``src`` and ``srcexpr`` may read from (empty: none).
     roots: tuple[str, ...] = ()
+    #: The bytes it was loaded from (None for inline ``<invoke>`` content), for error columns.
+    source: bytes | None = field(default=None, repr=False)
 
     @property
     def datamodel_class(self) -> type:
@@ -284,7 +286,9 @@ class _Loader:
             line = data.count(b"\n", 0, at) + 1 if at >= 0 else None
             raise DocumentError("DOCTYPE declarations are not allowed in SCXML documents", file=self.path,
                                 line=line)
-        return self.compile(tree.getroot())
+        doc = self.compile(tree.getroot())
+        doc.source = data
+        return doc
 
     def load_src(self, el: etree._Element, src: str) -> str:
         try:
@@ -623,11 +627,16 @@ class _Loader:
             self.fail(el, "'expr'/'src' and child content may not be used together")
         if self.datamodel == "null":
             self.fail(el, "the null datamodel has no <data>")
+        at = where(el)
         if text is not None:
             k = self.compiler.expr("assign", text, el, location=data_id)
 
             def init_expr(session: Any) -> None:
-                session.dm.assign(k)
+                try:
+                    session.dm.assign(k)
+                except Exception as exc:
+                    locate(exc, at)
+                    raise
 
             return init_expr
         if src is not None:
@@ -639,7 +648,11 @@ class _Loader:
         k = self.compiler.expr("setter", "", el, location=data_id)
 
         def init_value(session: Any) -> None:
-            session.dm.set_location(k, value)
+            try:
+                session.dm.set_location(k, value)
+            except Exception as exc:
+                locate(exc, at)
+                raise
 
         return init_value
 

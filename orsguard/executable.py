@@ -77,6 +77,23 @@ def text_value(text: str, *, parse_json: bool) -> Any:
     return " ".join(text.split())
 
 
+def where(el: etree._Element) -> tuple[str, int | None]:
+    """An element's tag name and source line, for locating its run-time errors."""
+    return local(el), el.sourceline
+
+
+def locate(exc: BaseException, at: tuple[str, int | None]) -> None:
+    """Mark ``exc`` as raised by the element ``at``; the innermost element (the first to mark it) wins.
+
+    The session copies these into ``error.execution`` data (``tagname``, ``line``).
+    """
+    if getattr(exc, "tagname", None) is None:
+        try:
+            exc.tagname, exc.line = at  # type: ignore[attr-defined]
+        except AttributeError:
+            pass  # an exception type without a __dict__: left unlocated
+
+
 def run_items(items: Sequence[Item]) -> Item:
     """One callable running ``items`` in order."""
     if len(items) == 1:
@@ -158,8 +175,14 @@ class Compiler:
         # An empty expr (W3C test 307) logs the label alone.
         k = self.expr("value", text, el) if text is not None and text.strip() else -1
 
+        at = where(el)
+
         def log(session: Any) -> None:
-            session.log(label, session.dm.value(k) if k >= 0 else None)
+            try:
+                session.log(label, session.dm.value(k) if k >= 0 else None)
+            except Exception as exc:
+                locate(exc, at)
+                raise
 
         return log
 
@@ -171,16 +194,26 @@ class Compiler:
             if len(el) or (el.text or "").strip():
                 self.fail(el, "'expr' and child content may not be used together")
             k = self.expr("assign", text, el, location=location)
+            at = where(el)
 
             def assign(session: Any) -> None:
-                session.dm.assign(k)
+                try:
+                    session.dm.assign(k)
+                except Exception as exc:
+                    locate(exc, at)
+                    raise
 
             return assign
         value = content_value(el, parse_json=True)
         k = self.expr("setter", "", el, location=location)
+        at = where(el)
 
         def assign_content(session: Any) -> None:
-            session.dm.set_location(k, value)
+            try:
+                session.dm.set_location(k, value)
+            except Exception as exc:
+                locate(exc, at)
+                raise
 
         return assign_content
 
@@ -193,35 +226,45 @@ class Compiler:
         else:
             code = el.text or ""
         k = self.expr("script", code, el)
+        at = where(el)
 
         def script(session: Any) -> None:
-            session.dm.script(k)
+            try:
+                session.dm.script(k)
+            except Exception as exc:
+                locate(exc, at)
+                raise
 
         return script
 
     def _c_if(self, el: etree._Element) -> Item:
         branches: list[tuple[int, list[Item]]] = [(self.expr("cond", self.attr(el, "cond", required=True), el), [])]
+        places = [where(el)]
         for c in el:
             if not isinstance(c.tag, str):
                 continue
             name = local(c)
             if name == "elseif":
                 branches.append((self.expr("cond", self.attr(c, "cond", required=True), c), []))
+                places.append(where(c))
             elif name == "else":
                 branches.append((-1, []))
+                places.append(where(c))
             else:
                 item = self.item(c)
                 if item is not None:
                     branches[-1][1].append(item)
-        compiled = tuple((k, run_items(items) if items else None) for k, items in branches)
+        compiled = tuple((k, run_items(items) if items else None, at)
+                         for (k, items), at in zip(branches, places, strict=True))
 
         def if_(session: Any) -> None:
             dm = session.dm
-            for k, body in compiled:
+            for k, body, at in compiled:
                 if k >= 0:
                     try:
                         ok = dm.cond(k)
                     except ExecutionError as exc:
+                        locate(exc, at)
                         session.raise_error("error.execution", exc)
                         ok = False
                     if not ok:
@@ -238,9 +281,14 @@ class Compiler:
         index = el.get("index") or ""
         k = self.expr("foreach", array, el, extra=(item, index))
         body = self.block(el)
+        at = where(el)
 
         def foreach(session: Any) -> None:
-            session.dm.foreach(k, body if body is not None else _nothing)
+            try:
+                session.dm.foreach(k, body if body is not None else _nothing)
+            except Exception as exc:
+                locate(exc, at)
+                raise
 
         return foreach
 
@@ -274,6 +322,7 @@ class Compiler:
         # _event.sendid carries an id the author asked for (id or idlocation); other sends
         # still get one internally, so that a delayed send can be cancelled or replaced.
         public_id = sendid is not None or idk >= 0
+        at = where(el)
 
         def send(session: Any) -> None:
             dm = session.dm
@@ -293,6 +342,7 @@ class Compiler:
             except ExecutionError as exc:
                 if public_id:
                     exc.sendid = sid
+                locate(exc, at)
                 raise
 
         return send
@@ -304,8 +354,14 @@ class Compiler:
         if sendid is None and k < 0:
             self.fail(el, "needs 'sendid' or 'sendidexpr'")
 
+        at = where(el)
+
         def cancel(session: Any) -> None:
-            session.cancel_send(sendid if k < 0 else _as_str(session.dm.value(k)))
+            try:
+                session.cancel_send(sendid if k < 0 else _as_str(session.dm.value(k)))
+            except Exception as exc:
+                locate(exc, at)
+                raise
 
         return cancel
 
@@ -326,26 +382,31 @@ class Compiler:
 
     def payload(self, el: etree._Element, *, allow_namelist: bool) -> Callable[[Any], Any]:
         """The event data an element (send, invoke, donedata) carries, as a callable."""
-        names: list[tuple[str, int]] = []
+        names: list[tuple[str, int, tuple[str, int | None]]] = []
         namelist = el.get("namelist") if allow_namelist else None
         for name in (namelist or "").split():
-            names.append((name, self.expr("value", name, el)))
+            names.append((name, self.expr("value", name, el), where(el)))
         for p in self._params(el):
             pname = self.attr(p, "name", required=True)
             self.exclusive(p, "expr", "location")
             source = p.get("expr") if p.get("expr") is not None else p.get("location")
             if source is None:
                 self.fail(p, "needs 'expr' or 'location'")
-            names.append((pname, self.expr("value", source, p)))
+            names.append((pname, self.expr("value", source, p), where(p)))
         content = self._content(el)
         if content is not None:
             if content.get("expr") is not None:
                 if len(content) or (content.text or "").strip():
                     self.fail(content, "'expr' and child content may not be used together")
                 ck = self.expr("value", content.get("expr"), content)
+                at = where(content)
 
                 def content_expr(session: Any) -> Any:
-                    return session.dm.value(ck)
+                    try:
+                        return session.dm.value(ck)
+                    except Exception as exc:
+                        locate(exc, at)
+                        raise
 
                 return content_expr
             value = content_value(content, parse_json=self.datamodel != "null")
@@ -358,19 +419,24 @@ class Compiler:
             return _no_data
         pairs = tuple(names)
         counts: dict[str, int] = {}
-        for n, _ in pairs:
+        for n, _, _ in pairs:
             counts[n] = counts.get(n, 0) + 1
         repeated = frozenset(n for n, c in counts.items() if c > 1)
 
         def params(session: Any) -> Any:
             dm = session.dm
             data: dict[str, Any] = {}
-            for n, k in pairs:
+            for n, k, at in pairs:
+                try:
+                    value = dm.value(k)
+                except Exception as exc:
+                    locate(exc, at)
+                    raise
                 if n in repeated:
                     # A name given more than once keeps every value, in document order (W3C test 178).
-                    data.setdefault(n, []).append(dm.value(k))
+                    data.setdefault(n, []).append(value)
                 else:
-                    data[n] = dm.value(k)
+                    data[n] = value
             return data
 
         return params

@@ -10,11 +10,22 @@ from typing import Any
 
 from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats, Termination
 from orsguard.clock import RealClock, VirtualClock
+from orsguard.datamodels.base import Expression
 from orsguard.document import Document, Invoke, load_file, load_string, resolve_src
 from orsguard.errors import CommunicationError, DocumentError, ExecutionError
 from orsguard.ioprocessors import SCXML_TYPE, EventIOProcessor, check_portable
 from orsguard.ioprocessors import scxml as scxml_processor
 from orsguard.limits import Limits
+from orsguard.records import (
+    MAX_ERRORS,
+    DataView,
+    ErrorRecord,
+    ExpectedError,
+    Sent,
+    StrictError,
+    TransitionTaken,
+    element_column,
+)
 
 log = logging.getLogger("orsguard")
 
@@ -24,6 +35,9 @@ INVOKE_SCXML_TYPES = ("http://www.w3.org/TR/scxml/", "http://www.w3.org/TR/scxml
 
 #: Event a parent receives when a session it invoked is stopped by a limit.
 LIMIT_EVENT = "error.limit"
+
+#: What ``Session(sends=...)`` does with a ``<send>`` to an event I/O processor other than the SCXML one.
+SEND_MODES = ("dispatch", "record", "both")
 
 _send_ids = itertools.count(1)
 
@@ -35,9 +49,19 @@ class Session(Interpreter):
     time (pass a :class:`~orsguard.VirtualClock` in tests). ``data`` overrides
     top-level ``<data>`` values with the same ids, as an invoke's parameters do.
     ``on_end(session)`` is called once when the session stops running;
-    ``on_transition(label)`` for every transition taken, initial ones included.
+    ``on_transition(label)`` for every transition taken, initial ones and those
+    of invoked sessions included; ``label`` is a
+    :class:`~orsguard.records.TransitionTaken` (a ``str``) that also names the
+    selecting event and the invoke id.
     Sessions it invokes run under ``child_limits``, by default its own limits;
     when a limit stops one, this session receives :data:`LIMIT_EVENT`.
+
+    For tests: ``strict=True`` makes :meth:`check` fail on any ``error.*``
+    event the platform raised that :meth:`expect_error` did not announce.
+    ``sends`` says what happens to a ``<send>`` that leaves the session (a
+    processor other than the SCXML one): ``"dispatch"`` (the default),
+    ``"record"`` in :attr:`outbox` instead, or ``"both"``. Invoked sessions
+    share their invoker's settings, outbox and error list.
     """
 
     def __init__(self, document: Document, *, limits: Limits | None = None, clock: Any = None,
@@ -45,7 +69,8 @@ class Session(Interpreter):
                  stats: Stats | None = None, on_end: Callable[[Session], None] | None = None,
                  data: Mapping[str, Any] | None = None, on_log: Callable[[str | None, Any], None] | None = None,
                  on_transition: Callable[[str], None] | None = None, child_limits: Limits | None = None,
-                 parent: Session | None = None, invoke_id: str | None = None) -> None:
+                 parent: Session | None = None, invoke_id: str | None = None, strict: bool = False,
+                 sends: str = "dispatch") -> None:
         if not isinstance(document, Document):
             raise TypeError(f"Session needs a Document from orsguard.load(), not {type(document).__name__}")
         self._core_init(document.machine, limits if limits is not None else Limits(),
@@ -56,10 +81,7 @@ class Session(Interpreter):
         self.invoke_id = invoke_id
         self.on_end = on_end
         self.on_log = on_log
-        if on_transition is not None:
-            hook = _shielded(on_transition, "on_transition")
-            labels = document.machine.labels
-            self.tracer = lambda t, event: hook(labels[t])
+        self._init_harness(on_transition, strict, sends)
         self.initial_data = dict(data) if data else {}
         self.child_limits = child_limits
         self.ioprocessors: dict[str, EventIOProcessor] = {}
@@ -68,7 +90,7 @@ class Session(Interpreter):
                 self.ioprocessors[uri] = proc
         self._children: dict[str, tuple[Session, Invoke]] = {}
         self._cancelled: set[str] = set()
-        self.dm = document.datamodel_class(self, document.expressions.items)
+        self.dm = document.datamodel_class(self, document.expressions.items + self._data_readers())
         scxml_processor.registry[self.session_id] = self
 
     # ------------------------------------------------------------ public API
@@ -194,26 +216,24 @@ class Session(Interpreter):
         only when ``public_id`` (the author gave ``id`` or ``idlocation``).
         """
         type_ = type_ or SCXML_TYPE
-        if type_ in scxml_processor.ALIASES:
-            proc = None
-        else:
-            proc = self.ioprocessors.get(type_)
-            if proc is None:
-                raise ExecutionError(f"unsupported event I/O processor type {type_!r}")
+        local = type_ in scxml_processor.ALIASES
+        proc = None if local else self.ioprocessors.get(type_)
+        if not local and proc is None and self.sends != "record":
+            raise ExecutionError(f"unsupported event I/O processor type {type_!r}")
         # Other processors may name the event themselves (BasicHTTP: HTTP.POST).
-        if name is None and proc is None:
+        if name is None and local:
             raise ExecutionError("<send> has no event name")
-        if proc is None and target and not target.startswith("#_"):
+        if local and target and not target.startswith("#_"):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
         event = Event(name, data, type="external", sendid=sendid if public_id else None,
                       origin=scxml_processor.location(self), origintype=SCXML_TYPE)
 
         def dispatch() -> None:
             try:
-                if proc is None:
+                if local:
                     scxml_processor.deliver(self, event, target)
                 else:
-                    proc.send(self, event, target or "")
+                    self._send_out(proc, event, target, type_, delay, sendid)
             except ExecutionError as exc:
                 if public_id:
                     exc.sendid = sendid
@@ -235,9 +255,163 @@ class Session(Interpreter):
         else:
             dispatch()
 
+    def _send_out(self, proc: EventIOProcessor | None, event: Event, target: str | None, type_: str,
+                  delay: float, sendid: str) -> None:
+        if self.sends != "dispatch":
+            self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
+                                    self.invoke_id if self.parent is not None else None, self.clock.now()))
+        if self.sends != "record" and proc is not None:
+            proc.send(self, event, target or "")
+
     def cancel_send(self, sendid: str | None) -> None:
         if sendid is not None:
             self.unschedule(sendid)
+
+    # ------------------------------------------------------------ for tests
+
+    def _init_harness(self, on_transition: Callable[[str], None] | None, strict: bool, sends: str) -> None:
+        parent = self.parent
+        if parent is None:
+            if sends not in SEND_MODES:
+                raise ValueError(f"sends must be one of {', '.join(SEND_MODES)}, not {sends!r}")
+            # None rather than self: a session must not keep itself alive (its JS context
+            # is freed by reference counting when the last reference goes).
+            self._invoker_root: Session | None = None
+            self.strict = strict
+            self.sends = sends
+            #: Every ``<send>`` that left the session tree, in order (:class:`~orsguard.records.Sent`).
+            self.outbox: list[Sent] = []
+            #: The ``error.*`` events the platform raised in the session tree (the first ``MAX_ERRORS``).
+            self.errors: list[ErrorRecord] = []
+            self.errors_dropped = 0
+            self._expected: list[ExpectedError] = []
+            self._checked = 0
+            self._on_transition = on_transition
+            self.coverage_sink: Any = None
+        else:
+            root = parent._root
+            self._invoker_root = root
+            self.strict = root.strict
+            self.sends = root.sends
+            self.outbox = root.outbox
+            self.errors = root.errors
+            self._on_transition = root._on_transition
+            self.coverage = parent.coverage
+            self.coverage_sink = root.coverage_sink
+            if self.coverage_sink is not None:
+                self.coverage_sink.add(self)
+        self._source_lines: list[str] | None = None
+        hook = self._on_transition
+        if hook is None:
+            self.tracer = None
+            return
+        labels = self.machine.labels
+        invokeid = self.invoke_id if parent is not None else None
+
+        def trace(t: int, event: Event | None) -> None:
+            hook(TransitionTaken(labels[t], t, event.name if event is not None else None, invokeid))
+
+        self.tracer = _shielded(trace, "on_transition")
+
+    @property
+    def _root(self) -> Session:
+        """The session at the top of this one's invocation tree (itself when not invoked)."""
+        return self._invoker_root or self
+
+    @property
+    def data(self) -> DataView:
+        """The document's ``<data>`` variables, read live as Python values (read-only)."""
+        return DataView(list(self._readers), self._read_data)
+
+    def _data_readers(self) -> list[Expression]:
+        # One value expression per data id, appended to the document's table so that
+        # the datamodel reads variables through its ordinary protocol.
+        base = len(self.document.expressions.items)
+        names = list(dict.fromkeys(self.document.data_ids))
+        self._readers = {name: base + i for i, name in enumerate(names)}
+        return [Expression("value", name, None, None, ()) for name in names]
+
+    def _read_data(self, name: str) -> Any:
+        return self.dm.value(self._readers[name])
+
+    def expect_error(self, event: str = "error.execution", *, match: str | None = None) -> Session:
+        """Announce that error events named ``event`` (a descriptor: ``error`` covers all) will be raised.
+
+        ``match`` is a regular expression the reason must contain. :meth:`check`
+        fails when no such event was raised.
+        """
+        self._root._expected.append(ExpectedError(event, match))
+        return self
+
+    def check(self, *, expectations: bool = True) -> None:
+        """Raise :class:`~orsguard.records.StrictError` for unexpected error events (strict sessions)
+        and, with ``expectations``, for expected ones that never came. Each error is reported once."""
+        root = self._root
+        fresh = root.errors[root._checked:]
+        root._checked = len(root.errors)
+        problems = []
+        if root.strict:
+            problems += [f"unexpected {r}" for r in fresh if not any(e.matches(r) for e in root._expected)]
+            if root.errors_dropped:
+                problems.append(f"... and {root.errors_dropped} more error events")
+                root.errors_dropped = 0
+        for e in root._expected if expectations else ():
+            if not any(e.matches(r) for r in root.errors):
+                problems.append(f"expected {e} in {self.document.path or 'the SCXML text'}, but no such "
+                                "error event was raised")
+        if problems:
+            raise StrictError("\n".join(problems))
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+        if exc[0] is None:
+            self.check()
+
+    def _error_data(self, name: str, exc: Any, t: int, k: int) -> Any:
+        record = self._error_record(name, exc, t, k)
+        self._note_error(record)
+        return record.as_data()
+
+    def _error_record(self, name: str, exc: Any, t: int, k: int) -> ErrorRecord:
+        invokeid = self.invoke_id if self.parent is not None else None
+        if isinstance(exc, DocumentError):  # a document to invoke did not load: its own location
+            return ErrorRecord(name, exc.message, exc.element, exc.line, exc.column, exc.file, None, invokeid)
+        reason = str(exc) if exc is not None else name
+        tagname = getattr(exc, "tagname", None)
+        line = getattr(exc, "line", None)
+        transition = None
+        if tagname is None and k >= 0:
+            tagname = "transition"
+            line = self.document.expressions.items[k].line
+            transition = self.machine.labels[t] if t >= 0 else None
+        elif tagname is None:
+            inv = _invoke_of(exc)
+            if inv is not None:
+                tagname, line = "invoke", inv.element_line
+        if self._source_lines is None:
+            self._source_lines = self._source_text()
+        line, column = element_column(self._source_lines, line, tagname)
+        return ErrorRecord(name, reason, tagname, line, column, self.document.path, transition, invokeid)
+
+    def _source_text(self) -> list[str] | None:
+        # Inline <invoke> content has no source of its own: its lines are its invoker's.
+        session: Session | None = self
+        while session is not None:
+            doc = session.document
+            if doc.source is not None and doc.path == self.document.path:
+                return doc.source.decode("utf-8", "replace").splitlines()
+            session = session.parent
+        return None
+
+    def _note_error(self, record: ErrorRecord) -> None:
+        root = self._root
+        if len(root.errors) < MAX_ERRORS:
+            root.errors.append(record)
+        else:
+            root.errors_dropped += 1
 
     # ------------------------------------------------------------ invocations
 
@@ -370,6 +544,8 @@ class Session(Interpreter):
             event = Event(f"done.invoke.{child.invoke_id}", data, type="external", invokeid=child.invoke_id)
         elif child.end_reason == "limit":
             event = Event(LIMIT_EVENT, child.termination.as_dict(), type="platform", invokeid=child.invoke_id)
+            self._note_error(ErrorRecord(LIMIT_EVENT, str(child.termination), "invoke", entry[1].element_line,
+                                         file=self.document.path, invokeid=child.invoke_id))
         else:
             return
         scxml_processor.post(self, event)
@@ -394,6 +570,18 @@ class Session(Interpreter):
         else:
             state = str(self.termination or self.end_reason or "new")
         return f"<Session {self.session_id} {state}>"
+
+
+def _invoke_of(exc: BaseException | None) -> Invoke | None:
+    """The ``<invoke>`` whose start raised ``exc``, read from its traceback (errors only, so the
+    start path carries no bookkeeping)."""
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code is Session._start_one.__code__:
+            inv = tb.tb_frame.f_locals.get("inv")
+            return inv if isinstance(inv, Invoke) else None
+        tb = tb.tb_next
+    return None
 
 
 def _shielded(hook: Callable[..., Any], name: str) -> Callable[..., None]:
