@@ -185,6 +185,8 @@ class HostProcess:
             str(documents),
             "--client-id",
             client_id,
+            "--workers",
+            "1",
             *extra,
         ]
         if metrics_port is not None:
