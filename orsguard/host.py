@@ -203,6 +203,7 @@ class SessionHost:
         self._handing_over = False
         self._unsubscribed = False
         self._held: list[Any] = []
+        self._handed_back_count = 0
         self._drain_marker: bytes | None = None
         self._drained: asyncio.Future[None] | None = None
         self.processor = MqttEventIOProcessor(
@@ -368,6 +369,7 @@ class SessionHost:
                 await asyncio.wait_for(self._drained, 5.0)
         if self._held:
             _log.warning("%d start requests could not be handed back", len(self._held))
+        _log.info("left the start group; handed back %d start requests", self._handed_back_count)
         for sid in list(self.sessions):
             self._cancel(sid)
         with contextlib.suppress(TimeoutError):
@@ -431,7 +433,11 @@ class SessionHost:
             raise _Error(
                 "too-large", f"payload of {len(payload)} bytes; at most {self.config.max_payload}", session=sid
             )
-        data = _loads(payload)
+        try:
+            data = _loads(payload)
+        except _Error as exc:
+            exc.detail["session"] = sid
+            raise
         session = self.sessions.get(sid)
         if session is None:
             raise _Error("unknown-session", f"no running session {sid} on this host", session=sid)
@@ -502,6 +508,7 @@ class SessionHost:
 
     def _hand_back(self, packet: Any) -> None:
         self._handed_back.inc()
+        self._handed_back_count += 1
         self._publish(self.start_topic, packet.payload, properties=_request_properties(packet))
 
     def _abandon(self, sid: str | None) -> None:
