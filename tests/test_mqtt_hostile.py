@@ -170,8 +170,12 @@ def test_published_json_is_always_valid(broker: Mosquitto, host: HostProcess) ->
             # NaN and Infinity are not JSON: both sends fail in the session
             # (error.communication) instead of going out.
             await peer.expect(topic_is("hx/sessions/nan-1/failed"))
-            await peer.expect(lambda t, p: t == "hx/sessions/nan-1/failed" and len(
-                [m for m in peer.messages if m[0] == "hx/sessions/nan-1/failed"]) == 2)
+            await peer.expect(
+                lambda t, p: (
+                    t == "hx/sessions/nan-1/failed"
+                    and len([m for m in peer.messages if m[0] == "hx/sessions/nan-1/failed"]) == 2
+                )
+            )
             assert not [m for m in peer.messages if m[0] == "hx/sessions/nan-1/out"]
 
     asyncio.run(scenario())
@@ -240,3 +244,29 @@ def test_max_sessions_is_answered_on_the_error_topic(broker: Mosquitto, tmp_path
         assert rejected(capped.metrics_port, "max-sessions") == 1
     finally:
         assert capped.stop() == 0, capped.tail()
+
+
+def test_a_limit_end_is_one_structured_log_line(broker: Mosquitto, tmp_path: Path) -> None:
+    logged = HostProcess(broker, tmp_path, client_id="jsonlog", extra=["--topic-prefix", "jl", "--log-format", "json"])
+    try:
+
+        async def scenario() -> None:
+            async with Peer(broker.port, "t-jl", ["jl/sessions/+/#"]) as peer:
+                await peer.publish("jl/start", {"document": "spin", "session": "sp"})
+                await peer.expect(topic_is("jl/sessions/sp/started"))
+                await peer.publish("jl/sessions/sp/events/go")
+                await peer.expect(topic_is("jl/sessions/sp/ended"))
+
+        asyncio.run(scenario())
+        logged.wait_for_log('"option":"max-microstep-count"')
+    finally:
+        assert logged.stop() == 0
+    lines = [json.loads(line) for line in logged.log.read_text().splitlines()]
+    ends = [line for line in lines if line.get("option")]
+    assert len(ends) == 1
+    end = ends[0]
+    assert end["level"] == "WARNING"
+    assert end["session"] == "sp" and end["document"] == "spin"
+    assert end["limit"] == 1000 and end["observed"] > 1000
+    assert end["loop"]
+    assert "ended by max-microstep-count" in end["message"]
