@@ -287,14 +287,13 @@ class SessionHost:
         )
         stopper = loop.create_task(self._stopping.wait())
         delay = _FIRST_RETRY
-        # The first connection starts clean: a previous process with this
-        # client id may have left a broker session subscribed to sessions that
-        # died with it. Later ones resume the session and its queued events.
         first = True
         try:
             while not self._stopping.is_set():
                 try:
-                    connack = await client.connect(clean_start=first)
+                    if first:
+                        await self._wipe_stale_session(client)
+                    connack = await client.connect(clean_start=False)
                     await self._on_connected(client, connack, first)
                 except MqttError as exc:
                     _log.warning("broker connection lost (%s); retrying in %.3fs", exc, delay)
@@ -319,6 +318,19 @@ class SessionHost:
                 self._cancel(sid)
         finally:
             stopper.cancel()
+
+    async def _wipe_stale_session(self, client: MqttClient) -> None:
+        # A previous process with this client id may have left a broker session
+        # subscribed to sessions that died with it: a clean start with no
+        # expiry ends it. The real session then starts without clean start,
+        # because Mosquitto 2.0 does not persist a session created with clean
+        # start, and a broker restart would forget it.
+        expiry, client.session_expiry = client.session_expiry, 0
+        try:
+            await client.connect(clean_start=True)
+            await client.disconnect()
+        finally:
+            client.session_expiry = expiry
 
     async def _on_connected(self, client: MqttClient, connack: Any, first: bool) -> None:
         # Subscribe again every time: a broker that lost its state (restart
