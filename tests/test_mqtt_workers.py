@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -74,6 +75,14 @@ def test_two_workers_share_the_sessions_behind_one_metrics_endpoint(tmp_path: Pa
         host.signal(signal.SIGHUP)
         wait_for_count(host, "options reloaded", 2)
         assert metric(port, 'orsguard_limit{option="max-microstep-count"}') == 70
+
+        # A worker that dies is started again, under the same client id.
+        workers = Path(f"/proc/{host.process.pid}/task/{host.process.pid}/children").read_text().split()
+        assert len(workers) == 2
+        os.kill(int(workers[0]), signal.SIGKILL)
+        wait_for_count(host, "starting it again", 1)
+        wait_for_count(host, "ready on", 3)
+        assert metric(port, "orsguard_workers_up") == 2
     finally:
         status = host.stop()
         broker.stop()
