@@ -981,14 +981,20 @@ async def _supervise(config: HostConfig, workers: int, args: argparse.Namespace)
             server.close()
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
+def _whole(highest: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not 0 <= value <= highest:
+            raise argparse.ArgumentTypeError(f"{value} is not between 0 and {highest}")
+        return value
+
+    return parse
+
+
+_positive = _whole(2**31 - 1)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1006,7 +1012,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="ORS options file with the limits; re-read on SIGHUP",
     )
-    parser.add_argument("--metrics-port", type=_positive, metavar="N", help="serve Prometheus /metrics on port N")
+    parser.add_argument("--metrics-port", type=_whole(65535), metavar="N", help="serve Prometheus /metrics on port N")
     parser.add_argument(
         "--metrics-address",
         default="127.0.0.1",
@@ -1021,7 +1027,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--session-expiry",
-        type=_positive,
+        # The MQTT 5 property is four bytes.
+        type=_whole(2**32 - 1),
         default=600,
         metavar="SECONDS",
         help="how long the broker keeps queued events for a disconnected host (default 600)",
