@@ -14,8 +14,15 @@ One "event" is one ping published with QoS 1 to
 ``<prefix>/sessions/<sid>/events/ping``, processed by its session, which
 publishes a pong with QoS 1; latency is publish to pong arrival, measured in
 the generator, a bare-socket MQTT 3.1.1 client on one thread, so that it stays
-much cheaper than the system under test. The figures include the generator's and the
-broker's share of the same CPUs.
+much cheaper than the system under test.
+
+CPU per event is read from each process's own counters
+(``/proc/<pid>/task/*/schedstat``: time on a CPU, all threads, and children
+for ``--workers``), separately for the host, the broker and the generator, so
+that it does not depend on what else the machine runs. With two or more CPUs
+and one host process, the host is pinned to CPU 0 and the broker and the
+generator to CPU 1 (``--no-pin`` leaves placement to the kernel); the table
+header states the layout used.
 
 Run directly (prints a table)::
 
@@ -59,6 +66,9 @@ class Result:
     p99_ms: float
     max_ms: float
     lost: int
+    host_us: float = 0.0
+    broker_us: float = 0.0
+    generator_us: float = 0.0
 
 
 class Generator:
@@ -195,6 +205,42 @@ class Generator:
         self.sock.close()
 
 
+def cpu_ns(pid: int, children: bool = False) -> int:
+    """Nanoseconds process ``pid`` (all its threads; its children too) has run on a CPU."""
+    total = 0
+    task_dir = Path(f"/proc/{pid}/task")
+    for task in task_dir.iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+        if children:
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    total += cpu_ns(int(child), children=True)
+    return total
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` to ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+class CpuMeter:
+    """CPU used by the host(s), the broker and this process between two readings."""
+
+    def __init__(self, hosts: list[int], broker: int) -> None:
+        self.hosts = hosts
+        self.broker = broker
+
+    def read(self) -> tuple[int, int, int]:
+        return (
+            sum(cpu_ns(pid, children=True) for pid in self.hosts),
+            cpu_ns(self.broker),
+            cpu_ns(os.getpid()),
+        )
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -208,10 +254,20 @@ def _string(data: bytes) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
 
-def _result(mode: str, gen: Generator, events: int, seconds: float) -> Result:
+def _result(
+    mode: str,
+    gen: Generator,
+    events: int,
+    seconds: float,
+    cpu: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
+) -> Result:
     lat = sorted(gen.latencies_ns)
     if not lat:
         return Result(mode, events, seconds, 0.0, 0.0, 0.0, 0.0, events)
+    per_event = [0.0, 0.0, 0.0]
+    if cpu is not None:
+        before, after = cpu
+        per_event = [round((b - a) / len(lat) / 1e3, 1) for a, b in zip(before, after, strict=True)]
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6
@@ -225,12 +281,16 @@ def _result(mode: str, gen: Generator, events: int, seconds: float) -> Result:
         p99_ms=round(pct(0.99), 3),
         max_ms=round(lat[-1] / 1e6, 3),
         lost=events - len(lat),
+        host_us=per_event[0],
+        broker_us=per_event[1],
+        generator_us=per_event[2],
     )
 
 
-def saturate(gen: Generator, sids: list[str], events: int, window: int) -> Result:
+def saturate(gen: Generator, sids: list[str], events: int, window: int, meter: CpuMeter | None = None) -> Result:
     """Offer pings round-robin over the sessions with at most ``window`` unanswered."""
     gen.reset()
+    cpu0 = meter.read() if meter else None
     begin = time.monotonic()
     for seq in range(events):
         while gen.in_flight() >= window:
@@ -238,10 +298,14 @@ def saturate(gen: Generator, sids: list[str], events: int, window: int) -> Resul
         gen.ping(sids[seq % len(sids)], seq)
         gen.pump()
     gen.wait_drained(timeout=60)
-    return _result("saturation", gen, events, time.monotonic() - begin)
+    seconds = time.monotonic() - begin
+    cpu = (cpu0, meter.read()) if meter and cpu0 else None
+    return _result(f"saturation ({window} in flight)", gen, events, seconds, cpu)
 
 
-def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float) -> Result:
+def fixed_rate(
+    gen: Generator, sids: list[str], rate: float, seconds: float, meter: CpuMeter | None = None
+) -> Result:
     """Pings paced at ``rate`` per second for ``seconds``.
 
     Open loop with a 1 ms tick: every tick sends the pings that have fallen
@@ -249,6 +313,7 @@ def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float) -> 
     """
     gen.reset()
     events = int(rate * seconds)
+    cpu0 = meter.read() if meter else None
     begin = time.monotonic()
     seq = 0
     while seq < events:
@@ -259,7 +324,9 @@ def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float) -> 
         gen.pump(0.001)
     gen.wait_drained(timeout=60)
     # Events over the time to the last pong: the rate the system carried.
-    return _result(f"fixed {rate:.0f}/s", gen, events, time.monotonic() - begin)
+    elapsed = time.monotonic() - begin
+    cpu = (cpu0, meter.read()) if meter and cpu0 else None
+    return _result(f"fixed {rate:.0f}/s", gen, events, elapsed, cpu)
 
 
 @dataclass
@@ -270,10 +337,12 @@ class Setup:
     hosts: list[HostProcess]
     generator: Generator
     sessions: list[str]
+    meter: CpuMeter
+    layout: str
 
 
 @contextlib.contextmanager
-def running(directory: Path, hosts: int, sessions: int) -> Iterator[Setup]:
+def running(directory: Path, hosts: int, sessions: int, workers: int = 1, pin_cpus: bool = True) -> Iterator[Setup]:
     """Start everything, and stop it all on the way out."""
     broker = Mosquitto(directory / "broker")
     broker.start()
@@ -281,44 +350,69 @@ def running(directory: Path, hosts: int, sessions: int) -> Iterator[Setup]:
     generator = None
     try:
         for i in range(hosts):
-            started.append(
-                HostProcess(
-                    broker,
-                    directory,
-                    client_id=f"bench-host-{i}",
-                    extra=["--topic-prefix", PREFIX, "--session-expiry", "60"],
-                )
+            host = HostProcess(
+                broker,
+                directory,
+                client_id=f"bench-host-{i}",
+                extra=["--topic-prefix", PREFIX, "--session-expiry", "60", "--workers", str(workers)],
             )
+            deadline = time.monotonic() + 30
+            while host.log.read_text().count("ready on") < workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+            started.append(host)
+        cpus = sorted(os.sched_getaffinity(0))
+        assert broker.process is not None
+        if pin_cpus and len(cpus) >= 2 and hosts == 1 and workers == 1:
+            pin(started[0].process.pid, {cpus[0]})
+            pin(broker.process.pid, {cpus[1]})
+            pin(os.getpid(), {cpus[1]})
+            layout = f"host pinned to CPU {cpus[0]}; broker and generator pinned to CPU {cpus[1]}"
+        else:
+            layout = f"{hosts} host(s) x {workers} worker(s), broker and generator unpinned on {len(cpus)} CPUs"
         generator = Generator(broker.port)
         sids = generator.start_sessions(sessions)
-        yield Setup(broker, started, generator, sids)
+        meter = CpuMeter([h.process.pid for h in started], broker.process.pid)
+        yield Setup(broker, started, generator, sids, meter, layout)
     finally:
         if generator is not None:
             generator.close()
         for host in started:
             host.stop()
         broker.stop()
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
-def measure(hosts: int, sessions: int, events: int, rates: list[float], rate_seconds: float) -> list[Result]:
-    """Saturation, then each fixed rate, on one freshly started set-up."""
+def measure(
+    hosts: int,
+    sessions: int,
+    events: int,
+    rates: list[float],
+    rate_seconds: float,
+    *,
+    workers: int = 1,
+    window: int = 200,
+    pin_cpus: bool = True,
+) -> tuple[str, list[Result]]:
+    """Saturation, then each fixed rate, on one freshly started set-up; returns (layout, results)."""
     with tempfile.TemporaryDirectory() as tmp:
-        with running(Path(tmp), hosts, sessions) as setup:
-            # Warm up: QuickJS contexts, paho buffers, the broker's routing.
-            saturate(setup.generator, setup.sessions, 2000, window=200)
-            results = [saturate(setup.generator, setup.sessions, events, window=500)]
+        with running(Path(tmp), hosts, sessions, workers, pin_cpus) as setup:
+            # Warm up: QuickJS contexts, buffers, the broker's routing.
+            saturate(setup.generator, setup.sessions, 2000, window=window)
+            results = [saturate(setup.generator, setup.sessions, events, window, setup.meter)]
             for rate in rates:
-                results.append(fixed_rate(setup.generator, setup.sessions, rate, rate_seconds))
-            return results
+                results.append(fixed_rate(setup.generator, setup.sessions, rate, rate_seconds, setup.meter))
+            return setup.layout, results
 
 
 def test_mqtt_load(benchmark: Any) -> None:
-    results = benchmark.pedantic(
+    layout, results = benchmark.pedantic(
         measure,
-        kwargs={"hosts": 1, "sessions": 1000, "events": 50000, "rates": [1000, 5000], "rate_seconds": 5},
+        kwargs={"hosts": 1, "sessions": 1000, "events": 50000, "rates": [1000, 3000], "rate_seconds": 5},
         rounds=1,
         iterations=1,
     )
+    benchmark.extra_info["layout"] = layout
     for result in results:
         benchmark.extra_info[result.mode] = asdict(result)
 
@@ -326,24 +420,39 @@ def test_mqtt_load(benchmark: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1, help="host processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="--workers of each host process (default 1)")
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--events", type=int, default=50000, help="pings in the saturation run")
+    parser.add_argument("--window", type=int, default=200, help="pings in flight in the saturation run")
     parser.add_argument(
         "--rate",
         type=float,
         action="append",
-        help="events/s of a fixed-rate run; repeat for several (default 1000 and 5000)",
+        help="events/s of a fixed-rate run; repeat for several (default 1000 and 3000)",
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the processes to CPUs")
     args = parser.parse_args(argv)
-    rates = args.rate or [1000.0, 5000.0]
-    results = measure(args.hosts, args.sessions, args.events, rates, args.rate_seconds)
-    print(f"{os.cpu_count()} CPUs, {args.hosts} host process(es), {args.sessions} sessions")
-    print(f"{'mode':<16}{'events':>8}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>6}")
+    rates = args.rate or [1000.0, 3000.0]
+    layout, results = measure(
+        args.hosts,
+        args.sessions,
+        args.events,
+        rates,
+        args.rate_seconds,
+        workers=args.workers,
+        window=args.window,
+        pin_cpus=not args.no_pin,
+    )
+    print(f"{os.cpu_count()} CPUs, {args.sessions} sessions, QoS 1; {layout}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{'mode':<26}{'events':>8}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}{'lost':>5}"
+        f"{'host us':>9}{'broker us':>10}{'gen us':>8}"
+    )
     for r in results:
         print(
-            f"{r.mode:<16}{r.events:>8}{r.events_per_second:>11.0f}{r.p50_ms:>9.2f}"
-            f"{r.p99_ms:>9.2f}{r.max_ms:>9.2f}{r.lost:>6}"
+            f"{r.mode:<26}{r.events:>8}{r.events_per_second:>10.0f}{r.p50_ms:>8.2f}"
+            f"{r.p99_ms:>8.2f}{r.max_ms:>9.2f}{r.lost:>5}{r.host_us:>9.1f}{r.broker_us:>10.1f}{r.generator_us:>8.1f}"
         )
     return 0
 

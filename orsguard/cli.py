@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     try:
         from orsguard import host
-    except ImportError as exc:  # the operations extra (aiomqtt, prometheus-client) is not installed
+    except ImportError as exc:  # the operations extra (mqtt5, prometheus-client) is not installed
         missing = str(exc)
         serve = sub.add_parser("serve", help="run the MQTT session host (needs orsguard[ops])")
         serve.add_argument("rest", nargs=argparse.REMAINDER)

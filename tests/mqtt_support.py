@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -122,11 +123,15 @@ class Mosquitto:
 
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
+        # The death signal follows the thread that started the child, not the
+        # process: a broker restarted from a worker thread would be stopped
+        # when that thread ends, so only the main thread asks for it.
+        in_main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(
             [self.binary, "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if in_main else None,
         )
         try:
             wait_for_port(self.port)
@@ -185,6 +190,8 @@ class HostProcess:
             str(documents),
             "--client-id",
             client_id,
+            "--workers",
+            "1",
             *extra,
         ]
         if metrics_port is not None:

@@ -238,7 +238,12 @@ def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
 
         asyncio.run(scenario())
         assert host.alive, host.tail()
-        assert "connection lost" in host.log.read_text()
+        assert broker.process is not None
+        assert broker.process.poll() is None, f"the broker died: {broker.process.returncode}\n{broker.tail()}"
+        log = host.log.read_text()
+        assert "connection lost" in log
+        # The broker kept the host's session (and its queued events) across the restart.
+        assert "broker session resumed" in log
     finally:
         status = host.stop()
         broker.stop()
@@ -377,3 +382,18 @@ def test_bad_broker_url_and_empty_directory_are_refused(tmp_path: Path) -> None:
     bad_url = host("--mqtt", "http://127.0.0.1", "--documents", str(DOCUMENTS))
     assert bad_url.returncode == 1
     assert "mqtt://HOST[:PORT]" in bad_url.stderr
+
+
+def test_out_of_range_numbers_are_usage_errors() -> None:
+    for args, message in (
+        (["--session-expiry", "99999999999"], "--session-expiry: 99999999999 is not between 0 and 4294967295"),
+        (["--metrics-port", "70000"], "--metrics-port: 70000 is not between 0 and 65535"),
+        (["--workers", "-1"], "--workers: -1 is not between"),
+        (["--max-sessions", "lots"], "--max-sessions: 'lots' is not a whole number"),
+        (["--log-format", "xml"], "--log-format: invalid choice"),
+    ):
+        command = [sys.executable, "-m", "orsguard.host", "--mqtt", "mqtt://127.0.0.1:9", "--documents", str(DOCUMENTS)]
+        run = subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr
+        assert "Traceback" not in run.stderr

@@ -9,6 +9,8 @@ and ``<send event="pong" target="./">`` from session ``s1`` under prefix
 event data as JSON (``null`` when the send has none), exactly like the payload
 the host accepts on an event topic; the message carries no MQTT 5 properties,
 because building and encoding them costs more than the rest of a publish.
+Data that is not JSON (a function, NaN, an infinity) raises
+``error.communication`` in the session rather than going out as invalid JSON.
 
 To deliver an event to another session, target its event topic:
 ``orsguard/sessions/<sid>/events/<event name>``.
@@ -36,8 +38,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from paho.mqtt.properties import Properties
-
 from orsguard import CommunicationError
 
 __all__ = ["MQTT_TYPE_URI", "MqttEventIOProcessor", "Publish"]
@@ -51,7 +51,7 @@ _log = logging.getLogger("orsguard.mqtt")
 class Publish(Protocol):
     """Hand one QoS 1 message to the MQTT client; raise if the client refuses it."""
 
-    def __call__(self, topic: str, payload: bytes, properties: Properties | None) -> None:
+    def __call__(self, topic: str, payload: bytes, properties: Any) -> None:
         """Queue the message for sending; returns without waiting for the broker."""
         ...
 
@@ -116,8 +116,8 @@ class MqttEventIOProcessor:
         """Check the message and hand it to the MQTT client (see the module docstring)."""
         topic = self.resolve(session, target, event.name)
         try:
-            payload = json.dumps(event.data, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
+            payload = _ENCODE(event.data).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
             raise CommunicationError(f"event data is not JSON: {exc}") from None
         sendid = getattr(event, "sendid", None)
         try:
@@ -160,6 +160,12 @@ class MqttEventIOProcessor:
         """Wait until every refused publish has been retried or given up."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+# Built once (json.dumps with options builds an encoder per call). NaN and the
+# infinities are refused: they are not JSON, and a consumer's parser may reject
+# the whole message.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _send_to_session(session: Any, name: str, data: dict[str, Any]) -> None:

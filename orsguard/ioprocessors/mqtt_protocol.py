@@ -1,0 +1,446 @@
+"""A small MQTT 5 client on asyncio for the session host, built on the ``mqtt5`` codec.
+
+``mqtt5`` encodes and decodes packets and does no I/O; this module holds the
+protocol state the host relies on:
+
+* CONNECT with a client id, clean start on request, a session expiry interval,
+  keep-alive and a will; CONNACK's receive maximum, keep-alive and errors;
+* QoS 1 both ways: an incoming PUBLISH is acknowledged after the message
+  callback has returned (so an event is acknowledged only once its session has
+  processed it); an outgoing one stays in flight until its PUBACK, at most the
+  broker's receive maximum at once, the rest queued in order;
+* after a reconnect, every unacknowledged publish is sent again with DUP set,
+  before anything new;
+* SUBSCRIBE and UNSUBSCRIBE that return a future instead of blocking, so a
+  caller may go on publishing: the broker handles one connection's packets in
+  order, so a publish sent after a SUBSCRIBE is routed after the subscription
+  exists;
+* PINGREQ when nothing was sent for half the keep-alive; a connection that
+  stays silent for a whole keep-alive after a ping is closed;
+* a clean DISCONNECT that can end the broker session (session expiry 0).
+
+Writes are batched: everything produced while handling one read, or in one
+loop turn, goes out in one ``transport.write``.
+
+Reconnecting is the caller's business (the host does it with backoff); this
+client only keeps the unacknowledged messages across connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import mqtt5
+
+__all__ = ["ConnectionLost", "MqttClient", "MqttError", "QueueFull"]
+
+_log = logging.getLogger("orsguard.mqtt")
+
+_QOS1 = mqtt5.QoS.AT_LEAST_ONCE
+_PUBLISH = mqtt5.PublishPacket
+_PUBACK = mqtt5.PubAckPacket
+_PINGREQ = b"\xc0\x00"
+_DUP = 0x08
+
+
+class MqttError(Exception):
+    """The broker refused something, or the connection is not usable."""
+
+
+class ConnectionLost(MqttError):
+    """The connection closed before the broker answered."""
+
+
+class QueueFull(MqttError):
+    """More outgoing messages are waiting than the client keeps."""
+
+
+class _Connection(asyncio.Protocol):
+    # One TCP connection; the client outlives it and keeps the session state.
+
+    def __init__(self, client: MqttClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.client._received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost(self, exc)
+
+
+class MqttClient:
+    """An MQTT 5 client connection with a persistent session (see the module docstring).
+
+    ``on_message(packet)`` is called for every incoming ``mqtt5.PublishPacket``,
+    on the event loop; its QoS 1 acknowledgement goes out after it returns, even
+    if it raises (the exception is logged). ``max_queued`` bounds the outgoing
+    messages kept (in flight and waiting); :meth:`publish` raises
+    :class:`QueueFull` beyond it.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        on_message: Callable[[Any], None],
+        username: str | None = None,
+        password: str | None = None,
+        keepalive: int = 30,
+        session_expiry: int = 0,
+        will: mqtt5.Will | None = None,
+        max_queued: int = 100_000,
+        timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.on_message = on_message
+        self.username = username
+        self.password = password.encode() if password is not None else None
+        self.keepalive = keepalive
+        self.session_expiry = session_expiry
+        self.will = will
+        self.max_queued = max_queued
+        self.timeout = timeout
+        #: The CONNACK of the current connection (None while disconnected).
+        self.connack: mqtt5.ConnAckPacket | None = None
+        self._conn: _Connection | None = None
+        self._connack_waiter: asyncio.Future[mqtt5.ConnAckPacket] | None = None
+        self._closed: asyncio.Future[Exception | None] | None = None
+        self._inbuf = bytearray()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._receiving = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Outgoing QoS 1: packet id -> encoded PUBLISH, in sending order.
+        self._inflight: dict[int, bytes] = {}
+        self._waiting: collections.deque[tuple[str, bytes, bool, dict[str, Any] | None]] = collections.deque()
+        self._quota = 0
+        self._pid = 0
+        # SUBSCRIBE/UNSUBSCRIBE awaiting their acknowledgement.
+        self._acks: dict[int, asyncio.Future[list[int]]] = {}
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._sent_since_tick = False
+        self._heard_since_tick = False
+        self._pinged = False
+        self._idle: list[asyncio.Future[None]] = []
+
+    # -- state -----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK and the loss of that connection."""
+        return self.connack is not None
+
+    @property
+    def unacknowledged(self) -> int:
+        """Outgoing publishes not yet acknowledged by the broker (in flight or waiting)."""
+        return len(self._inflight) + len(self._waiting)
+
+    # -- connecting ------------------------------------------------------
+
+    async def connect(self, *, clean_start: bool) -> mqtt5.ConnAckPacket:
+        """Open one connection and wait for CONNACK; raise :class:`MqttError` on failure.
+
+        On success the unacknowledged publishes of earlier connections go out
+        again (DUP set) before anything new.
+        """
+        loop = self._loop = asyncio.get_running_loop()
+        if self._conn is not None:
+            raise MqttError("already connected")
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self), self.host, self.port), self.timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise MqttError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from None
+        self._conn = conn
+        self._inbuf.clear()
+        self._closed = loop.create_future()
+        self._connack_waiter = loop.create_future()
+        packet = mqtt5.ConnectPacket(
+            self.client_id,
+            username=self.username,
+            password=self.password,
+            clean_start=clean_start,
+            will=self.will,
+            keep_alive=self.keepalive,
+            session_expiry_interval=self.session_expiry,
+        )
+        assert conn.transport is not None
+        conn.transport.write(packet.write())
+        try:
+            connack = await asyncio.wait_for(asyncio.shield(self._connack_waiter), self.timeout)
+        except TimeoutError:
+            self._abort()
+            raise MqttError("no CONNACK from the broker") from None
+        except ConnectionLost:
+            raise
+        if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
+            self._abort()
+            raise MqttError(f"broker refused the connection: {connack.reason_code.name}")
+        self.connack = connack
+        self._quota = connack.receive_max or 65535
+        if connack.server_keep_alive is not None:
+            self.keepalive = connack.server_keep_alive
+        # Redelivery: everything unacknowledged, oldest first, flagged DUP.
+        for data in self._inflight.values():
+            dup = bytearray(data)
+            dup[0] |= _DUP
+            self._write(bytes(dup))
+        self._pump()
+        self._start_keepalive()
+        return connack
+
+    async def wait_closed(self) -> Exception | None:
+        """Wait until the current connection is lost; returns why (None = closed by us)."""
+        if self._closed is None:
+            return None
+        return await asyncio.shield(self._closed)
+
+    async def disconnect(self, *, session_expiry: int | None = None, timeout: float = 5.0) -> None:
+        """Send DISCONNECT and close. ``session_expiry=0`` ends the broker session now."""
+        conn = self._conn
+        if conn is None or conn.transport is None:
+            return
+        self._write(mqtt5.DisconnectPacket(session_expiry_interval=session_expiry).write())
+        self._flush()
+        conn.transport.close()
+        if self._closed is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+            except TimeoutError:
+                conn.transport.abort()
+
+    def _abort(self) -> None:
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.abort()
+
+    # -- outgoing --------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue a QoS 1 publish; it is sent at the end of this loop turn, or after a reconnect.
+
+        ``properties`` are ``mqtt5.PublishPacket`` keyword arguments
+        (``content_type``, ``response_topic``, ``correlation_data``, ...).
+        Raises :class:`QueueFull` when ``max_queued`` messages are waiting.
+        """
+        if self._conn is not None and self.connack is not None and len(self._inflight) < self._quota:
+            self._send_publish(topic, payload, retain, properties)
+            return
+        if len(self._inflight) + len(self._waiting) >= self.max_queued:
+            raise QueueFull(f"{self.max_queued} messages already waiting for the broker")
+        self._waiting.append((topic, payload, retain, properties))
+
+    def _send_publish(self, topic: str, payload: bytes, retain: bool, properties: dict[str, Any] | None) -> None:
+        pid = self._next_pid()
+        if properties is None:
+            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid).write()
+        else:
+            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid, **properties).write()
+        self._inflight[pid] = data
+        self._write(data)
+
+    def _pump(self) -> None:
+        waiting = self._waiting
+        while waiting and len(self._inflight) < self._quota:
+            self._send_publish(*waiting.popleft())
+
+    def subscribe(self, filters: Iterable[mqtt5.TopicFilter]) -> asyncio.Future[list[int]]:
+        """Send SUBSCRIBE now; the future gets SUBACK's reason codes (>= 128: refused).
+
+        Nothing needs to wait for it: packets sent afterwards on this
+        connection are handled by the broker after the subscription.
+        """
+        pid = self._next_pid()
+        return self._request(pid, mqtt5.SubscribePacket(pid, list(filters)).write())
+
+    def unsubscribe(self, patterns: Iterable[str]) -> asyncio.Future[list[int]]:
+        """Send UNSUBSCRIBE now; the future gets UNSUBACK's reason codes."""
+        pid = self._next_pid()
+        return self._request(pid, mqtt5.UnsubscribePacket(pid, list(patterns)).write())
+
+    def _request(self, pid: int, data: bytes) -> asyncio.Future[list[int]]:
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        if self.connack is None:
+            future.set_exception(ConnectionLost("not connected"))
+            return future
+        self._acks[pid] = future
+        self._write(data)
+        return future
+
+    async def wait_acknowledged(self, timeout: float) -> bool:
+        """Wait until the broker has acknowledged every outgoing publish; False on timeout."""
+        if not self.unacknowledged:
+            return True
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._idle.append(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if future in self._idle:
+                self._idle.remove(future)
+
+    def _next_pid(self) -> int:
+        pid = self._pid
+        inflight, acks = self._inflight, self._acks
+        while True:
+            pid = pid + 1 if pid < 65535 else 1
+            if pid not in inflight and pid not in acks:
+                self._pid = pid
+                return pid
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled and not self._receiving:
+            self._flush_scheduled = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        conn = self._conn
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            # Nothing is lost: publishes stay in _inflight and go out again
+            # after the reconnect; acknowledgements are owed to a dead connection.
+            out.clear()
+            return
+        conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+        self._sent_since_tick = True
+
+    # -- incoming --------------------------------------------------------
+
+    def _received(self, conn: _Connection, data: bytes) -> None:
+        if conn is not self._conn:
+            return
+        self._heard_since_tick = True
+        buf = self._inbuf
+        buf += data
+        self._receiving = True
+        pos = 0
+        try:
+            with memoryview(buf) as view:
+                end = len(view)
+                while pos < end:
+                    try:
+                        packet, size = mqtt5.read(view[pos:])
+                    except IndexError:  # an incomplete packet: wait for more
+                        break
+                    pos += size
+                    self._handle(packet)
+        except ValueError as exc:
+            _log.warning("malformed packet from the broker (%s); closing the connection", exc)
+            self._abort()
+        finally:
+            self._receiving = False
+            del buf[:pos]
+            self._flush()
+
+    def _handle(self, packet: Any) -> None:
+        kind = type(packet)
+        if kind is _PUBLISH:
+            try:
+                self.on_message(packet)
+            except Exception:  # the host answers bad messages itself; this is a bug
+                _log.exception("message handler failed on %s", packet.topic)
+            qos = packet.qos
+            if qos == 1:
+                pid = packet.packet_id
+                self._write(b"\x40\x02" + pid.to_bytes(2, "big"))
+            elif qos == 2:
+                # Never subscribed above QoS 1; answer anyway so the broker moves on.
+                self._write(mqtt5.PubRecPacket(packet.packet_id).write())
+        elif kind is _PUBACK:
+            if self._inflight.pop(packet.packet_id, None) is not None:
+                if self._waiting:
+                    self._pump()
+                elif not self._inflight and self._idle:
+                    for future in self._idle:
+                        if not future.done():
+                            future.set_result(None)
+        elif kind is mqtt5.SubAckPacket or kind is mqtt5.UnsubAckPacket:
+            future = self._acks.pop(packet.packet_id, None)
+            if future is not None and not future.done():
+                future.set_result([int(code) for code in packet.reason_codes])
+        elif kind is mqtt5.PingRespPacket:
+            pass
+        elif kind is mqtt5.ConnAckPacket:
+            waiter = self._connack_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(packet)
+        elif kind is mqtt5.PubRelPacket:
+            self._write(mqtt5.PubCompPacket(packet.packet_id).write())
+        elif kind is mqtt5.DisconnectPacket:
+            _log.warning("the broker disconnected: %s %s", packet.reason_code.name, packet.reason_str or "")
+            self._abort()
+        else:
+            _log.debug("ignored %s from the broker", kind.__name__)
+
+    def _lost(self, conn: _Connection, exc: Exception | None) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        self.connack = None
+        self._out.clear()
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        lost = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed")
+        for future in self._acks.values():
+            if not future.done():
+                future.set_exception(lost)
+                future.exception()  # retrieved: a caller that did not wait is fine
+        self._acks.clear()
+        waiter = self._connack_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(lost)
+            waiter.exception()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(exc)
+
+    # -- keep-alive ------------------------------------------------------
+
+    def _start_keepalive(self) -> None:
+        if self.keepalive <= 0 or self._loop is None:
+            return
+        self._sent_since_tick = self._heard_since_tick = self._pinged = False
+        self._ping_timer = self._loop.call_later(self.keepalive / 2, self._tick)
+
+    def _tick(self) -> None:
+        if self._conn is None or self._loop is None:
+            return
+        if self._pinged and not self._heard_since_tick:
+            _log.warning("no answer from the broker within the keep-alive; closing the connection")
+            self._abort()
+            return
+        self._pinged = False
+        if not self._sent_since_tick:
+            self._write(_PINGREQ)
+            self._pinged = True
+        self._sent_since_tick = self._heard_since_tick = False
+        self._ping_timer = self._loop.call_later(self.keepalive / 2, self._tick)

@@ -1,0 +1,217 @@
+"""The host's MQTT 5 client (orsguard.ioprocessors.mqtt_protocol).
+
+Against a scripted broker (an asyncio server speaking through the same
+``mqtt5`` codec) for what a real broker does not do on demand: drop a
+connection before acknowledging, withhold PINGRESP, announce a small receive
+maximum. Against a real Mosquitto for ordering and session handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import mqtt5
+import pytest
+
+from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mqtt_support import Mosquitto  # noqa: E402
+
+
+class ScriptedBroker:
+    """Accepts connections and records every packet; the test decides the answers."""
+
+    def __init__(self, *, receive_max: int = 65535, session_present: bool = True) -> None:
+        self.receive_max = receive_max
+        self.session_present = session_present
+        self.packets: list[tuple[int, Any]] = []  # (connection number, packet)
+        self.writers: list[asyncio.StreamWriter] = []
+        self.arrived = asyncio.Event()
+        self.auto_ack = True
+        self.answer_pings = True
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> ScriptedBroker:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = len(self.writers)
+        self.writers.append(writer)
+        buf = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            buf += chunk
+            while buf:
+                try:
+                    packet, size = mqtt5.read(memoryview(buf))
+                except IndexError:
+                    break
+                buf = buf[size:]
+                self.packets.append((number, packet))
+                self.arrived.set()
+                self._answer(writer, packet)
+
+    def _answer(self, writer: asyncio.StreamWriter, packet: Any) -> None:
+        kind = type(packet)
+        if kind is mqtt5.ConnectPacket:
+            ack = mqtt5.ConnAckPacket(session_present=self.session_present, receive_max=self.receive_max)
+            writer.write(ack.write())
+        elif kind is mqtt5.PublishPacket and self.auto_ack:
+            writer.write(mqtt5.PubAckPacket(packet.packet_id).write())
+        elif kind is mqtt5.PingReqPacket and self.answer_pings:
+            writer.write(mqtt5.PingRespPacket().write())
+        elif kind is mqtt5.SubscribePacket:
+            codes = [mqtt5.SubAckReasonCode.GRANTED_QOS_AT_LEAST_ONCE] * len(packet.topic_filters)
+            writer.write(mqtt5.SubAckPacket(packet.packet_id, codes).write())
+
+    def of(self, kind: type, connection: int | None = None) -> list[Any]:
+        return [p for n, p in self.packets if type(p) is kind and (connection is None or n == connection)]
+
+    async def wait_for(self, condition: Any, timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; packets: {self.packets}")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except TimeoutError:
+                pass
+
+
+def client_for(port: int, **kwargs: Any) -> MqttClient:
+    kwargs.setdefault("on_message", lambda packet: None)
+    return MqttClient("127.0.0.1", port, client_id="c1", **kwargs)
+
+
+def test_unacknowledged_publishes_are_sent_again_with_dup_after_a_reconnect() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker() as broker:
+            broker.auto_ack = False
+            client = client_for(broker.port, session_expiry=60)
+            await client.connect(clean_start=True)
+            for i in range(3):
+                client.publish("t/x", b"%d" % i)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 3)
+            first = broker.of(mqtt5.PublishPacket, 0)
+            assert not any(p.duplicate for p in first)
+            # The broker acknowledges the first one only, then the line drops.
+            broker.writers[0].write(mqtt5.PubAckPacket(first[0].packet_id).write())
+            await asyncio.sleep(0.05)
+            broker.writers[0].close()
+            await asyncio.wait_for(client.wait_closed(), 5)
+            assert client.unacknowledged == 2
+            client.publish("t/x", b"new")  # queued while disconnected
+            broker.auto_ack = True
+            connack = await client.connect(clean_start=False)
+            assert connack.session_present
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket, 1)) == 3)
+            again = broker.of(mqtt5.PublishPacket, 1)
+            assert [(p.payload, p.duplicate) for p in again] == [(b"1", True), (b"2", True), (b"new", False)]
+            assert [p.packet_id for p in again[:2]] == [p.packet_id for p in first[1:]]
+            assert not broker.of(mqtt5.ConnectPacket)[1].clean_start
+            assert await client.wait_acknowledged(5)
+            await client.disconnect(session_expiry=0)
+            assert broker.of(mqtt5.DisconnectPacket)[0].session_expiry_interval == 0
+
+    asyncio.run(scenario())
+
+
+def test_receive_maximum_bounds_publishes_in_flight() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker(receive_max=2) as broker:
+            broker.auto_ack = False
+            client = client_for(broker.port, max_queued=5)
+            await client.connect(clean_start=True)
+            for i in range(5):
+                client.publish("t/q", b"%d" % i)
+            with pytest.raises(QueueFull):
+                client.publish("t/q", b"too many")
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 2)
+            await asyncio.sleep(0.1)
+            assert len(broker.of(mqtt5.PublishPacket)) == 2
+            for packet in broker.of(mqtt5.PublishPacket):
+                broker.writers[0].write(mqtt5.PubAckPacket(packet.packet_id).write())
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 4)
+            assert [p.payload for p in broker.of(mqtt5.PublishPacket)] == [b"0", b"1", b"2", b"3"]
+
+    asyncio.run(scenario())
+
+
+def test_keepalive_pings_when_idle_and_drops_a_silent_broker() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker() as broker:
+            client = client_for(broker.port, keepalive=1)
+            await client.connect(clean_start=True)
+            await broker.wait_for(lambda: broker.of(mqtt5.PingReqPacket), timeout=5)
+            assert client.connected
+            broker.answer_pings = False
+            # A broker that stops answering is given up within a few keep-alives.
+            await asyncio.wait_for(client.wait_closed(), 10)
+            assert not client.connected
+
+    asyncio.run(scenario())
+
+
+def test_subscribe_fails_at_once_without_a_connection() -> None:
+    async def scenario() -> None:
+        client = client_for(1)
+        future = client.subscribe([mqtt5.TopicFilter("a/#")])
+        with pytest.raises(ConnectionLost):
+            await future
+
+    asyncio.run(scenario())
+
+
+def test_incoming_qos1_is_acknowledged_after_the_handler(tmp_path: Path) -> None:
+    """Against Mosquitto: a SUBSCRIBE not waited for is in place for the next publish."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+
+        async def scenario() -> None:
+            received: list[tuple[str, bytes]] = []
+            client = MqttClient(
+                "127.0.0.1",
+                broker.port,
+                client_id="order",
+                on_message=lambda p: received.append((p.topic, p.payload)),
+                session_expiry=60,
+            )
+            await client.connect(clean_start=True)
+            for i in range(50):
+                client.subscribe([mqtt5.TopicFilter(f"o/{i}", max_qos=mqtt5.QoS.AT_LEAST_ONCE)])
+                client.publish(f"o/{i}", b"%d" % i)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while len(received) < 50 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert received == [(f"o/{i}", b"%d" % i) for i in range(50)]
+            assert await client.wait_acknowledged(5)
+            await client.disconnect(session_expiry=0)
+            # DISCONNECT with expiry 0 ended the broker session.
+            again = MqttClient("127.0.0.1", broker.port, client_id="order", on_message=lambda p: None)
+            connack = await again.connect(clean_start=False)
+            assert not connack.session_present
+            await again.disconnect()
+
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
