@@ -162,7 +162,17 @@ class EcmaScriptDatamodel(Datamodel):
 
         n = len(expressions)
         # Slots 0..n-1 hold the expressions, n..2n-1 the foreach step functions.
-        self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, self._compile)
+        # The context must not refer back to this object: no cycle, so the context
+        # is freed as soon as the session lets go of its datamodel.
+        compile_ref = weakref.WeakMethod(self._compile)
+
+        def compiler(k: int) -> None:
+            method = compile_ref()
+            if method is None:
+                raise ExecutionError("the ECMAScript datamodel is gone")
+            method(k)
+
+        self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, compiler)
         self._n = n
         self._uses_event = any(_mentions_event(e) for e in expressions)
         self.cond = ctx.cond
