@@ -194,6 +194,23 @@ def context_create(loops: int, rounds: int) -> tuple[float, float]:
     return n_best, o_best
 
 
+def compile_cost(loops: int, rounds: int) -> tuple[float, float]:
+    """Seconds to compile one expression into a session: bytecode loaded from the thread's cache, or parsed."""
+    from orsguard.datamodels import _quickjs as qjs
+
+    src = "(function () { return !!(n < N && [1, 2, 3].indexOf(n) >= 0\n); })"
+    ctx = qjs.Context(1, "var n = 1, N = 2;", bool, bool, bool)
+    best = {True: float("inf"), False: float("inf")}
+    try:
+        for _ in range(rounds):
+            for flag in (True, False):
+                qjs.use_bytecode(flag)
+                best[flag] = min(best[flag], _best(lambda: ctx.compile(0, qjs.KIND_COND, src), loops, 1))
+    finally:
+        qjs.use_bytecode(True)
+    return best[True], best[False]
+
+
 def timeout_under_load(limit: float, burners: int) -> float:
     """Wall seconds for the deadline to stop ``while(true){}`` with ``burners`` CPU-burning processes."""
     from orsguard.datamodels import _quickjs as qjs
@@ -262,6 +279,10 @@ def main() -> None:
     cn, co = context_create(loops=100 if quick else 1000, rounds=3 if quick else 5)
     figures["context_create"] = (cn, co)
     rows.append(("context create + datamodel prelude", f"{cn * 1e6:.0f} µs", f"{co * 1e6:.0f} µs"))
+    bc, parse = compile_cost(loops=200 if quick else 2000, rounds=3 if quick else 5)
+    figures["compile"] = (bc, parse)
+    rows.append(("compile an expression into a session: cached bytecode / parse",
+                 f"{bc * 1e6:.1f} µs / {parse * 1e6:.1f} µs", "-"))
     cs = create_start(loops=100 if quick else 1000, rounds=3 if quick else 5)
     figures["create_start"] = cs
     rows.append(("session create + start", f"{cs * 1e6:.0f} µs",

@@ -118,6 +118,10 @@ cdef extern from "quickjs.h" nogil:
     JSValue JS_GetGlobalObject(JSContext*)
     JSValue JS_NewCFunction(JSContext*, JSCFunction*, const char*, int)
     JSValue JS_ThrowTypeError(JSContext*, const char*, ...)
+    unsigned char* JS_WriteObject(JSContext*, size_t*, JSValueConst, int)
+    JSValue JS_ReadObject(JSContext*, const unsigned char*, size_t, int)
+    void js_free(JSContext*, void*)
+    int JS_WRITE_OBJ_BYTECODE, JS_READ_OBJ_BYTECODE
     JSValue JS_ThrowRangeError(JSContext*, const char*, ...)
 
 
@@ -136,6 +140,7 @@ STACK_SIZE = 512 * 1024
 # ``call_growth`` bytes, and the heap of one thread's runtime may not exceed
 # ``thread_cap`` bytes (0 = no cap). A script that goes over fails with
 # error.execution; the host is unaffected.
+cdef bint _USE_BYTECODE = True
 cdef size_t _call_growth = 64 * 1024 * 1024
 cdef size_t _thread_cap = 1024 * 1024 * 1024
 
@@ -147,6 +152,12 @@ def set_memory_limits(call_growth: int, thread_cap: int) -> None:
         raise ValueError("memory limits must be >= 0")
     _call_growth = call_growth
     _thread_cap = thread_cap
+
+
+def use_bytecode(flag: bool) -> None:
+    """Compile expressions once per thread and load the bytecode per session (True), or parse per session."""
+    global _USE_BYTECODE
+    _USE_BYTECODE = flag
 
 
 def memory_limits() -> tuple[int, int]:
@@ -267,6 +278,7 @@ cdef class Runtime:
     cdef int depth                 # nested calls in progress
     cdef unsigned long thread      # the thread running a call while depth > 0
     cdef list deferred             # contexts to free once no call is running
+    cdef dict bytecode             # source -> bytecode compiled by this runtime (trusted: our own)
     cdef int* saved[64]            # terminate flags of the calls this one nests in
     cdef void* saved_running[64]
 
@@ -274,6 +286,7 @@ cdef class Runtime:
         memset(&self.st, 0, sizeof(RtState))
         self.st.limit = _thread_cap
         self.deferred = []
+        self.bytecode = {}
         self.rt = JS_NewRuntime2(&_MALLOC, &self.st)
         if self.rt == NULL:
             raise MemoryError("cannot create a QuickJS runtime")
@@ -363,6 +376,35 @@ cdef class Runtime:
             JS_FreeValue(self.checker, r)
             return None
         return _error_text(self.checker, JS_GetException(self.checker))
+
+
+    cdef bytes _bytecode_of(self, str src):
+        """``src`` compiled once per runtime (global code), as bytecode; None when it does not compile."""
+        cdef bytes code = self.bytecode.get(src)
+        cdef Py_ssize_t n
+        cdef const char* text
+        cdef JSValue fn
+        cdef size_t size
+        cdef unsigned char* buf
+        if code is not None:
+            return code
+        text = PyUnicode_AsUTF8AndSize(src, &n)
+        fn = JS_Eval(self.checker, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+        if JS_IsException(fn):
+            JS_FreeValue(self.checker, JS_GetException(self.checker))
+            return None
+        buf = JS_WriteObject(self.checker, &size, fn, JS_WRITE_OBJ_BYTECODE)
+        JS_FreeValue(self.checker, fn)
+        if buf == NULL:
+            JS_FreeValue(self.checker, JS_GetException(self.checker))
+            return None
+        try:
+            code = buf[:size]
+        finally:
+            js_free(self.checker, buf)
+        if len(self.bytecode) < 65536:
+            self.bytecode[src] = code
+        return code
 
 
 cdef object _local = threading.local()
@@ -580,6 +622,7 @@ cdef class Context:
 
     def __cinit__(self, Py_ssize_t nslots, str prelude, object in_state, object xml_tree, object compiler):
         cdef Py_ssize_t i
+        cdef JSValue r
         self.runtime = runtime()
         self.compiler = compiler
         self.in_state = in_state
@@ -603,7 +646,9 @@ cdef class Context:
             JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, <JSCFunction*>_js_in, "In", 1))
             self.bigint = JS_GetPropertyStr(self.ctx, glob, "BigInt")
             JS_FreeValue(self.ctx, glob)
-            self._run_source(prelude, "<prelude>")
+            r = self._load(prelude, True)
+            self._after(r)
+            JS_FreeValue(self.ctx, r)
             glob = JS_GetGlobalObject(self.ctx)
             self.dom = JS_GetPropertyStr(self.ctx, glob, "__og_dom")
             self.bind = JS_GetPropertyStr(self.ctx, glob, "__og_bind")
@@ -706,6 +751,22 @@ cdef class Context:
         JS_FreeValue(self.ctx, r)
         return 0
 
+    cdef JSValue _load(self, str src, bint run) except *:
+        """``src`` from the runtime's bytecode cache: run it (its value), or the compiled script."""
+        cdef bytes code = self.runtime._bytecode_of(src)
+        cdef JSValue r
+        cdef Py_ssize_t n
+        cdef const char* text
+        if code is None:
+            # Does not compile: compile here for the error message.
+            text = PyUnicode_AsUTF8AndSize(src, &n)
+            r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+        else:
+            r = JS_ReadObject(self.ctx, <const unsigned char*><const char*>code, len(code), JS_READ_OBJ_BYTECODE)
+        if run and not JS_IsException(r):
+            r = JS_EvalFunction(self.ctx, r)
+        return r
+
     def compile(self, Py_ssize_t k, int kind, str src) -> None:
         """Compile ``src`` into slot ``k``: a function expression, or global code for KIND_SCRIPT.
 
@@ -717,12 +778,15 @@ cdef class Context:
         self._check_open()
         if not 0 <= k < self.nslots:
             raise IndexError(k)
-        text = PyUnicode_AsUTF8AndSize(src, &n)
         self.runtime._enter(self)
-        if kind == KIND_SCRIPT:
-            r = JS_Eval(self.ctx, text, n, "<script>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+        if _USE_BYTECODE:
+            r = self._load(src, kind != KIND_SCRIPT)
         else:
-            r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL)
+            text = PyUnicode_AsUTF8AndSize(src, &n)
+            if kind == KIND_SCRIPT:
+                r = JS_Eval(self.ctx, text, n, "<script>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+            else:
+                r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL)
         self.runtime._leave()
         self._after(r)
         JS_FreeValue(self.ctx, self.slots[k])
