@@ -69,6 +69,8 @@ cdef extern from "quickjs.h" nogil:
     void JS_UpdateStackTop(JSRuntime*)
     void JS_SetInterruptHandler(JSRuntime*, JSInterruptHandler*, void*)
     void JS_RunGC(JSRuntime*)
+    size_t JS_GetGCThreshold(JSRuntime*)
+    void JS_SetGCThreshold(JSRuntime*, size_t)
     JSContext* JS_NewContext(JSRuntime*)
     void JS_FreeContext(JSContext*)
     void JS_SetContextOpaque(JSContext*, void*)
@@ -279,6 +281,8 @@ cdef class Runtime:
     cdef unsigned long thread      # the thread running a call while depth > 0
     cdef list deferred             # contexts to free once no call is running
     cdef dict bytecode             # source -> bytecode compiled by this runtime (trusted: our own)
+    cdef Py_ssize_t live           # contexts alive
+    cdef Py_ssize_t freed          # contexts freed since the last cycle collection
     cdef int* saved[64]            # terminate flags of the calls this one nests in
     cdef void* saved_running[64]
 
@@ -307,7 +311,18 @@ cdef class Runtime:
         cdef size_t p
         while self.deferred:
             p = self.deferred.pop()
-            JS_FreeContext(<JSContext*>p)
+            self._free_context(<JSContext*>p)
+
+    cdef void _free_context(self, JSContext* ctx) noexcept:
+        # A freed context leaves cycles (its global object and functions) that
+        # only the collector reclaims; context creation does not drive the
+        # collector (see Context.__cinit__), so the frees do.
+        JS_FreeContext(ctx)
+        self.live -= 1
+        self.freed += 1
+        if self.freed >= 64 and self.freed * 2 >= self.live:
+            self.freed = 0
+            JS_RunGC(self.rt)
 
     cdef int _enter(self, Context c) except -1:
         """Before any engine call: one thread at a time, stack top, memory limit, terminate flag."""
@@ -636,11 +651,19 @@ cdef class Context:
         self.nslots = nslots
         for i in range(nslots):
             self.slots[i] = JS_UNDEFINED
+        # A new context is live data, not garbage: its allocations must not
+        # trigger the collector (which scans every context of the runtime), or
+        # creating N sessions would cost O(N) scans of everything alive.
+        cdef JSRuntime* jrt = self.runtime.rt
+        cdef size_t threshold = JS_GetGCThreshold(jrt)
+        cdef size_t used = self.runtime.st.used
+        JS_SetGCThreshold(jrt, <size_t>-1)
         self.runtime._enter(None)
         try:
-            self.ctx = JS_NewContext(self.runtime.rt)
+            self.ctx = JS_NewContext(jrt)
             if self.ctx == NULL:
                 raise MemoryError("cannot create a QuickJS context")
+            self.runtime.live += 1
             JS_SetContextOpaque(self.ctx, <void*>self)
             glob = JS_GetGlobalObject(self.ctx)
             JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, <JSCFunction*>_js_in, "In", 1))
@@ -655,6 +678,8 @@ cdef class Context:
             JS_FreeValue(self.ctx, glob)
         finally:
             self.runtime._leave()
+            JS_SetGCThreshold(jrt, threshold + (self.runtime.st.used - used
+                                                if self.runtime.st.used > used else 0))
 
     def __dealloc__(self):
         self._free()
@@ -680,7 +705,7 @@ cdef class Context:
             # free later, when none is.
             self.runtime.deferred.append(<size_t>ctx)
         else:
-            JS_FreeContext(ctx)
+            self.runtime._free_context(ctx)
 
     def close(self) -> None:
         """Free the context now; idempotent. Later calls raise ExecutionError."""
@@ -872,7 +897,13 @@ cdef class Context:
 
     def declare(self, str name) -> None:
         """``var name;`` at global scope (``name`` was checked with check("data", ...))."""
-        self._run_source("var " + name + ";", "<data>")
+        cdef JSValue r
+        self._check_open()
+        self.runtime._enter(self)
+        r = self._load("var " + name + ";", True)
+        self.runtime._leave()
+        self._after(r)
+        JS_FreeValue(self.ctx, r)
 
     def call_global(self, str name, tuple args) -> object:
         """Call the global function ``name`` with converted ``args``; its result as a Python value."""
