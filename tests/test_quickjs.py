@@ -418,3 +418,17 @@ def test_a_script_that_catches_the_allocation_failure_still_fails():
             ctx.call(0)
     finally:
         qjs.set_memory_limits(*before)
+
+
+def test_event_data_without_an_ecmascript_form_inside_a_session_is_error_execution():
+    from orsguard._core import Event
+
+    session, logs = session_of(f"""<scxml {NS} initial="a">
+      <state id="a"><transition event="e" target="b"><log label="name" expr="_event.name"/></transition></state>
+      <state id="b"><transition event="error.execution" target="c"/></state>
+      <state id="c"/></scxml>""")
+    session.start()
+    assert session.enqueue_external(Event("e", {"bad": {1, 2}}))
+    session.process_external()
+    assert logs == [("name", "e")]
+    assert session.is_active("c")

@@ -47,7 +47,6 @@ cdef extern from "quickjs.h" nogil:
         void* (*js_realloc)(void*, void*, size_t) noexcept nogil
         size_t (*js_malloc_usable_size)(const void*) noexcept nogil
     ctypedef int JSInterruptHandler(JSRuntime*, void*) noexcept nogil
-    ctypedef JSValue JSCFunction(JSContext*, JSValueConst, int, JSValueConst*) noexcept
 
     JSValue JS_UNDEFINED
     JSValue JS_NULL
@@ -118,13 +117,18 @@ cdef extern from "quickjs.h" nogil:
     int JS_GetOwnPropertyNames(JSContext*, JSPropertyEnum**, uint32_t*, JSValueConst, int)
     void JS_FreePropertyEnum(JSContext*, JSPropertyEnum*, uint32_t)
     JSValue JS_GetGlobalObject(JSContext*)
-    JSValue JS_NewCFunction(JSContext*, JSCFunction*, const char*, int)
     JSValue JS_ThrowTypeError(JSContext*, const char*, ...)
     unsigned char* JS_WriteObject(JSContext*, size_t*, JSValueConst, int)
     JSValue JS_ReadObject(JSContext*, const unsigned char*, size_t, int)
     void js_free(JSContext*, void*)
     int JS_WRITE_OBJ_BYTECODE, JS_READ_OBJ_BYTECODE
     JSValue JS_ThrowRangeError(JSContext*, const char*, ...)
+
+
+cdef extern from "quickjs.h":
+    # In() calls back into Python, so C functions hold the GIL (the calling thread has it).
+    ctypedef JSValue JSCFunction(JSContext*, JSValueConst, int, JSValueConst*) noexcept
+    JSValue JS_NewCFunction(JSContext*, JSCFunction*, const char*, int)
 
 
 # ---------------------------------------------------------------- limits
@@ -666,7 +670,7 @@ cdef class Context:
             self.runtime.live += 1
             JS_SetContextOpaque(self.ctx, <void*>self)
             glob = JS_GetGlobalObject(self.ctx)
-            JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, <JSCFunction*>_js_in, "In", 1))
+            JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, _js_in, "In", 1))
             self.bigint = JS_GetPropertyStr(self.ctx, glob, "BigInt")
             JS_FreeValue(self.ctx, glob)
             r = self._load(prelude, True)

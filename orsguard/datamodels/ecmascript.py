@@ -23,6 +23,7 @@ from typing import Any
 
 from lxml import etree
 
+from orsguard._core import ScriptInterrupted
 from orsguard.datamodels import _quickjs as qjs
 from orsguard.datamodels.base import Datamodel, Expression, expression_text
 from orsguard.errors import ExecutionError
@@ -223,10 +224,16 @@ class EcmaScriptDatamodel(Datamodel):
         try:
             ctx.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,
                            event.invokeid, event.data, event.raw)
+        except ScriptInterrupted:
+            # The request was meant for a script: keep it for the next one.
+            ctx.terminate()
         except ExecutionError as exc:
             # The event still becomes _event (without its data); the failure is
             # the document's business, not the caller's.
-            ctx.bind_event(str(event.name), event.type, None, None, None, None, None, None)
+            try:
+                ctx.bind_event(str(event.name), event.type, None, None, None, None, None, None)
+            except (ExecutionError, ScriptInterrupted):
+                pass
             session = self.session
             if session is not None:
                 session.raise_error("error.execution", exc)
