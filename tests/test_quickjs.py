@@ -432,3 +432,11 @@ def test_event_data_without_an_ecmascript_form_inside_a_session_is_error_executi
     session.process_external()
     assert logs == [("name", "e")]
     assert session.is_active("c")
+
+
+def test_the_global_environment_has_no_typed_arrays_weak_refs_or_clock():
+    ctx = context()
+    assert ctx.eval("[typeof Uint8Array, typeof ArrayBuffer, typeof WeakRef, typeof performance]") == [
+        "undefined"] * 4
+    assert ctx.eval("[typeof JSON, typeof Map, typeof Proxy, typeof Promise, typeof BigInt, typeof Date]") == [
+        "object", "function", "function", "function", "function", "function"]

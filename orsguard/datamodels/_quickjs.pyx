@@ -71,6 +71,16 @@ cdef extern from "quickjs.h" nogil:
     size_t JS_GetGCThreshold(JSRuntime*)
     void JS_SetGCThreshold(JSRuntime*, size_t)
     JSContext* JS_NewContext(JSRuntime*)
+    JSContext* JS_NewContextRaw(JSRuntime*)
+    int JS_AddIntrinsicBaseObjects(JSContext*)
+    int JS_AddIntrinsicDate(JSContext*)
+    int JS_AddIntrinsicEval(JSContext*)
+    int JS_AddIntrinsicRegExp(JSContext*)
+    int JS_AddIntrinsicJSON(JSContext*)
+    int JS_AddIntrinsicProxy(JSContext*)
+    int JS_AddIntrinsicMapSet(JSContext*)
+    int JS_AddIntrinsicPromise(JSContext*)
+    int JS_AddIntrinsicAToB(JSContext*)
     void JS_FreeContext(JSContext*)
     void JS_SetContextOpaque(JSContext*, void*)
     void* JS_GetContextOpaque(JSContext*)
@@ -604,6 +614,21 @@ KIND_CALL = 2          # assign, foreach: call, result ignored or a length
 KIND_SCRIPT = 3        # global code, run with JS_EvalFunction
 
 
+cdef JSContext* _new_context(JSRuntime* rt) noexcept:
+    # JS_NewContext without typed arrays (14 KiB of every context; documents
+    # have no binary data), WeakRef/FinalizationRegistry (they make a run
+    # depend on when the collector runs) and `performance` (a clock).
+    cdef JSContext* ctx = JS_NewContextRaw(rt)
+    if ctx == NULL:
+        return NULL
+    if (JS_AddIntrinsicBaseObjects(ctx) or JS_AddIntrinsicDate(ctx) or JS_AddIntrinsicEval(ctx)
+            or JS_AddIntrinsicRegExp(ctx) or JS_AddIntrinsicJSON(ctx) or JS_AddIntrinsicProxy(ctx)
+            or JS_AddIntrinsicMapSet(ctx) or JS_AddIntrinsicPromise(ctx) or JS_AddIntrinsicAToB(ctx)):
+        JS_FreeContext(ctx)
+        return NULL
+    return ctx
+
+
 cdef JSValue _js_in(JSContext* ctx, JSValueConst this_val, int argc, JSValueConst* argv) noexcept:
     cdef Context self = <Context>JS_GetContextOpaque(ctx)
     cdef str state
@@ -664,7 +689,7 @@ cdef class Context:
         JS_SetGCThreshold(jrt, <size_t>-1)
         self.runtime._enter(None)
         try:
-            self.ctx = JS_NewContext(jrt)
+            self.ctx = _new_context(jrt)
             if self.ctx == NULL:
                 raise MemoryError("cannot create a QuickJS context")
             self.runtime.live += 1
