@@ -440,3 +440,9 @@ def test_the_global_environment_has_no_typed_arrays_weak_refs_or_clock():
         "undefined"] * 4
     assert ctx.eval("[typeof JSON, typeof Map, typeof Proxy, typeof Promise, typeof BigInt, typeof Date]") == [
         "object", "function", "function", "function", "function", "function"]
+
+
+def test_a_bigint_with_too_many_digits_for_python_is_an_execution_error():
+    ctx = context()
+    with pytest.raises(ExecutionError, match="digits"):
+        ctx.eval("10n ** 5000n")

@@ -90,6 +90,7 @@ cdef extern from "quickjs.h" nogil:
     JSValue JS_Call(JSContext*, JSValueConst, JSValueConst, int, JSValueConst*)
     JSValue JS_GetException(JSContext*)
     bint JS_IsUncatchableError(JSValueConst)
+    bint JS_HasException(JSContext*)
     bint JS_IsError(JSValueConst)
     bint JS_IsException(JSValueConst)
     bint JS_IsUndefined(JSValueConst)
@@ -132,7 +133,6 @@ cdef extern from "quickjs.h" nogil:
     JSValue JS_ReadObject(JSContext*, const unsigned char*, size_t, int)
     void js_free(JSContext*, void*)
     int JS_WRITE_OBJ_BYTECODE, JS_READ_OBJ_BYTECODE
-    JSValue JS_ThrowRangeError(JSContext*, const char*, ...)
 
 
 cdef extern from "quickjs.h":
@@ -478,7 +478,7 @@ cdef str _error_text(JSContext* ctx, JSValue exc):
                 JS_FreeValue(ctx, name)
             if not JS_IsString(message):
                 JS_FreeValue(ctx, message)
-            if JS_HasException_(ctx):
+            if JS_HasException(ctx):
                 JS_FreeValue(ctx, JS_GetException(ctx))
             return out.split("\n", 1)[0]
         if JS_IsObject(exc):
@@ -486,14 +486,6 @@ cdef str _error_text(JSContext* ctx, JSValue exc):
         return "uncaught exception: " + _text_of(ctx, JS_ToString(ctx, exc))
     finally:
         JS_FreeValue(ctx, exc)
-
-
-cdef extern from "quickjs.h" nogil:
-    bint JS_HasException "JS_HasException"(JSContext*)
-
-
-cdef inline bint JS_HasException_(JSContext* ctx) noexcept:
-    return JS_HasException(ctx)
 
 
 _RESERVED_GLOBALS = frozenset({"undefined", "NaN", "Infinity"})
@@ -796,15 +788,6 @@ cdef class Context:
             raise ExecutionError("the script exceeded the engine's memory limit")
         return 0
 
-    cdef int _run_source(self, str src, str name) except -1:
-        cdef Py_ssize_t n
-        cdef const char* text = PyUnicode_AsUTF8AndSize(src, &n)
-        cdef bytes fname = name.encode("utf-8")
-        cdef JSValue r = JS_Eval(self.ctx, text, n, fname, JS_EVAL_TYPE_GLOBAL)
-        self._after(r)
-        JS_FreeValue(self.ctx, r)
-        return 0
-
     cdef JSValue _load(self, str src, bint run) except *:
         """``src`` from the runtime's bytecode cache: run it (its value), or the compiled script."""
         cdef bytes code = self.runtime._bytecode_of(src)
@@ -864,7 +847,7 @@ cdef class Context:
         self._ready(k)
         self._call(self.slots[k], 0, NULL, &r)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
@@ -893,7 +876,7 @@ cdef class Context:
         self._ready(k)
         self._call(self.slots[k], 1, &arg, &r)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
@@ -920,7 +903,7 @@ cdef class Context:
         self.runtime._leave()
         self._after(r)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
@@ -956,7 +939,7 @@ cdef class Context:
                 JS_FreeValue(self.ctx, argv[i])
             JS_FreeValue(self.ctx, fn)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
@@ -1106,6 +1089,14 @@ cdef class Context:
             JS_FreeValue(self.ctx, argv[1])
         return r
 
+    cdef object _py(self, JSValue v):
+        """``v`` as a Python value; getters and toJSON it runs are calls like any other."""
+        self.runtime._enter(self)
+        try:
+            return self._to_py(v, 0, [MAX_VALUES])
+        finally:
+            self.runtime._leave()
+
     cdef object _to_py(self, JSValue v, int depth, list budget):
         """A JS value as a Python value (JSON-like: functions and symbols become None)."""
         cdef int tag = JS_VALUE_GET_NORM_TAG(v)
@@ -1128,7 +1119,10 @@ cdef class Context:
         if tag == JS_TAG_STRING or tag == JS_TAG_STRING_ROPE:
             return _text_of(self.ctx, JS_DupValue(self.ctx, v))
         if tag == JS_TAG_BIG_INT or tag == JS_TAG_SHORT_BIG_INT:
-            return int(_text_of(self.ctx, JS_ToString(self.ctx, v)))
+            try:
+                return int(_text_of(self.ctx, JS_ToString(self.ctx, v)))
+            except ValueError:
+                raise ExecutionError("BigInt has too many digits for Python") from None
         if tag != JS_TAG_OBJECT or JS_IsFunction(self.ctx, v):
             return None
         if depth >= MAX_DEPTH:
