@@ -83,6 +83,10 @@ class Session(Interpreter):
         self.on_log = on_log
         self._init_harness(on_transition, strict, sends)
         self.initial_data = dict(data) if data else {}
+        if parent is None:
+            # The API boundary; an invoking parent's values come from its own datamodel.
+            for value in self.initial_data.values():
+                document.datamodel_class.validate(value)
         self.child_limits = child_limits
         self.ioprocessors: dict[str, EventIOProcessor] = {}
         for proc in ioprocessors:
@@ -114,10 +118,13 @@ class Session(Interpreter):
         """Queue an external event and process until stable.
 
         False when the event was not queued: the session has ended, or queuing it
-        exceeded ``max-pending-events`` (which ends the session).
+        exceeded ``max-pending-events`` (which ends the session). ValueError when
+        ``data`` has no form in the datamodel (see ``_quickjs.validate``).
         """
         if not self.started:
             raise RuntimeError("call start() before send()")
+        if data is not None:
+            self.dm.validate(data)
         if not self.enqueue_external(Event(name, data, type="external")):
             return False
         self.process_external()

@@ -47,7 +47,6 @@ cdef extern from "quickjs.h" nogil:
         void* (*js_realloc)(void*, void*, size_t) noexcept nogil
         size_t (*js_malloc_usable_size)(const void*) noexcept nogil
     ctypedef int JSInterruptHandler(JSRuntime*, void*) noexcept nogil
-    ctypedef JSValue JSCFunction(JSContext*, JSValueConst, int, JSValueConst*) noexcept
 
     JSValue JS_UNDEFINED
     JSValue JS_NULL
@@ -69,7 +68,19 @@ cdef extern from "quickjs.h" nogil:
     void JS_UpdateStackTop(JSRuntime*)
     void JS_SetInterruptHandler(JSRuntime*, JSInterruptHandler*, void*)
     void JS_RunGC(JSRuntime*)
+    size_t JS_GetGCThreshold(JSRuntime*)
+    void JS_SetGCThreshold(JSRuntime*, size_t)
     JSContext* JS_NewContext(JSRuntime*)
+    JSContext* JS_NewContextRaw(JSRuntime*)
+    int JS_AddIntrinsicBaseObjects(JSContext*)
+    int JS_AddIntrinsicDate(JSContext*)
+    int JS_AddIntrinsicEval(JSContext*)
+    int JS_AddIntrinsicRegExp(JSContext*)
+    int JS_AddIntrinsicJSON(JSContext*)
+    int JS_AddIntrinsicProxy(JSContext*)
+    int JS_AddIntrinsicMapSet(JSContext*)
+    int JS_AddIntrinsicPromise(JSContext*)
+    int JS_AddIntrinsicAToB(JSContext*)
     void JS_FreeContext(JSContext*)
     void JS_SetContextOpaque(JSContext*, void*)
     void* JS_GetContextOpaque(JSContext*)
@@ -79,6 +90,7 @@ cdef extern from "quickjs.h" nogil:
     JSValue JS_Call(JSContext*, JSValueConst, JSValueConst, int, JSValueConst*)
     JSValue JS_GetException(JSContext*)
     bint JS_IsUncatchableError(JSValueConst)
+    bint JS_HasException(JSContext*)
     bint JS_IsError(JSValueConst)
     bint JS_IsException(JSValueConst)
     bint JS_IsUndefined(JSValueConst)
@@ -116,9 +128,17 @@ cdef extern from "quickjs.h" nogil:
     int JS_GetOwnPropertyNames(JSContext*, JSPropertyEnum**, uint32_t*, JSValueConst, int)
     void JS_FreePropertyEnum(JSContext*, JSPropertyEnum*, uint32_t)
     JSValue JS_GetGlobalObject(JSContext*)
-    JSValue JS_NewCFunction(JSContext*, JSCFunction*, const char*, int)
     JSValue JS_ThrowTypeError(JSContext*, const char*, ...)
-    JSValue JS_ThrowRangeError(JSContext*, const char*, ...)
+    unsigned char* JS_WriteObject(JSContext*, size_t*, JSValueConst, int)
+    JSValue JS_ReadObject(JSContext*, const unsigned char*, size_t, int)
+    void js_free(JSContext*, void*)
+    int JS_WRITE_OBJ_BYTECODE, JS_READ_OBJ_BYTECODE
+
+
+cdef extern from "quickjs.h":
+    # In() calls back into Python, so C functions hold the GIL (the calling thread has it).
+    ctypedef JSValue JSCFunction(JSContext*, JSValueConst, int, JSValueConst*) noexcept
+    JSValue JS_NewCFunction(JSContext*, JSCFunction*, const char*, int)
 
 
 # ---------------------------------------------------------------- limits
@@ -136,6 +156,7 @@ STACK_SIZE = 512 * 1024
 # ``call_growth`` bytes, and the heap of one thread's runtime may not exceed
 # ``thread_cap`` bytes (0 = no cap). A script that goes over fails with
 # error.execution; the host is unaffected.
+cdef bint _USE_BYTECODE = True
 cdef size_t _call_growth = 64 * 1024 * 1024
 cdef size_t _thread_cap = 1024 * 1024 * 1024
 
@@ -147,6 +168,12 @@ def set_memory_limits(call_growth: int, thread_cap: int) -> None:
         raise ValueError("memory limits must be >= 0")
     _call_growth = call_growth
     _thread_cap = thread_cap
+
+
+def use_bytecode(flag: bool) -> None:
+    """Compile expressions once per thread and load the bytecode per session (True), or parse per session."""
+    global _USE_BYTECODE
+    _USE_BYTECODE = flag
 
 
 def memory_limits() -> tuple[int, int]:
@@ -267,6 +294,9 @@ cdef class Runtime:
     cdef int depth                 # nested calls in progress
     cdef unsigned long thread      # the thread running a call while depth > 0
     cdef list deferred             # contexts to free once no call is running
+    cdef dict bytecode             # source -> bytecode compiled by this runtime (trusted: our own)
+    cdef Py_ssize_t live           # contexts alive
+    cdef Py_ssize_t freed          # contexts freed since the last cycle collection
     cdef int* saved[64]            # terminate flags of the calls this one nests in
     cdef void* saved_running[64]
 
@@ -274,6 +304,7 @@ cdef class Runtime:
         memset(&self.st, 0, sizeof(RtState))
         self.st.limit = _thread_cap
         self.deferred = []
+        self.bytecode = {}
         self.rt = JS_NewRuntime2(&_MALLOC, &self.st)
         if self.rt == NULL:
             raise MemoryError("cannot create a QuickJS runtime")
@@ -294,7 +325,18 @@ cdef class Runtime:
         cdef size_t p
         while self.deferred:
             p = self.deferred.pop()
-            JS_FreeContext(<JSContext*>p)
+            self._free_context(<JSContext*>p)
+
+    cdef void _free_context(self, JSContext* ctx) noexcept:
+        # A freed context leaves cycles (its global object and functions) that
+        # only the collector reclaims; context creation does not drive the
+        # collector (see Context.__cinit__), so the frees do.
+        JS_FreeContext(ctx)
+        self.live -= 1
+        self.freed += 1
+        if self.freed >= 64 and self.freed * 2 >= self.live:
+            self.freed = 0
+            JS_RunGC(self.rt)
 
     cdef int _enter(self, Context c) except -1:
         """Before any engine call: one thread at a time, stack top, memory limit, terminate flag."""
@@ -365,6 +407,35 @@ cdef class Runtime:
         return _error_text(self.checker, JS_GetException(self.checker))
 
 
+    cdef bytes _bytecode_of(self, str src):
+        """``src`` compiled once per runtime (global code), as bytecode; None when it does not compile."""
+        cdef bytes code = self.bytecode.get(src)
+        cdef Py_ssize_t n
+        cdef const char* text
+        cdef JSValue fn
+        cdef size_t size
+        cdef unsigned char* buf
+        if code is not None:
+            return code
+        text = PyUnicode_AsUTF8AndSize(src, &n)
+        fn = JS_Eval(self.checker, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+        if JS_IsException(fn):
+            JS_FreeValue(self.checker, JS_GetException(self.checker))
+            return None
+        buf = JS_WriteObject(self.checker, &size, fn, JS_WRITE_OBJ_BYTECODE)
+        JS_FreeValue(self.checker, fn)
+        if buf == NULL:
+            JS_FreeValue(self.checker, JS_GetException(self.checker))
+            return None
+        try:
+            code = buf[:size]
+        finally:
+            js_free(self.checker, buf)
+        if len(self.bytecode) < 65536:
+            self.bytecode[src] = code
+        return code
+
+
 cdef object _local = threading.local()
 
 
@@ -407,7 +478,7 @@ cdef str _error_text(JSContext* ctx, JSValue exc):
                 JS_FreeValue(ctx, name)
             if not JS_IsString(message):
                 JS_FreeValue(ctx, message)
-            if JS_HasException_(ctx):
+            if JS_HasException(ctx):
                 JS_FreeValue(ctx, JS_GetException(ctx))
             return out.split("\n", 1)[0]
         if JS_IsObject(exc):
@@ -415,14 +486,6 @@ cdef str _error_text(JSContext* ctx, JSValue exc):
         return "uncaught exception: " + _text_of(ctx, JS_ToString(ctx, exc))
     finally:
         JS_FreeValue(ctx, exc)
-
-
-cdef extern from "quickjs.h" nogil:
-    bint JS_HasException "JS_HasException"(JSContext*)
-
-
-cdef inline bint JS_HasException_(JSContext* ctx) noexcept:
-    return JS_HasException(ctx)
 
 
 _RESERVED_GLOBALS = frozenset({"undefined", "NaN", "Infinity"})
@@ -543,6 +606,21 @@ KIND_CALL = 2          # assign, foreach: call, result ignored or a length
 KIND_SCRIPT = 3        # global code, run with JS_EvalFunction
 
 
+cdef JSContext* _new_context(JSRuntime* rt) noexcept:
+    # JS_NewContext without typed arrays (14 KiB of every context; documents
+    # have no binary data), WeakRef/FinalizationRegistry (they make a run
+    # depend on when the collector runs) and `performance` (a clock).
+    cdef JSContext* ctx = JS_NewContextRaw(rt)
+    if ctx == NULL:
+        return NULL
+    if (JS_AddIntrinsicBaseObjects(ctx) or JS_AddIntrinsicDate(ctx) or JS_AddIntrinsicEval(ctx)
+            or JS_AddIntrinsicRegExp(ctx) or JS_AddIntrinsicJSON(ctx) or JS_AddIntrinsicProxy(ctx)
+            or JS_AddIntrinsicMapSet(ctx) or JS_AddIntrinsicPromise(ctx) or JS_AddIntrinsicAToB(ctx)):
+        JS_FreeContext(ctx)
+        return NULL
+    return ctx
+
+
 cdef JSValue _js_in(JSContext* ctx, JSValueConst this_val, int argc, JSValueConst* argv) noexcept:
     cdef Context self = <Context>JS_GetContextOpaque(ctx)
     cdef str state
@@ -580,6 +658,7 @@ cdef class Context:
 
     def __cinit__(self, Py_ssize_t nslots, str prelude, object in_state, object xml_tree, object compiler):
         cdef Py_ssize_t i
+        cdef JSValue r
         self.runtime = runtime()
         self.compiler = compiler
         self.in_state = in_state
@@ -593,23 +672,35 @@ cdef class Context:
         self.nslots = nslots
         for i in range(nslots):
             self.slots[i] = JS_UNDEFINED
+        # A new context is live data, not garbage: its allocations must not
+        # trigger the collector (which scans every context of the runtime), or
+        # creating N sessions would cost O(N) scans of everything alive.
+        cdef JSRuntime* jrt = self.runtime.rt
+        cdef size_t threshold = JS_GetGCThreshold(jrt)
+        cdef size_t used = self.runtime.st.used
+        JS_SetGCThreshold(jrt, <size_t>-1)
         self.runtime._enter(None)
         try:
-            self.ctx = JS_NewContext(self.runtime.rt)
+            self.ctx = _new_context(jrt)
             if self.ctx == NULL:
                 raise MemoryError("cannot create a QuickJS context")
+            self.runtime.live += 1
             JS_SetContextOpaque(self.ctx, <void*>self)
             glob = JS_GetGlobalObject(self.ctx)
-            JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, <JSCFunction*>_js_in, "In", 1))
+            JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, _js_in, "In", 1))
             self.bigint = JS_GetPropertyStr(self.ctx, glob, "BigInt")
             JS_FreeValue(self.ctx, glob)
-            self._run_source(prelude, "<prelude>")
+            r = self._load(prelude, True)
+            self._after(r)
+            JS_FreeValue(self.ctx, r)
             glob = JS_GetGlobalObject(self.ctx)
             self.dom = JS_GetPropertyStr(self.ctx, glob, "__og_dom")
             self.bind = JS_GetPropertyStr(self.ctx, glob, "__og_bind")
             JS_FreeValue(self.ctx, glob)
         finally:
             self.runtime._leave()
+            JS_SetGCThreshold(jrt, threshold + (self.runtime.st.used - used
+                                                if self.runtime.st.used > used else 0))
 
     def __dealloc__(self):
         self._free()
@@ -635,7 +726,7 @@ cdef class Context:
             # free later, when none is.
             self.runtime.deferred.append(<size_t>ctx)
         else:
-            JS_FreeContext(ctx)
+            self.runtime._free_context(ctx)
 
     def close(self) -> None:
         """Free the context now; idempotent. Later calls raise ExecutionError."""
@@ -697,14 +788,21 @@ cdef class Context:
             raise ExecutionError("the script exceeded the engine's memory limit")
         return 0
 
-    cdef int _run_source(self, str src, str name) except -1:
+    cdef JSValue _load(self, str src, bint run) except *:
+        """``src`` from the runtime's bytecode cache: run it (its value), or the compiled script."""
+        cdef bytes code = self.runtime._bytecode_of(src)
+        cdef JSValue r
         cdef Py_ssize_t n
-        cdef const char* text = PyUnicode_AsUTF8AndSize(src, &n)
-        cdef bytes fname = name.encode("utf-8")
-        cdef JSValue r = JS_Eval(self.ctx, text, n, fname, JS_EVAL_TYPE_GLOBAL)
-        self._after(r)
-        JS_FreeValue(self.ctx, r)
-        return 0
+        cdef const char* text
+        if code is None:
+            # Does not compile: compile here for the error message.
+            text = PyUnicode_AsUTF8AndSize(src, &n)
+            r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+        else:
+            r = JS_ReadObject(self.ctx, <const unsigned char*><const char*>code, len(code), JS_READ_OBJ_BYTECODE)
+        if run and not JS_IsException(r):
+            r = JS_EvalFunction(self.ctx, r)
+        return r
 
     def compile(self, Py_ssize_t k, int kind, str src) -> None:
         """Compile ``src`` into slot ``k``: a function expression, or global code for KIND_SCRIPT.
@@ -717,12 +815,15 @@ cdef class Context:
         self._check_open()
         if not 0 <= k < self.nslots:
             raise IndexError(k)
-        text = PyUnicode_AsUTF8AndSize(src, &n)
         self.runtime._enter(self)
-        if kind == KIND_SCRIPT:
-            r = JS_Eval(self.ctx, text, n, "<script>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+        if _USE_BYTECODE:
+            r = self._load(src, kind != KIND_SCRIPT)
         else:
-            r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL)
+            text = PyUnicode_AsUTF8AndSize(src, &n)
+            if kind == KIND_SCRIPT:
+                r = JS_Eval(self.ctx, text, n, "<script>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
+            else:
+                r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL)
         self.runtime._leave()
         self._after(r)
         JS_FreeValue(self.ctx, self.slots[k])
@@ -746,7 +847,7 @@ cdef class Context:
         self._ready(k)
         self._call(self.slots[k], 0, NULL, &r)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
@@ -775,7 +876,7 @@ cdef class Context:
         self._ready(k)
         self._call(self.slots[k], 1, &arg, &r)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
@@ -802,13 +903,19 @@ cdef class Context:
         self.runtime._leave()
         self._after(r)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
     def declare(self, str name) -> None:
         """``var name;`` at global scope (``name`` was checked with check("data", ...))."""
-        self._run_source("var " + name + ";", "<data>")
+        cdef JSValue r
+        self._check_open()
+        self.runtime._enter(self)
+        r = self._load("var " + name + ";", True)
+        self.runtime._leave()
+        self._after(r)
+        JS_FreeValue(self.ctx, r)
 
     def call_global(self, str name, tuple args) -> object:
         """Call the global function ``name`` with converted ``args``; its result as a Python value."""
@@ -832,7 +939,7 @@ cdef class Context:
                 JS_FreeValue(self.ctx, argv[i])
             JS_FreeValue(self.ctx, fn)
         try:
-            return self._to_py(r, 0, [MAX_VALUES])
+            return self._py(r)
         finally:
             JS_FreeValue(self.ctx, r)
 
@@ -982,6 +1089,14 @@ cdef class Context:
             JS_FreeValue(self.ctx, argv[1])
         return r
 
+    cdef object _py(self, JSValue v):
+        """``v`` as a Python value; getters and toJSON it runs are calls like any other."""
+        self.runtime._enter(self)
+        try:
+            return self._to_py(v, 0, [MAX_VALUES])
+        finally:
+            self.runtime._leave()
+
     cdef object _to_py(self, JSValue v, int depth, list budget):
         """A JS value as a Python value (JSON-like: functions and symbols become None)."""
         cdef int tag = JS_VALUE_GET_NORM_TAG(v)
@@ -1004,7 +1119,10 @@ cdef class Context:
         if tag == JS_TAG_STRING or tag == JS_TAG_STRING_ROPE:
             return _text_of(self.ctx, JS_DupValue(self.ctx, v))
         if tag == JS_TAG_BIG_INT or tag == JS_TAG_SHORT_BIG_INT:
-            return int(_text_of(self.ctx, JS_ToString(self.ctx, v)))
+            try:
+                return int(_text_of(self.ctx, JS_ToString(self.ctx, v)))
+            except ValueError:
+                raise ExecutionError("BigInt has too many digits for Python") from None
         if tag != JS_TAG_OBJECT or JS_IsFunction(self.ctx, v):
             return None
         if depth >= MAX_DEPTH:

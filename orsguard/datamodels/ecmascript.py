@@ -23,6 +23,7 @@ from typing import Any
 
 from lxml import etree
 
+from orsguard._core import ScriptInterrupted
 from orsguard.datamodels import _quickjs as qjs
 from orsguard.datamodels.base import Datamodel, Expression, expression_text
 from orsguard.errors import ExecutionError
@@ -162,7 +163,17 @@ class EcmaScriptDatamodel(Datamodel):
 
         n = len(expressions)
         # Slots 0..n-1 hold the expressions, n..2n-1 the foreach step functions.
-        self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, self._compile)
+        # The context must not refer back to this object: no cycle, so the context
+        # is freed as soon as the session lets go of its datamodel.
+        compile_ref = weakref.WeakMethod(self._compile)
+
+        def compiler(k: int) -> None:
+            method = compile_ref()
+            if method is None:
+                raise ExecutionError("the ECMAScript datamodel is gone")
+            method(k)
+
+        self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, compiler)
         self._n = n
         self._uses_event = any(_mentions_event(e) for e in expressions)
         self.cond = ctx.cond
@@ -213,10 +224,16 @@ class EcmaScriptDatamodel(Datamodel):
         try:
             ctx.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,
                            event.invokeid, event.data, event.raw)
+        except ScriptInterrupted:
+            # The request was meant for a script: keep it for the next one.
+            ctx.terminate()
         except ExecutionError as exc:
             # The event still becomes _event (without its data); the failure is
             # the document's business, not the caller's.
-            ctx.bind_event(str(event.name), event.type, None, None, None, None, None, None)
+            try:
+                ctx.bind_event(str(event.name), event.type, None, None, None, None, None, None)
+            except (ExecutionError, ScriptInterrupted):
+                pass
             session = self.session
             if session is not None:
                 session.raise_error("error.execution", exc)
