@@ -635,6 +635,11 @@ cdef class Interpreter:
     cdef uint64_t* tmp_b
     cdef uint64_t* tmp_c
     cdef int enter_lo                     # index range of the states in tmp_enter
+    # Words of config outside cw_lo..cw_hi are zero, so scans skip them: a flat
+    # document's step does not read the whole configuration. Entering widens
+    # the range; _select narrows it to the words it found non-zero.
+    cdef int cw_lo
+    cdef int cw_hi
     cdef int enter_hi
     cdef dict hist                        # history state -> tuple of the states it recorded
     cdef int[TRAIL_SIZE] trail
@@ -719,6 +724,8 @@ cdef class Interpreter:
         self.entries = <unsigned int*>(words + 8 * W)
         self.enter_lo = n
         self.enter_hi = -1
+        self.cw_lo = W
+        self.cw_hi = -1
         self.hist = {}
         self.internal_queue = deque()
         self.external_queue = deque()
@@ -980,7 +987,7 @@ cdef class Interpreter:
         cdef int w, i
         cdef uint64_t word
         cdef list out = []
-        for w in range(m.W):
+        for w in range(self.cw_lo, self.cw_hi + 1):
             word = self.config[w]
             if w == 0:
                 word &= ~(<uint64_t>1)
@@ -1071,10 +1078,15 @@ cdef class Interpreter:
         cdef int prev                     # the atomic state before s
         cdef uint64_t word
         cdef bint found
+        cdef int new_lo = m.W, new_hi = -1
         cdef const unsigned char* tab = NULL
         if table is not None:
             tab = <const unsigned char*>table
-        for w in range(m.W):
+        for w in range(self.cw_lo, self.cw_hi + 1):
+            if self.config[w]:
+                if new_lo > w:
+                    new_lo = w
+                new_hi = w
             word = self.config[w] & m.atomic[w]
             while word:
                 i = ctz64(word)
@@ -1099,6 +1111,8 @@ cdef class Interpreter:
                             found = True
                             break
                     a = m.parent[a]
+        self.cw_lo = new_lo
+        self.cw_hi = new_hi
         if len(enabled) > 1:
             return self._remove_conflicts(enabled)
         return enabled
@@ -1115,9 +1129,11 @@ cdef class Interpreter:
             return False
         lo = d + 1
         hi = d + m.size[d]
-        wlo[0] = lo >> 6
-        whi[0] = hi >> 6
-        for w in range(lo >> 6, (hi >> 6) + 1):
+        wlo[0] = max(lo >> 6, self.cw_lo)
+        whi[0] = min(hi >> 6, self.cw_hi)
+        if wlo[0] > whi[0]:
+            return False
+        for w in range(wlo[0], whi[0] + 1):
             out[w] = self.config[w] & _word_mask(w, lo, hi)
         return True
 
@@ -1321,7 +1337,7 @@ cdef class Interpreter:
         cdef list out = []
         if hi < lo:
             return ()
-        for w in range(lo >> 6, (hi >> 6) + 1):
+        for w in range(max(lo >> 6, self.cw_lo), min(hi >> 6, self.cw_hi) + 1):
             word = self.config[w] & _word_mask(w, lo, hi)
             if deep:
                 word &= m.atomic[w]
@@ -1378,7 +1394,12 @@ cdef class Interpreter:
                 self.peak_state = s
             if self.lim_entry > 0 and self.entries[s] > self.lim_entry:
                 self._violate(L_ENTRIES, self.lim_entry, self.entries[s], m.ids[s])
-            self.config[s >> 6] |= (<uint64_t>1) << (s & 63)
+            w = s >> 6
+            self.config[w] |= (<uint64_t>1) << (s & 63)
+            if w < self.cw_lo:
+                self.cw_lo = w
+            if w > self.cw_hi:
+                self.cw_hi = w
             f = m.s_flags[s]
             if f:
                 if f & F_INVOKES:
