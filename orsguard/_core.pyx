@@ -1643,19 +1643,20 @@ cdef class Interpreter:
         """The initial macrostep: data model, global script, initial transition, settle."""
         if self.started:
             raise RuntimeError("session already started")
+        # What can fail comes before the session counts as started.
+        address_of = getattr(self.dm, "deadline_address", None)
+        cdef size_t address = address_of() if address_of is not None else 0
+        if self.coverage and self.tcount == NULL:
+            self.tcount = <unsigned int*>PyMem_Calloc(self.machine.ntrans + 1, sizeof(unsigned int))
+            if self.tcount == NULL:
+                raise MemoryError()
+        self.deadline_slot = <double*>address if address else &self.own_deadline
         self.started = True
         self.running = True
         self.reached_final = False
         self.stats.sessions_started += 1
         self.stats.sessions_active += 1
         self.born = self.clock.now()
-        address_of = getattr(self.dm, "deadline_address", None)
-        cdef size_t address = address_of() if address_of is not None else 0
-        self.deadline_slot = <double*>address if address else &self.own_deadline
-        if self.coverage and self.tcount == NULL:
-            self.tcount = <unsigned int*>PyMem_Calloc(self.machine.ntrans + 1, sizeof(unsigned int))
-            if self.tcount == NULL:
-                raise MemoryError()
         self._arm_age_timer()
         self._begin_macrostep(False)
         try:
@@ -1686,13 +1687,17 @@ cdef class Interpreter:
         """Run one macrostep per queued external event until the queue is empty."""
         cdef list enabled
         cdef bint chained
+        # A chain belongs to this call: an event left queued by a call that an
+        # exception ended starts afresh rather than under a deadline long past.
+        cdef bint first = True
         if not self.running or self.in_macrostep:
             return
         try:
             while self.running and self.external_queue:
                 ev = self.external_queue.popleft()
                 self.npending -= 1
-                chained = (<Event>ev).chained
+                chained = (<Event>ev).chained and not first
+                first = False
                 self._begin_macrostep(chained)
                 try:
                     self._check_age()
