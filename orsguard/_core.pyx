@@ -1,9 +1,10 @@
 # cython: language_level=3, cdivision=True
 """The step loop of the SCXML algorithm (W3C SCXML 1.0, Appendix D) over flat tables.
 
-A :class:`Machine` holds one document compiled into integer tables and bitsets:
-states are numbered in document order (0 is the ``<scxml>`` element), so entry
-order is ascending index and exit order descending. An :class:`Interpreter`
+A :class:`Machine` holds one document compiled into integer tables, linear in
+its size: states are numbered in document order (0 is the ``<scxml>``
+element), so entry order is ascending index, exit order descending, and a
+state's descendants are one index range. An :class:`Interpreter`
 runs one session over a Machine: configuration, queues, history, and the five
 guard counters are C fields. Executable content and conditions arrive as
 Python callables and indices; this module knows nothing of XML, JavaScript,
