@@ -1,9 +1,10 @@
 # cython: language_level=3, cdivision=True
 """The step loop of the SCXML algorithm (W3C SCXML 1.0, Appendix D) over flat tables.
 
-A :class:`Machine` holds one document compiled into integer tables and bitsets:
-states are numbered in document order (0 is the ``<scxml>`` element), so entry
-order is ascending index and exit order descending. An :class:`Interpreter`
+A :class:`Machine` holds one document compiled into integer tables, linear in
+its size: states are numbered in document order (0 is the ``<scxml>``
+element), so entry order is ascending index, exit order descending, and a
+state's descendants are one index range. An :class:`Interpreter`
 runs one session over a Machine: configuration, queues, history, and the five
 guard counters are C fields. Executable content and conditions arrive as
 Python callables and indices; this module knows nothing of XML, JavaScript,
@@ -635,6 +636,11 @@ cdef class Interpreter:
     cdef uint64_t* tmp_b
     cdef uint64_t* tmp_c
     cdef int enter_lo                     # index range of the states in tmp_enter
+    # Words of config outside cw_lo..cw_hi are zero, so scans skip them: a flat
+    # document's step does not read the whole configuration. Entering widens
+    # the range; _select narrows it to the words it found non-zero.
+    cdef int cw_lo
+    cdef int cw_hi
     cdef int enter_hi
     cdef dict hist                        # history state -> tuple of the states it recorded
     cdef int[TRAIL_SIZE] trail
@@ -719,6 +725,8 @@ cdef class Interpreter:
         self.entries = <unsigned int*>(words + 8 * W)
         self.enter_lo = n
         self.enter_hi = -1
+        self.cw_lo = W
+        self.cw_hi = -1
         self.hist = {}
         self.internal_queue = deque()
         self.external_queue = deque()
@@ -984,7 +992,7 @@ cdef class Interpreter:
         cdef int w, i
         cdef uint64_t word
         cdef list out = []
-        for w in range(m.W):
+        for w in range(self.cw_lo, self.cw_hi + 1):
             word = self.config[w]
             if w == 0:
                 word &= ~(<uint64_t>1)
@@ -1075,10 +1083,15 @@ cdef class Interpreter:
         cdef int prev                     # the atomic state before s
         cdef uint64_t word
         cdef bint found
+        cdef int new_lo = m.W, new_hi = -1
         cdef const unsigned char* tab = NULL
         if table is not None:
             tab = <const unsigned char*>table
-        for w in range(m.W):
+        for w in range(self.cw_lo, self.cw_hi + 1):
+            if self.config[w]:
+                if new_lo > w:
+                    new_lo = w
+                new_hi = w
             word = self.config[w] & m.atomic[w]
             while word:
                 i = ctz64(word)
@@ -1103,6 +1116,8 @@ cdef class Interpreter:
                             found = True
                             break
                     a = m.parent[a]
+        self.cw_lo = new_lo
+        self.cw_hi = new_hi
         if len(enabled) > 1:
             return self._remove_conflicts(enabled)
         return enabled
@@ -1119,9 +1134,11 @@ cdef class Interpreter:
             return False
         lo = d + 1
         hi = d + m.size[d]
-        wlo[0] = lo >> 6
-        whi[0] = hi >> 6
-        for w in range(lo >> 6, (hi >> 6) + 1):
+        wlo[0] = max(lo >> 6, self.cw_lo)
+        whi[0] = min(hi >> 6, self.cw_hi)
+        if wlo[0] > whi[0]:
+            return False
+        for w in range(wlo[0], whi[0] + 1):
             out[w] = self.config[w] & _word_mask(w, lo, hi)
         return True
 
@@ -1325,7 +1342,7 @@ cdef class Interpreter:
         cdef list out = []
         if hi < lo:
             return ()
-        for w in range(lo >> 6, (hi >> 6) + 1):
+        for w in range(max(lo >> 6, self.cw_lo), min(hi >> 6, self.cw_hi) + 1):
             word = self.config[w] & _word_mask(w, lo, hi)
             if deep:
                 word &= m.atomic[w]
@@ -1382,7 +1399,12 @@ cdef class Interpreter:
                 self.peak_state = s
             if self.lim_entry > 0 and self.entries[s] > self.lim_entry:
                 self._violate(L_ENTRIES, self.lim_entry, self.entries[s], m.ids[s])
-            self.config[s >> 6] |= (<uint64_t>1) << (s & 63)
+            w = s >> 6
+            self.config[w] |= (<uint64_t>1) << (s & 63)
+            if w < self.cw_lo:
+                self.cw_lo = w
+            if w > self.cw_hi:
+                self.cw_hi = w
             f = m.s_flags[s]
             if f:
                 if f & F_INVOKES:
@@ -1626,19 +1648,20 @@ cdef class Interpreter:
         """The initial macrostep: data model, global script, initial transition, settle."""
         if self.started:
             raise RuntimeError("session already started")
+        # What can fail comes before the session counts as started.
+        address_of = getattr(self.dm, "deadline_address", None)
+        cdef size_t address = address_of() if address_of is not None else 0
+        if self.coverage and self.tcount == NULL:
+            self.tcount = <unsigned int*>PyMem_Calloc(self.machine.ntrans + 1, sizeof(unsigned int))
+            if self.tcount == NULL:
+                raise MemoryError()
+        self.deadline_slot = <double*>address if address else &self.own_deadline
         self.started = True
         self.running = True
         self.reached_final = False
         self.stats.sessions_started += 1
         self.stats.sessions_active += 1
         self.born = self.clock.now()
-        address_of = getattr(self.dm, "deadline_address", None)
-        cdef size_t address = address_of() if address_of is not None else 0
-        self.deadline_slot = <double*>address if address else &self.own_deadline
-        if self.coverage and self.tcount == NULL:
-            self.tcount = <unsigned int*>PyMem_Calloc(self.machine.ntrans + 1, sizeof(unsigned int))
-            if self.tcount == NULL:
-                raise MemoryError()
         self._arm_age_timer()
         self._begin_macrostep(False)
         try:
@@ -1669,13 +1692,17 @@ cdef class Interpreter:
         """Run one macrostep per queued external event until the queue is empty."""
         cdef list enabled
         cdef bint chained
+        # A chain belongs to this call: an event left queued by a call that an
+        # exception ended starts afresh rather than under a deadline long past.
+        cdef bint first = True
         if not self.running or self.in_macrostep:
             return
         try:
             while self.running and self.external_queue:
                 ev = self.external_queue.popleft()
                 self.npending -= 1
-                chained = (<Event>ev).chained
+                chained = (<Event>ev).chained and not first
+                first = False
                 self._begin_macrostep(chained)
                 try:
                     self._check_age()

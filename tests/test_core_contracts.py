@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import time
 
 import pytest
 
@@ -342,3 +343,37 @@ def test_on_transition_receives_labels_initial_transitions_included():
     session.start()
     session.send("go")
     assert labels == ["__scxml__ -> a", "a -> p", "p -> p1", "p1 -> p2"]
+
+
+class BadSlotDatamodel(NullDatamodel):
+    def deadline_address(self) -> int:
+        return -1
+
+
+def test_a_datamodel_with_an_impossible_deadline_address_does_not_start_the_session():
+    session = Session(GUARDED, clock=VirtualClock(), stats=Stats())
+    session.dm = BadSlotDatamodel(session, GUARDED.expressions.items)
+    with pytest.raises(OverflowError):
+        session.start()
+    assert not session.started and not session.running
+
+
+def test_an_event_left_queued_by_an_interrupted_call_gets_a_fresh_deadline():
+    doc = null_doc("""
+      <state id="a">
+        <transition event="go"><send event="next"/><send event="next"/></transition>
+        <transition event="next" cond="In('a')" target="b"/>
+      </state>
+      <state id="b"/>""")
+    slot = ctypes.c_double(0.0)
+    session, dm = slot_session(Limits.unlimited().replace(process_event_timeout=0.2), slot, doc,
+                               fail=KeyboardInterrupt())
+    session.start()
+    with pytest.raises(KeyboardInterrupt):
+        session.send("go")  # the first "next" fails; the second stays queued
+    assert session.pending_count() == 1
+    time.sleep(0.25)
+    dm.fail = None
+    session.send("other")
+    assert session.termination is None
+    assert session.configuration == {"b"}

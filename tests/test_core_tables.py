@@ -163,3 +163,18 @@ def test_a_session_holds_a_few_bytes_per_state_not_a_bitset_per_state():
     # 4 bytes of entry counter and 8 bits of bitsets per state: about 8 KiB more for
     # 3,990 more states (a bitset per state would be 2 MB)
     assert large - small < 12 * 3990
+
+
+def test_a_flat_document_walks_through_every_word_of_its_configuration():
+    states = 300
+    body = "".join(f'<state id="s{i}"><transition event="t" target="s{(i + 1) % states}"/>'
+                   f'<transition event="home" target="s0"/></state>' for i in range(states))
+    session = run(body, "s0")
+    for step in range(1, 2 * states + 1):
+        session.send("t")
+        assert session.configuration == {f"s{step % states}"}
+    session.send("t")
+    session.send("home")
+    assert session.configuration == {"s0"}
+    session.cancel()
+    assert session.configuration == frozenset()
