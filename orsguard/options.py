@@ -1275,6 +1275,16 @@ def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_output() -> None:
+    # A file name that is not valid UTF-8 reaches us with surrogate escapes;
+    # print its original bytes back instead of failing with UnicodeEncodeError
+    # (stdout is strict under most UTF-8 locales; stderr already escapes).
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            reconfigure(errors="surrogateescape")
+
+
 def _err(message: str) -> None:
     print(f"orsguard: {message}", file=sys.stderr)
 
@@ -1285,6 +1295,7 @@ def _report_errors(exc: OptionsError) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    _tolerant_output()
     try:
         option_file, problems = _parse(args.file, _read_bytes(args.file))
     except OptionsError as exc:
@@ -1305,6 +1316,7 @@ def _errors_of(option_file: OptionFile) -> list[Problem]:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    _tolerant_output()
     try:
         option_file = read(args.file)
     except OptionsError as exc:
@@ -1396,6 +1408,7 @@ def _unit_suffix(option: Option) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    _tolerant_output()
     try:
         option_file = read(args.file)
     except OptionsError as exc:

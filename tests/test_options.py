@@ -664,7 +664,11 @@ def test_cli_check_with_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
         stream.write(b"[scxml]\nmax-pending-events=-1\n")
     run = subprocess.run(
         [sys.executable, "-m", "orsguard.options", "check", name],
-        check=False, capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"},
+        check=False,
+        capture_output=True,
+        timeout=60,
+        # Strict stdout, as under most UTF-8 locales: the name must still print, as its own bytes.
+        env={**os.environ, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"},
     )
     assert run.returncode == 1
     assert b"Traceback" not in run.stderr
