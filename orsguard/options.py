@@ -1427,7 +1427,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 1
     rows = [("OPTION", "VALUE", "UNIT", "FROM")]
     for s in effective(option_file):
-        origin = s.origin if s.known else f"{s.origin} (not in schema)"
+        folded = None if s.known else _FOLDED.get(f"{s.section}/{s.option}".lower())
+        if folded is not None:
+            origin = f"{s.origin} (not used: names are case-sensitive; see {folded.key})"
+        else:
+            origin = s.origin if s.known else f"{s.origin} (not in schema)"
         if f"{s.section}/{s.option}" in SCHEMA and SCHEMA[f"{s.section}/{s.option}"].removed:
             origin += " (removed in 8.1.3)"
         rows.append((f"{s.section}/{s.option}", "-" if s.value is None else s.value, s.unit, origin))

@@ -906,6 +906,11 @@ def test_option_names_are_matched_exactly_everywhere(tmp_path: Path, monkeypatch
         f"{path}:4: SCXML/max-pending-events: warning: ORS reads this option from [scxml], not [SCXML]",
     ]
     assert options.limits_from_options(path, environ={}) == Limits()
+    shown = cli("show", path).stdout.splitlines()
+    assert [line.split() for line in shown if "ax-session-age" in line] == [
+        ["scxml/max-session-age", "86400", "s", "default"],
+        "scxml/Max-Session-Age 3600 line 2 (not used: names are case-sensitive; see scxml/max-session-age)".split(),
+    ]
     option_file = options.read(path)
     settings = {(s.section, s.option): s for s in options.effective(option_file, environ={})}
     assert settings["scxml", "max-session-age"].origin == "default"
