@@ -14,7 +14,9 @@ Embedding orsguard in an application that already exposes Prometheus metrics::
 
 Without an existing exporter, :func:`start_metrics_server` serves a registry
 over HTTP on 127.0.0.1; :func:`make_registry` builds a registry holding only
-the orsguard collector. docs/operations.md lists every metric.
+the orsguard collector. :class:`HostMetrics` holds the MQTT host's own
+counters. Every counter series exists at 0 from the first scrape.
+docs/operations.md lists every metric.
 """
 
 from __future__ import annotations

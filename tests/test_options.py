@@ -942,6 +942,16 @@ def test_reload_keeps_old_limits_when_the_file_breaks(tmp_path: Path) -> None:
     assert source.limits == Limits(max_pending_events=6)
 
 
+def test_reload_refuses_a_file_replaced_by_a_fifo_without_blocking(tmp_path: Path) -> None:
+    path = write(tmp_path, "[scxml]\nmax-pending-events=10\n")
+    source = options.LimitsSource(path, environ={})
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(OptionsError, match="is a FIFO; option files are read only from regular files"):
+        source.reload()
+    assert source.limits.max_pending_events == 10
+
+
 def test_source_also_carries_send_retries(tmp_path: Path) -> None:
     path = write(tmp_path, "[scxml]\nmax-pending-events=5\n")
     source = options.LimitsSource(path, environ={})
