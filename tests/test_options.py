@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import select
 import signal
 import socket
@@ -1055,3 +1056,59 @@ def test_committed_doc_matches_the_schema() -> None:
     doc = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
     for key in options.SCHEMA:
         assert f"`{key}`" in doc
+
+
+# --------------------------------------------------------------------------- mutated files
+
+
+def mutations(seed: int, count: int) -> list[bytes]:
+    """Option files made by mutating the two samples: flipped bytes, cut, doubled and shuffled lines."""
+    rng = random.Random(seed)
+    pieces = [
+        b"[scxml]\n", b"[cluster]\n", b"[SCXML]\n", b"[\n", b"=\n", b"max-pending-events=-1\n",
+        b"process-event-timeout=5\n", b"Max-Session-Age=1\n", b"\xff\xfe\n", b"\xef\xbb\xbf", b"\r\n", b"\0",
+        b"cassandra-strategy-options=London:3,London:2\n", b"x=" + b"9" * 400 + b"\n", b"; c\n",
+    ]
+    out = []
+    for _ in range(count):
+        lines = (OLD if rng.random() < 0.5 else NEW).read_bytes().splitlines(keepends=True)
+        for _ in range(rng.randint(1, 6)):
+            kind = rng.randrange(5)
+            at = rng.randrange(len(lines) + 1)
+            if kind == 0:
+                lines.insert(at, rng.choice(pieces))
+            elif kind == 1 and lines:
+                del lines[min(at, len(lines) - 1)]
+            elif kind == 2 and lines:
+                lines.insert(at, lines[rng.randrange(len(lines))])
+            elif kind == 3 and lines:
+                i = rng.randrange(len(lines))
+                line = bytearray(lines[i])
+                if line:
+                    line[rng.randrange(len(line))] = rng.randrange(256)
+                lines[i] = bytes(line)
+            else:
+                rng.shuffle(lines)
+        out.append(b"".join(lines))
+    return out
+
+
+def test_mutated_files_give_a_result_or_a_message_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for number, data in enumerate(mutations(seed=13, count=150)):
+        source = write(tmp_path, data, f"m{number}.cfg")
+        out = tmp_path / f"m{number}.out"
+        for args in (["check", source], ["show", source], ["migrate", source, "-o", out]):
+            status = options.main([str(a) for a in args])
+            assert status in (0, 1), (args, data)
+            captured = capsys.readouterr()
+            assert "Traceback" not in captured.err
+            if status == 1:
+                # check reports on stdout and sums up on stderr; the others explain on stderr.
+                assert captured.err.strip(), (args, data)
+        assert source.read_bytes() == data
+        if out.exists():
+            migrated = options.read(out)
+            assert not [p for p in options.check(migrated) if p.severity == "error"]
+            assert not [e for e in migrated.entries if e.section == "cluster"]
