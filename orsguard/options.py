@@ -1110,7 +1110,7 @@ def migrate(option_file: OptionFile) -> Migration:
     drop: dict[int, str] = {}
     # The last option line of each removed section, found in one pass over the
     # entries (entries and headers are both in line order).
-    headers = [(name, line) for name, line in option_file.headers]
+    headers = option_file.headers
     last_option: dict[int, int] = {}
     index = -1
     for entry in option_file.entries:
