@@ -225,6 +225,34 @@ def test_a_real_limit_violation_is_counted() -> None:
     assert got[("orsguard_microsteps_total", ())] >= 20
 
 
+def test_a_real_session_s_peaks_are_exported_when_it_ends() -> None:
+    stats = orsguard.Stats()
+    clock = orsguard.VirtualClock()
+    session = orsguard.Session(
+        orsguard.load(SPIN), stats=stats, clock=clock, limits=Limits(max_microstep_count=20)
+    )
+    session.start()
+    before = samples(make_registry(stats))
+    # Still running: nothing is observed before a session ends.
+    assert before[("orsguard_session_peak_microsteps_count", ())] == 0
+    clock.advance(42.0)
+    session.send("go")
+    assert session.termination is not None
+    got = samples(make_registry(stats))
+    # The session stopped at its 21st microstep in one macrostep, after entering spin 20 times.
+    assert got[("orsguard_session_peak_microsteps_count", ())] == 1
+    assert got[("orsguard_session_peak_microsteps_sum", ())] == 21
+    assert got[("orsguard_session_peak_microsteps_bucket", (("le", "20.0"),))] == 0
+    assert got[("orsguard_session_peak_microsteps_bucket", (("le", "50.0"),))] == 1
+    assert got[("orsguard_session_peak_state_entries_sum", ())] == 20
+    assert got[("orsguard_session_peak_state_entries_bucket", (("le", "20.0"),))] == 1
+    assert got[("orsguard_session_peak_pending_events_count", ())] == 1
+    assert got[("orsguard_session_age_at_end_seconds_sum", ())] == 42.0
+    assert got[("orsguard_session_age_at_end_seconds_bucket", (("le", "10.0"),))] == 0
+    assert got[("orsguard_session_age_at_end_seconds_bucket", (("le", "60.0"),))] == 1
+    assert session.peaks.as_dict()["max-microstep-count"] == 21
+
+
 def test_metrics_server_binds_loopback_by_default() -> None:
     server = start_metrics_server(0, registry=make_registry(FakeStats(), Limits))
     try:
