@@ -691,11 +691,12 @@ def lines_run(func: Callable[[], object]) -> int:
             count += 1
         return tracer
 
+    previous = sys.gettrace()  # a coverage tracer, if any, gets its place back
     sys.settrace(tracer)
     try:
         func()
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     return count
 
 
