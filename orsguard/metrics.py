@@ -14,7 +14,9 @@ Embedding orsguard in an application that already exposes Prometheus metrics::
 
 Without an existing exporter, :func:`start_metrics_server` serves a registry
 over HTTP on 127.0.0.1; :func:`make_registry` builds a registry holding only
-the orsguard collector. docs/operations.md lists every metric.
+the orsguard collector. :class:`HostMetrics` holds the MQTT host's own
+counters. Every counter series exists at 0 from the first scrape.
+docs/operations.md lists every metric.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -39,6 +41,9 @@ from orsguard._core import END_REASONS, default_stats
 from orsguard.limits import OPTION_NAMES, Limits
 
 __all__ = [
+    "PEAK_HISTOGRAMS",
+    "REJECT_CODES",
+    "HostMetrics",
     "MetricsServer",
     "OrsguardCollector",
     "StatsSource",
@@ -50,6 +55,47 @@ __all__ = [
 QUEUES: tuple[str, ...] = ("internal", "external")
 #: ORS option names; the values of every ``option`` label.
 OPTIONS: tuple[str, ...] = tuple(OPTION_NAMES.values())
+
+#: The per-session high-water marks, each observed once when a session ends:
+#: ``Stats.snapshot()`` key, metric name, help text.
+PEAK_HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
+    (
+        "peak_microsteps",
+        "orsguard_session_peak_microsteps",
+        "Most microsteps one macrostep of a session took, observed when the session ends; "
+        "compare with the max-microstep-count limit.",
+    ),
+    (
+        "peak_state_entries",
+        "orsguard_session_peak_state_entries",
+        "Most times a session entered one state, observed when the session ends; "
+        "compare with the max-state-entry-count limit.",
+    ),
+    (
+        "peak_pending",
+        "orsguard_session_peak_pending_events",
+        "Most events pending at once in a session (internal, external and delayed), observed when "
+        "the session ends; compare with the max-pending-events limit.",
+    ),
+    (
+        "age_at_end_seconds",
+        "orsguard_session_age_at_end_seconds",
+        "Age of a session when it ended, on its own clock; compare with the max-session-age limit.",
+    ),
+)
+
+#: Error codes the host answers on its error topic; the values of
+#: ``orsguard_mqtt_rejected_messages_total{code}``, all exported from start-up.
+REJECT_CODES: tuple[str, ...] = (
+    "bad-payload",
+    "bad-topic",
+    "internal",
+    "session-exists",
+    "start-failed",
+    "unavailable",
+    "unknown-document",
+    "unknown-session",
+)
 
 
 class StatsSource(Protocol):
@@ -133,12 +179,19 @@ def _families(snap: Mapping[str, Any] | None, limits: Limits | None) -> Iterator
         None if snap is None else snap["pending_events"],
     )
 
+    for key, name, documentation in PEAK_HISTOGRAMS:
+        # A core without per-session peaks has no such key: the family is left
+        # out rather than exported empty, which would read as "no session ended".
+        if snap is None or key in snap:
+            yield _histogram(name, documentation, None if snap is None else snap[key])
+
     if snap is None or limits is not None:
         gauge = GaugeMetricFamily(
             "orsguard_limit",
             "Configured ORS session limit by option name: counts for the *-count and "
-            "max-pending-events options, seconds for process-event-timeout and "
-            "max-session-age; 0 means the limit is off.",
+            "max-pending-events options; seconds for process-event-timeout (written in "
+            "milliseconds in the options file: 5000 there is 5 here) and max-session-age; "
+            "0 means the limit is off.",
             labels=["option"],
         )
         if limits is not None:
@@ -161,6 +214,47 @@ def _histogram(name: str, documentation: str, hist: Mapping[str, Any] | None) ->
         total += count
         cumulative.append((floatToGoString(bound), total))
     return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=hist["sum"])
+
+
+class HostMetrics:
+    """The host's own counters, every series exported at 0 from start-up.
+
+    ``orsguard_mqtt_rejected_messages_total{code}`` has one series per code in
+    ``codes`` before the first rejection, so dashboards and ``increase()`` have
+    data from the first scrape; a code outside ``codes`` is still counted.
+    """
+
+    def __init__(self, registry: CollectorRegistry, codes: Sequence[str] = REJECT_CODES) -> None:
+        self._rejected = Counter(
+            "orsguard_mqtt_rejected_messages",
+            "MQTT messages the host answered on the error topic, by error code.",
+            ["code"],
+            registry=registry,
+        )
+        for code in codes:
+            self._rejected.labels(code)
+        self._reconnects = Counter(
+            "orsguard_mqtt_reconnects",
+            "Times the host lost its broker connection and connected again.",
+            registry=registry,
+        )
+        self._publish_failures = Counter(
+            "orsguard_mqtt_publish_failures",
+            "Host publishes (started, ended, errors) dropped after all retries.",
+            registry=registry,
+        )
+
+    def rejected(self, code: str) -> None:
+        """Count one message answered on the error topic with ``code``."""
+        self._rejected.labels(code).inc()
+
+    def reconnected(self) -> None:
+        """Count one reconnection to the broker."""
+        self._reconnects.inc()
+
+    def publish_failed(self) -> None:
+        """Count one host publish dropped after all retries."""
+        self._publish_failures.inc()
 
 
 def make_registry(

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import fcntl
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
+import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from orsguard.limits import OPTION_NAMES, Limits
@@ -59,6 +61,11 @@ NOTE = "note"
 #: Largest value an integer option accepts: Configuration Server stores option
 #: values as text, and ORS reads numeric ones into 32-bit signed integers.
 INT_MAX = 2**31 - 1
+
+#: Largest option file read, in bytes. A real export with tens of thousands of
+#: options is a few megabytes; anything bigger (``/dev/zero``, a log file given
+#: by mistake) is refused before it is read into memory.
+MAX_FILE_BYTES = 16 * 2**20
 
 #: Environment variables that override ``[scxml]`` values, e.g.
 #: ``ORSGUARD_SCXML_MAX_MICROSTEP_COUNT=500``; same units as the file.
@@ -126,7 +133,9 @@ class Option:
     ``default`` is the value as it would be written in the file (None: no
     default, the option is simply unset). ``published`` names the facts that
     Genesys publishes (``default``, ``valid``, ``effect``); every other fact is
-    orsguard's choice and ``why`` says why it was chosen.
+    orsguard's choice and ``why`` says why it was chosen. For a millisecond
+    option, ``implausible_below`` is the value below which (0 excepted)
+    :func:`check` warns that seconds were probably meant.
     """
 
     section: str
@@ -144,6 +153,7 @@ class Option:
     published: frozenset[str] = frozenset()
     why: str = ""
     limit: str | None = None
+    implausible_below: int | None = None
 
     @property
     def key(self) -> str:
@@ -186,7 +196,9 @@ _LIMIT_WHY = (
 _REMOVED_WHY = "No longer needed with the 8.1.3 cluster design; 8.1.3 ignores it and migrate deletes it."
 
 
-def _limit_option(name: str, summary: str, unit: str, scale: int = 1) -> Option:
+def _limit_option(
+    name: str, summary: str, unit: str, scale: int = 1, implausible_below: int | None = None
+) -> Option:
     limit = {v: k for k, v in OPTION_NAMES.items()}[name]
     default = getattr(_LIMIT_DEFAULTS, limit)
     return Option(
@@ -203,6 +215,7 @@ def _limit_option(name: str, summary: str, unit: str, scale: int = 1) -> Option:
         effect="immediately",
         why=_LIMIT_WHY,
         limit=limit,
+        implausible_below=implausible_below,
     )
 
 
@@ -230,6 +243,7 @@ SCHEMA: dict[str, Option] = {
             "Time allowed for processing the event queue.",
             "ms",
             scale=1000,
+            implausible_below=100,
         ),
         _limit_option(
             "max-session-age",
@@ -297,6 +311,7 @@ SCHEMA: dict[str, Option] = {
             minimum=1,
             maximum=INT_MAX,
             unit="ms",
+            implausible_below=100,
             effect="at the next connection attempt",
             why="Milliseconds like ORS's other connection timeouts (call-watching-timeout "
             "defaults to 5000 ms); a node that takes longer to answer is treated as down.",
@@ -322,6 +337,7 @@ SCHEMA: dict[str, Option] = {
             minimum=0,
             maximum=INT_MAX,
             unit="ms",
+            implausible_below=10,
             zero="not watched",
             effect="immediately",
             why="Zero leaves latency unwatched, as before the option existed.",
@@ -377,10 +393,14 @@ SCHEMA: dict[str, Option] = {
 REMOVED_SECTION = "cluster"
 _REMOVED_OPTION = ("orchestration", "mcr-pull-by-msn-only")
 
-_SECTIONS = sorted({o.section for o in SCHEMA.values()})
+_SECTIONS = sorted({o.section for o in SCHEMA.values()} | {REMOVED_SECTION})
+_SECTIONS_FOLDED = {name.lower() for name in _SECTIONS}
+_FOLDED: dict[str, Option] = {key.lower(): o for key, o in SCHEMA.items()}
+_IN_SECTION: dict[str, list[str]] = {}
 _BY_NAME: dict[str, list[Option]] = {}
 for _o in SCHEMA.values():
     _BY_NAME.setdefault(_o.name, []).append(_o)
+    _IN_SECTION.setdefault(_o.section, []).append(_o.name)
 del _o
 
 
@@ -408,11 +428,14 @@ class OptionFile:
 
     def get(self, section: str, option: str) -> Entry | None:
         """The entry that sets ``section/option`` (the last one, if repeated)."""
-        found = None
-        for entry in self.entries:
+        for entry in reversed(self.entries):
             if entry.section == section and entry.option == option:
-                found = entry
-        return found
+                return entry
+        return None
+
+    def last_entries(self) -> dict[tuple[str, str], Entry]:
+        """``(section, option)`` to the entry that sets it (the last one), in one pass."""
+        return {(entry.section, entry.option): entry for entry in self.entries}
 
     def sections(self) -> dict[str, dict[str, str]]:
         """The options by section, repeated sections merged, the last value winning."""
@@ -507,16 +530,61 @@ def _shorten(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    for test, name in _FILE_KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_input(name: str, mode: int, size: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise OptionsError(name, None, "is a directory, not an option file")
+    if not stat.S_ISREG(mode):
+        raise OptionsError(name, None, f"is {_kind(mode)}; option files are read only from regular files")
+    if size > MAX_FILE_BYTES:
+        raise OptionsError(name, None, f"is {size} bytes; option files over {MAX_FILE_BYTES} bytes are refused")
+
+
 def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     name = os.fspath(path)
     try:
-        return Path(name).read_bytes()
+        # stat first, so that a FIFO or a device is refused without opening it
+        # (opening can block or have side effects); fstat again after opening,
+        # in case the path was swapped in between.
+        info = os.stat(name)
+        _check_input(name, info.st_mode, info.st_size)
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise OptionsError(name, None, "no such file") from None
-    except IsADirectoryError:
-        raise OptionsError(name, None, "is a directory, not an option file") from None
+    except (OSError, ValueError) as exc:
+        raise OptionsError(name, None, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        info = os.fstat(fd)
+        _check_input(name, info.st_mode, info.st_size)
+        chunks = []
+        size = 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        _check_input(name, info.st_mode, size)
+        return b"".join(chunks)
     except OSError as exc:
         raise OptionsError(name, None, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def read(path: str | os.PathLike[str]) -> OptionFile:
@@ -538,7 +606,9 @@ def read(path: str | os.PathLike[str]) -> OptionFile:
 
 
 _INT = re.compile(r"[0-9]+")
-_SIGNED_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Each digit run can be matched one way only: "[0-9]+\.?[0-9]*" let a long run
+# of digits followed by junk backtrack quadratically.
+_SIGNED_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _KEYSPACE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 _VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?", re.IGNORECASE)
@@ -636,14 +706,30 @@ def _replication_syntax(value: str) -> str | None:
     return None
 
 
-def _distance(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
+def _within(a: str, b: str, bound: int) -> int | None:
+    """The edit distance of ``a`` and ``b`` when it is at most ``bound``, else None.
+
+    Only the diagonal band of width ``bound`` is computed, so the cost is
+    linear in the names' length: a 10,000-character option name costs no more
+    than a short one per character.
+    """
+    if abs(len(a) - len(b)) > bound:
+        return None
+    far = bound + 1
+    previous = [j if j <= bound else far for j in range(len(b) + 1)]
     for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        low, high = max(1, i - bound), min(len(b), i + bound)
+        current = [far] * (len(b) + 1)
+        current[0] = i if i <= bound else far
+        best = current[0]
+        for j in range(low, high + 1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != b[j - 1]))
+            current[j] = cost if cost <= bound else far
+            best = min(best, current[j])
+        if best > bound:
+            return None
         previous = current
-    return previous[-1]
+    return previous[-1] if previous[-1] <= bound else None
 
 
 def _closest(name: str, candidates: Iterable[str], *, lower: bool = False) -> str | None:
@@ -653,9 +739,8 @@ def _closest(name: str, candidates: Iterable[str], *, lower: bool = False) -> st
         if candidate == name:
             continue
         a, b = (name.lower(), candidate.lower()) if lower else (name, candidate)
-        allowed = 1 if len(candidate) < 8 else 2
-        d = _distance(a, b)
-        if d <= allowed and (best is None or d < best[0]):
+        d = _within(a, b, 1 if len(candidate) < 8 else 2)
+        if d is not None and (best is None or d < best[0]):
             best = (d, candidate)
     return best[1] if best else None
 
@@ -677,6 +762,15 @@ def check(option_file: OptionFile) -> list[Problem]:
     for name, line in option_file.headers:
         if name == REMOVED_SECTION:
             add(line, name, None, WARNING, "section removed in ORS 8.1.3; migrate deletes it")
+        elif name not in _SECTIONS and name.lower() in _SECTIONS_FOLDED:
+            add(
+                line,
+                name,
+                None,
+                WARNING,
+                f"section names are case-sensitive: this is not [{name.lower()}], "
+                f"and its options are not used as [{name.lower()}] options",
+            )
         elif name not in _SECTIONS:
             close = _closest(name, _SECTIONS, lower=True)
             if close:
@@ -712,17 +806,40 @@ def _check_entry(path: str, entry: Entry) -> list[Problem]:
         )
     if option is not None:
         message = _value_problem(option, entry.value)
-        return one(ERROR, message) if message else []
+        if message:
+            return one(ERROR, message)
+        message = _plausibility_problem(option, entry.value)
+        return one(WARNING, message) if message else []
     if section == REMOVED_SECTION:
         return one(WARNING, "section cluster is removed in ORS 8.1.3; migrate deletes it")
     elsewhere = [o for o in _BY_NAME.get(name, ()) if not o.removed]
     if elsewhere:
         return one(WARNING, f"ORS reads this option from [{elsewhere[0].section}], not [{section}]")
-    in_section = [o.name for o in SCHEMA.values() if o.section == section]
-    close = _closest(name, in_section, lower=True)
+    folded = _FOLDED.get(f"{section}/{name}".lower())
+    if folded is not None:
+        # Names are matched exactly everywhere (check, limits, show, migrate),
+        # so a line that differs only in case sets nothing: say so plainly.
+        return one(
+            WARNING,
+            f"option names are case-sensitive: this line does not set {folded.key}; write {folded.name}",
+        )
+    close = _closest(name, _IN_SECTION.get(section, ()), lower=True)
     if close:
         return one(WARNING, f"unknown option; did you mean {section}/{close}?")
     return one(NOTE, "not in orsguard's schema; kept as is")
+
+
+def _plausibility_problem(option: Option, value: str) -> str | None:
+    """A warning for a valid millisecond value so small that seconds were probably meant."""
+    if option.implausible_below is None or not _INT.fullmatch(value):
+        return None
+    number = int(value)
+    if 0 < number < option.implausible_below:
+        return (
+            f"{number} ms: did you mean seconds? The value is in milliseconds ({number} s is "
+            f"{number * 1000}); values from 1 to {option.implausible_below - 1} are implausible here"
+        )
+    return None
 
 
 def _check_strategy(path: str, option_file: OptionFile) -> list[Problem]:
@@ -806,12 +923,11 @@ def effective(option_file: OptionFile, *, environ: Mapping[str, str] | None = No
             value, origin = env[_env_name(option.name)].strip(), _env_name(option.name)
         settings.append(Setting(option.section, option.name, value, option.unit, origin, True))
     shown = {(s.section, s.option) for s in settings}
+    last = option_file.last_entries()
     for entry in option_file.entries:
-        if (entry.section, entry.option) not in shown:
-            winner = option_file.get(entry.section, entry.option)
-            if winner is entry:
-                origin = f"line {entry.line}"
-                settings.append(Setting(entry.section, entry.option, entry.value, "", origin, False))
+        key = (entry.section, entry.option)
+        if key not in shown and last[key] is entry:
+            settings.append(Setting(entry.section, entry.option, entry.value, "", f"line {entry.line}", False))
     return settings
 
 
@@ -849,6 +965,11 @@ def limits_from_options(
         message = _int_problem(option, text)
         if message:
             raise OptionsError(where, line, message, section=option.section, option=option.name)
+        doubt = _plausibility_problem(option, text)
+        if doubt:
+            # Still applied: the value is valid, only unlikely. A host logs it at
+            # start and on every SIGHUP reload.
+            log.warning("%s", _locate(where, line, option.section, option.name, f"warning: {doubt}"))
         number = int(text)
         values[option.limit] = number / 1000 if option.unit == "ms" else number
     return Limits(**values)
@@ -958,11 +1079,17 @@ class LimitsSource:
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """The result of :func:`migrate`: the new bytes and what changed."""
+    """The result of :func:`migrate`: the new bytes and what changed.
+
+    ``remaining`` lists the warnings :func:`check` still gives for the lines
+    migration kept (with their line numbers in the original file): migration
+    deletes what 8.1.3 removed and nothing else.
+    """
 
     data: bytes
     removed: list[tuple[int, str]]
     defaults: list[Option]
+    remaining: list[Problem] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -981,31 +1108,49 @@ def migrate(option_file: OptionFile) -> Migration:
     at their defaults.
     """
     drop: dict[int, str] = {}
+    # The last option line of each removed section, found in one pass over the
+    # entries (entries and headers are both in line order).
     headers = option_file.headers
-    for index, (name, line) in enumerate(headers):
+    last_option: dict[int, int] = {}
+    index = -1
+    for entry in option_file.entries:
+        while index + 1 < len(headers) and headers[index + 1][1] < entry.line:
+            index += 1
+        if index >= 0 and headers[index][0] == REMOVED_SECTION:
+            last_option[headers[index][1]] = entry.line
+    for name, line in headers:
         if name != REMOVED_SECTION:
             continue
-        end = headers[index + 1][1] if index + 1 < len(headers) else len(option_file.lines) + 1
-        inside = [e.line for e in option_file.entries if line < e.line < end]
         drop[line] = f"[{name}]"
-        for number in range(line + 1, (max(inside) if inside else line) + 1):
+        for number in range(line + 1, last_option.get(line, line) + 1):
             drop[number] = ""
     for entry in option_file.entries:
         if entry.section == REMOVED_SECTION or (entry.section, entry.option) == _REMOVED_OPTION:
             drop[entry.line] = f"{entry.section}/{entry.option}"
     data = b"".join(raw for number, raw in enumerate(option_file.lines, 1) if number not in drop)
     removed = sorted((line, what) for line, what in drop.items() if what)
-    defaults = [
-        o
-        for o in SCHEMA.values()
-        if o.change == "added" and option_file.get(o.section, o.name) is None
-    ]
-    return Migration(data, removed, defaults)
+    last = option_file.last_entries()
+    defaults = [o for o in SCHEMA.values() if o.change == "added" and (o.section, o.name) not in last]
+    remaining = [p for p in check(option_file) if p.severity == WARNING and p.line not in drop]
+    return Migration(data, removed, defaults, remaining)
+
+
+class _Refused(Exception):
+    """An output that migrate will not write to; the text says why and what to do."""
 
 
 def _write_atomic(path: str, data: bytes, *, mode_from: str | None = None) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    for _ in range(100):
+        temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        try:
+            # 0o666 less the umask, as for any new file (mkstemp would give 0o600).
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary file name", directory)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -1017,6 +1162,65 @@ def _write_atomic(path: str, data: bytes, *, mode_from: str | None = None) -> No
     except BaseException:
         os.unlink(temp)
         raise
+
+
+def _write_through(path: str, data: bytes) -> None:
+    """Write ``data`` into an existing FIFO or character device, never replacing it."""
+    try:
+        # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of hanging.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise _Refused(f"{path} is a FIFO that nobody reads; start its reader first") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            # Swapped for another kind of file since it was checked: writing
+            # without truncating would leave a mix of old and new text.
+            raise _Refused(f"{path} changed while it was opened; try again")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _is_stdout(info: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(info, os.fstat(sys.stdout.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _plan_output(out: str) -> tuple[str, str]:
+    """How migrate writes OUT: ``("stdout" | "through" | "replace", path)``.
+
+    Standard output (``-``, ``/dev/stdout`` or any name of the same file) is
+    written as a stream; an existing FIFO or character device is written
+    through, never replaced; a regular file, or a name that does not exist yet,
+    is replaced atomically. A symbolic link is kept: the file it points to is
+    the one replaced. Other kinds of files are refused.
+    """
+    if out == "-":
+        return "stdout", out
+    try:
+        info: os.stat_result | None = os.stat(out)
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        if _is_stdout(info):
+            return "stdout", out
+        if stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode):
+            return "through", out
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), out)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Refused(
+                f"{out} is {_kind(info.st_mode)}; migrate writes to regular files, FIFOs and character devices"
+            )
+    return "replace", os.path.realpath(out) if os.path.islink(out) else out
 
 
 # --------------------------------------------------------------------------- command line
@@ -1071,6 +1275,16 @@ def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_output() -> None:
+    # A file name that is not valid UTF-8 reaches us with surrogate escapes;
+    # print its original bytes back instead of failing with UnicodeEncodeError
+    # (stdout is strict under most UTF-8 locales; stderr already escapes).
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            reconfigure(errors="surrogateescape")
+
+
 def _err(message: str) -> None:
     print(f"orsguard: {message}", file=sys.stderr)
 
@@ -1081,6 +1295,7 @@ def _report_errors(exc: OptionsError) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    _tolerant_output()
     try:
         option_file, problems = _parse(args.file, _read_bytes(args.file))
     except OptionsError as exc:
@@ -1101,6 +1316,7 @@ def _errors_of(option_file: OptionFile) -> list[Problem]:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    _tolerant_output()
     try:
         option_file = read(args.file)
     except OptionsError as exc:
@@ -1114,40 +1330,53 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         _err(f"nothing written; fix the errors first (orsguard options check {args.file})")
         return 1
     result = migrate(option_file)
-    to_stdout = args.output == "-"
-    report = sys.stderr if to_stdout else sys.stdout
 
     if args.in_place:
-        backup = args.file + ".bak"
-        if not result.changed:
-            print(f"{args.file}: nothing to migrate; left unchanged", file=report)
-            return 0
-        if os.path.lexists(backup):
-            _err(f"{backup} exists (it may be your rollback copy); move it away first. Nothing written.")
-            return 1
-        target = args.file
-    elif to_stdout:
-        target = None
+        # A symbolic link is kept: the file it points to is migrated, and its
+        # backup goes beside that file.
+        target = os.path.realpath(args.file) if os.path.islink(args.file) else args.file
+        how = "replace"
     else:
         target = args.output
-        if os.path.exists(target) and os.path.samefile(target, args.file):
-            _err(f"{target} is the input file; use --in-place to rewrite it (keeps {target}.bak). "
+        try:
+            how, target = _plan_output(args.output)
+        except _Refused as exc:
+            _err(f"{exc}. Nothing written.")
+            return 1
+        except OSError as exc:
+            _err(f"cannot write {args.output}: {exc.strerror or exc}. {args.file} is unchanged.")
+            return 1
+        if how == "replace" and os.path.exists(target) and os.path.samefile(target, args.file):
+            _err(f"{args.output} is the input file; use --in-place to rewrite it (keeps {args.file}.bak). "
                  "Nothing written.")
             return 1
-    writing = target or "stdout"
+    report = sys.stderr if how == "stdout" else sys.stdout
+
+    if args.in_place and not result.changed:
+        print(f"{args.file}: nothing to migrate; left unchanged", file=report)
+        return 0
+    if args.in_place and os.path.lexists(target + ".bak"):
+        _err(f"{target}.bak exists (it may be your rollback copy); move it away first. Nothing written.")
+        return 1
+    writing = target
     try:
         if args.in_place:
-            writing = args.file + ".bak"
-            _write_atomic(writing, b"".join(option_file.lines), mode_from=args.file)
-            writing = args.file
-            _write_atomic(writing, result.data, mode_from=args.file)
-        elif target is not None:
-            _write_atomic(target, result.data)
+            writing = target + ".bak"
+            _write_atomic(writing, b"".join(option_file.lines), mode_from=target)
+            writing = target
+            _write_atomic(writing, result.data, mode_from=target)
+        elif how == "through":
+            _write_through(target, result.data)
+        elif how == "replace":
+            _write_atomic(target, result.data, mode_from=target if os.path.isfile(target) else None)
         else:
             sys.stdout.buffer.write(result.data)
             sys.stdout.flush()
+    except _Refused as exc:
+        _err(f"{exc}. Nothing written.")
+        return 1
     except OSError as exc:
-        # Writes are atomic, so a failure leaves FILE (and any OUT) as it was.
+        # Replacing is atomic, so a failure leaves FILE (and any OUT) as it was.
         _err(f"cannot write {writing}: {exc.strerror or exc}. {args.file} is unchanged.")
         return 1
 
@@ -1163,9 +1392,13 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         else:
             value = f"= {option.default}{_unit_suffix(option)} (default)"
         print(f"  {option.key} {value}", file=report)
+    if result.remaining:
+        print("warnings migration leaves for you to fix (lines of the original file):", file=report)
+    for problem in result.remaining:
+        print(f"  {problem}", file=report)
     if args.in_place:
-        print(f"wrote {args.file}; original kept as {args.file}.bak", file=report)
-    elif target is not None:
+        print(f"wrote {target}; original kept as {target}.bak", file=report)
+    elif how != "stdout":
         print(f"wrote {target}", file=report)
     return 0
 
@@ -1175,6 +1408,7 @@ def _unit_suffix(option: Option) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    _tolerant_output()
     try:
         option_file = read(args.file)
     except OptionsError as exc:
@@ -1193,7 +1427,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 1
     rows = [("OPTION", "VALUE", "UNIT", "FROM")]
     for s in effective(option_file):
-        origin = s.origin if s.known else f"{s.origin} (not in schema)"
+        folded = None if s.known else _FOLDED.get(f"{s.section}/{s.option}".lower())
+        if folded is not None:
+            origin = f"{s.origin} (not used: names are case-sensitive; see {folded.key})"
+        else:
+            origin = s.origin if s.known else f"{s.origin} (not in schema)"
         if f"{s.section}/{s.option}" in SCHEMA and SCHEMA[f"{s.section}/{s.option}"].removed:
             origin += " (removed in 8.1.3)"
         rows.append((f"{s.section}/{s.option}", "-" if s.value is None else s.value, s.unit, origin))
@@ -1208,7 +1446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orsguard")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["options", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (``... | head``): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
+import select
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
+import tty
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -259,7 +266,8 @@ def test_near_misses_are_warnings_naming_the_likely_option(tmp_path: Path) -> No
     )
     assert problems_of(path) == [
         f"{path}:2: scxml/max-microstep-counts: warning: unknown option; did you mean scxml/max-microstep-count?",
-        f"{path}:3: scxml/Max-Session-Age: warning: unknown option; did you mean scxml/max-session-age?",
+        (f"{path}:3: scxml/Max-Session-Age: warning: option names are case-sensitive: this line does not set "
+         "scxml/max-session-age; write max-session-age"),
         (f"{path}:5: orchestration/max-pending-events: warning: ORS reads this option from [scxml], "
         "not [orchestration]"),
         f"{path}:6: orchestration/call-watching-timeout: note: not in orsguard's schema; kept as is",
@@ -426,6 +434,307 @@ def test_cli_migrate_needs_a_target() -> None:
     assert "one of the arguments -o/--output --in-place is required" in run.stderr
 
 
+# --------------------------------------------------------------------------- what migrate writes to
+
+
+def fifo(tmp_path: Path, name: str = "pipe") -> Path:
+    path = tmp_path / name
+    os.mkfifo(path)
+    return path
+
+
+def read_fifo_in_thread(path: Path) -> Callable[[], bytes]:
+    """Open ``path`` for reading now, read it in a thread; the returned function gives the bytes."""
+    # Opened here without blocking, so the FIFO has its reader before the writer starts.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    got: list[bytes] = []
+
+    def reader() -> None:
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        poll.poll(30_000)
+        os.set_blocking(fd, True)
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        got.append(data)
+        os.close(fd)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+
+    def join() -> bytes:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        return got[0]
+
+    return join
+
+
+def test_cli_migrate_writes_through_a_fifo_and_leaves_it_a_fifo(tmp_path: Path) -> None:
+    out = fifo(tmp_path)
+    reader = read_fifo_in_thread(out)
+    run = cli("migrate", OLD, "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert reader() == MIGRATED
+    assert stat.S_ISFIFO(out.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_cli_migrate_refuses_a_fifo_nobody_reads_instead_of_hanging(tmp_path: Path) -> None:
+    out = fifo(tmp_path)
+    run = cli("migrate", OLD, "-o", out)
+    assert run.returncode == 1
+    assert run.stderr == f"orsguard: {out} is a FIFO that nobody reads; start its reader first. Nothing written.\n"
+    assert stat.S_ISFIFO(out.lstat().st_mode)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
+def test_cli_migrate_writes_through_a_character_device_and_keeps_it(tmp_path: Path) -> None:
+    # A private null device (major 1, minor 3), never the system's /dev/null.
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    run = cli("migrate", OLD, "-o", null)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == f"wrote {null}"
+    info = null.lstat()
+    assert stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+def test_cli_migrate_writes_through_a_terminal(tmp_path: Path) -> None:
+    # A pseudo-terminal is a character device any user can open; what is
+    # written to it comes out of the master side unchanged in raw mode.
+    master, slave = os.openpty()
+    try:
+        tty.setraw(slave)
+        name = os.ttyname(slave)
+        run = cli("migrate", OLD, "-o", name)
+        assert run.returncode == 0, run.stderr
+        got = b""
+        while len(got) < len(MIGRATED):
+            got += os.read(master, 65536)
+        assert got == MIGRATED
+        assert stat.S_ISCHR(os.stat(name).st_mode)
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def test_cli_migrate_to_dev_stdout_writes_the_stream() -> None:
+    run = cli_bytes("migrate", OLD, "-o", "/dev/stdout")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == MIGRATED
+    assert f"{OLD}:7: removed [cluster]".encode() in run.stderr
+    assert b"wrote" not in run.stderr
+
+
+def test_cli_migrate_through_a_symlink_replaces_the_file_it_points_to(tmp_path: Path) -> None:
+    real = write(tmp_path, "old content\n", "real.cfg")
+    real.chmod(0o640)
+    link = tmp_path / "link.cfg"
+    link.symlink_to("real.cfg")
+    run = cli("migrate", OLD, "-o", link)
+    assert run.returncode == 0, run.stderr
+    assert link.is_symlink() and os.readlink(link) == "real.cfg"
+    assert real.read_bytes() == MIGRATED
+    assert real.stat().st_mode & 0o777 == 0o640
+    assert run.stdout.splitlines()[-1] == f"wrote {real}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.cfg", "real.cfg"]
+
+
+def test_cli_migrate_through_a_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
+    link = tmp_path / "link.cfg"
+    link.symlink_to("new.cfg")
+    run = cli("migrate", OLD, "-o", link)
+    assert run.returncode == 0, run.stderr
+    assert link.is_symlink() and (tmp_path / "new.cfg").read_bytes() == MIGRATED
+
+
+def test_cli_migrate_refuses_a_symlink_to_its_input(tmp_path: Path) -> None:
+    source = write(tmp_path, OLD.read_bytes())
+    link = tmp_path / "link.cfg"
+    link.symlink_to(source)
+    run = cli("migrate", source, "-o", link)
+    assert run.returncode == 1
+    assert "is the input file; use --in-place" in run.stderr
+    assert source.read_bytes() == OLD.read_bytes() and link.is_symlink()
+
+
+def test_cli_migrate_refuses_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        run = cli("migrate", OLD, "-o", path)
+    assert run.returncode == 1
+    assert run.stderr == (
+        f"orsguard: {path} is a socket; migrate writes to regular files, FIFOs and character devices. "
+        "Nothing written.\n"
+    )
+
+
+def test_cli_migrate_new_output_gets_the_usual_mode(tmp_path: Path) -> None:
+    out = tmp_path / "new.cfg"
+    old_mask = os.umask(0o022)
+    try:
+        run = cli("migrate", OLD, "-o", out)
+    finally:
+        os.umask(old_mask)
+    assert run.returncode == 0, run.stderr
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_cli_migrate_in_place_through_a_symlink_migrates_its_target(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    real = write(tmp_path / "conf", OLD.read_bytes(), "ors.cfg")
+    link = tmp_path / "ors.cfg"
+    link.symlink_to(real)
+    run = cli("migrate", "--in-place", link)
+    assert run.returncode == 0, run.stderr
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes() == MIGRATED
+    assert (tmp_path / "conf" / "ors.cfg.bak").read_bytes() == OLD.read_bytes()
+    assert not (tmp_path / "ors.cfg.bak").exists()
+    assert run.stdout.splitlines()[-1] == f"wrote {real}; original kept as {real}.bak"
+
+
+def test_cli_migrate_reports_the_warnings_it_leaves(tmp_path: Path) -> None:
+    source = write(
+        tmp_path,
+        "[cluster]\nname=x\n[scxml]\nMax-Session-Age=3600\nprocess-event-timeout=5\n[orchestration]\n"
+        "mcr-pull-by-msn-only=true\n",
+    )
+    run = cli("migrate", source, "-o", tmp_path / "new.cfg")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    # The report shows the default because the mis-cased line sets nothing, and says so.
+    assert "  scxml/max-session-age = 86400 s (default)" in lines
+    start = lines.index("warnings migration leaves for you to fix (lines of the original file):")
+    assert lines[start + 1 : -1] == [
+        f"  {source}:4: scxml/Max-Session-Age: warning: option names are case-sensitive: this line does not "
+        "set scxml/max-session-age; write max-session-age",
+        f"  {source}:5: scxml/process-event-timeout: warning: 5 ms: did you mean seconds? The value is in "
+        "milliseconds (5 s is 5000); values from 1 to 99 are implausible here",
+    ]
+    after = [str(p).split(": ", 1)[1] for p in options.check(options.read(tmp_path / "new.cfg"))]
+    assert after == [line.split(": ", 1)[1] for line in lines[start + 1 : -1]]
+
+
+# --------------------------------------------------------------------------- what check reads
+
+
+def test_cli_check_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    path = fifo(tmp_path)
+    run = cli("check", path)
+    assert run.returncode == 1
+    assert run.stderr == f"orsguard: {path}: is a FIFO; option files are read only from regular files\n"
+
+
+def test_read_refuses_devices_and_directories(tmp_path: Path) -> None:
+    with pytest.raises(OptionsError, match=r"^/dev/zero: is a character device; option files are read only"):
+        options.read("/dev/zero")
+    with pytest.raises(OptionsError, match="is a directory, not an option file"):
+        options.read(tmp_path)
+    with pytest.raises(OptionsError, match="cannot read: embedded null byte"):
+        options.read("a\0b")
+
+
+def test_cli_check_refuses_a_file_over_the_size_cap(tmp_path: Path) -> None:
+    path = tmp_path / "huge.cfg"
+    with open(path, "wb") as stream:
+        stream.truncate(options.MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    run = cli("check", path)
+    assert run.returncode == 1
+    assert run.stderr == (
+        f"orsguard: {path}: is {options.MAX_FILE_BYTES + 1} bytes; option files over "
+        f"{options.MAX_FILE_BYTES} bytes are refused\n"
+    )
+    assert "Traceback" not in run.stderr
+
+
+def test_cli_usage_errors_exit_2_without_a_traceback() -> None:
+    for args in (("check",), ("migrate", OLD, "-o", "x", "--in-place"), ("frobnicate",), ("show", "a", "b")):
+        run = cli(*args)
+        assert run.returncode == 2, args
+        assert "Traceback" not in run.stderr and run.stderr.startswith("usage: ")
+
+
+def test_cli_check_with_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    name = os.fsencode(tmp_path) + b"/bad\xff.cfg"
+    with open(name, "wb") as stream:
+        stream.write(b"[scxml]\nmax-pending-events=-1\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "orsguard.options", "check", name],
+        check=False,
+        capture_output=True,
+        timeout=60,
+        # Strict stdout, as under most UTF-8 locales: the name must still print, as its own bytes.
+        env={**os.environ, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"},
+    )
+    assert run.returncode == 1
+    assert b"Traceback" not in run.stderr
+    assert run.stdout.startswith(name + b":2: scxml/max-pending-events: error: must not be negative")
+
+
+# --------------------------------------------------------------------------- linear in the file
+
+
+def lines_run(func: Callable[[], object]) -> int:
+    """Python lines executed in orsguard/options.py while ``func`` runs: a count, not a time."""
+    count = 0
+
+    def tracer(frame: Any, event: str, arg: object) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename != options.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    previous = sys.gettrace()  # a coverage tracer, if any, gets its place back
+    sys.settrace(tracer)
+    try:
+        func()
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+SHAPES = {
+    "unknown options in [scxml]": lambda n: "[scxml]\n" + "".join(f"opt{i}=v{i}\n" for i in range(n)),
+    "an unknown section": lambda n: "[vendor]\n" + "".join(f"opt{i}=v\n" for i in range(n)),
+    "many sections": lambda n: "".join(f"[s{i}]\na=1\n" for i in range(n)),
+    "many cluster sections": lambda n: "".join("[cluster]\nname=x\n# c\n" for _ in range(n)),
+    "one option set again and again": lambda n: "[scxml]\n" + "max-pending-events=5\n" * n,
+    "long names": lambda n: "[scxml]\n" + "m" * (50 * n) + "=1\n" + "max-session-age" + "x" * n + "=1\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_check_migrate_and_show_do_work_linear_in_the_file(tmp_path: Path, shape: str) -> None:
+    # Twice the file must cost at most about twice the work; the quadratic
+    # versions of these paths cost 4x (a 40,000-option check took 10.7 s).
+    work = []
+    for n in (1000, 2000):
+        path = write(tmp_path, SHAPES[shape](n), f"{n}.cfg")
+
+        def everything(path: Path = path) -> None:
+            option_file = options.read(path)
+            options.check(option_file)
+            options.migrate(option_file)
+            options.effective(option_file, environ={})
+
+        work.append(lines_run(everything))
+    assert work[1] <= 2.2 * work[0], work
+
+
+def test_a_long_number_with_junk_is_an_error_without_backtracking(tmp_path: Path) -> None:
+    # "1" * 50,000 + "x" took about 1e9 regex steps with the old number pattern.
+    path = write(tmp_path, "[scxml]\nmax-pending-events=" + "1" * 50_000 + "x\n")
+    [problem] = options.check(options.read(path))
+    assert problem.severity == "error" and "must be a whole number from 0 to 2147483647" in problem.message
+
+
 # --------------------------------------------------------------------------- check and show on the command line
 
 
@@ -543,6 +852,75 @@ def test_bad_limit_values_raise_with_location(tmp_path: Path) -> None:
         options.limits_from_options(NEW, environ={"ORSGUARD_SCXML_MAX_PENDING_EVENTS": "1e3"})
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "warned"),
+    [
+        ("scxml/process-event-timeout", "5", True),
+        ("scxml/process-event-timeout", "99", True),
+        ("scxml/process-event-timeout", "100", False),
+        ("scxml/process-event-timeout", "0", False),
+        ("persistence/cassandra-connect-attempt-timeout", "30", True),
+        ("persistence/cassandra-max-latency", "9", True),
+        ("persistence/cassandra-max-latency", "10", False),
+        ("scxml/max-session-age", "5", False),
+    ],
+)
+def test_a_tiny_millisecond_value_is_a_warning(tmp_path: Path, option: str, value: str, warned: bool) -> None:
+    section, name = option.split("/")
+    path = write(tmp_path, f"[{section}]\n{name}={value}\n")
+    problems = options.check(options.read(path))
+    expected = [] if not warned else [
+        f"{path}:2: {option}: warning: {value} ms: did you mean seconds? The value is in milliseconds "
+        f"({value} s is {int(value) * 1000}); values from 1 to {SCHEMA_BELOW[option] - 1} are implausible here"
+    ]
+    assert [str(p) for p in problems] == expected
+
+
+SCHEMA_BELOW = {key: o.implausible_below for key, o in options.SCHEMA.items()}
+
+
+def test_a_tiny_timeout_still_applies_and_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "[scxml]\nprocess-event-timeout=5\n")
+    with caplog.at_level(logging.WARNING, logger="orsguard.options"):
+        limits = options.limits_from_options(path, environ={})
+    assert limits.process_event_timeout == 0.005
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:2: scxml/process-event-timeout: warning: 5 ms: did you mean seconds? The value is in "
+        "milliseconds (5 s is 5000); values from 1 to 99 are implausible here"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="orsguard.options"):
+        options.limits_from_options(None, environ={"ORSGUARD_SCXML_PROCESS_EVENT_TIMEOUT": "2"})
+    assert caplog.records[0].getMessage().startswith(
+        "environment variable ORSGUARD_SCXML_PROCESS_EVENT_TIMEOUT: scxml/process-event-timeout: warning: 2 ms:"
+    )
+
+
+def test_option_names_are_matched_exactly_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One rule for check, limits, show and migrate: a name that differs only in
+    # case sets nothing, and every command says or shows so.
+    path = write(tmp_path, "[scxml]\nMax-Session-Age=3600\n[SCXML]\nmax-pending-events=7\n")
+    assert problems_of(path) == [
+        f"{path}:2: scxml/Max-Session-Age: warning: option names are case-sensitive: this line does not set "
+        "scxml/max-session-age; write max-session-age",
+        f"{path}:3: [SCXML]: warning: section names are case-sensitive: this is not [scxml], and its options "
+        "are not used as [scxml] options",
+        f"{path}:4: SCXML/max-pending-events: warning: ORS reads this option from [scxml], not [SCXML]",
+    ]
+    assert options.limits_from_options(path, environ={}) == Limits()
+    shown = cli("show", path).stdout.splitlines()
+    assert [line.split() for line in shown if "ax-session-age" in line] == [
+        ["scxml/max-session-age", "86400", "s", "default"],
+        "scxml/Max-Session-Age 3600 line 2 (not used: names are case-sensitive; see scxml/max-session-age)".split(),
+    ]
+    option_file = options.read(path)
+    settings = {(s.section, s.option): s for s in options.effective(option_file, environ={})}
+    assert settings["scxml", "max-session-age"].origin == "default"
+    assert settings["scxml", "Max-Session-Age"].known is False
+    assert settings["scxml", "max-pending-events"].origin == "default"
+    assert "scxml/max-session-age" in [o.key for o in options.migrate(option_file).defaults]
+
+
 def test_errors_outside_scxml_do_not_block_limits(tmp_path: Path) -> None:
     path = write(tmp_path, "[persistence]\ncassandra-strategy-class=Nope\n[scxml]\nmax-pending-events=5\n")
     assert options.limits_from_options(path, environ={}) == Limits(max_pending_events=5)
@@ -564,6 +942,16 @@ def test_reload_keeps_old_limits_when_the_file_breaks(tmp_path: Path) -> None:
     with pytest.raises(OptionsError, match=r":2: scxml/max-pending-events: must not be negative"):
         source.reload()
     assert source.limits == Limits(max_pending_events=6)
+
+
+def test_reload_refuses_a_file_replaced_by_a_fifo_without_blocking(tmp_path: Path) -> None:
+    path = write(tmp_path, "[scxml]\nmax-pending-events=10\n")
+    source = options.LimitsSource(path, environ={})
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(OptionsError, match="is a FIFO; option files are read only from regular files"):
+        source.reload()
+    assert source.limits.max_pending_events == 10
 
 
 def test_source_also_carries_send_retries(tmp_path: Path) -> None:
@@ -669,3 +1057,59 @@ def test_committed_doc_matches_the_schema() -> None:
     doc = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
     for key in options.SCHEMA:
         assert f"`{key}`" in doc
+
+
+# --------------------------------------------------------------------------- mutated files
+
+
+def mutations(seed: int, count: int) -> list[bytes]:
+    """Option files made by mutating the two samples: flipped bytes, cut, doubled and shuffled lines."""
+    rng = random.Random(seed)
+    pieces = [
+        b"[scxml]\n", b"[cluster]\n", b"[SCXML]\n", b"[\n", b"=\n", b"max-pending-events=-1\n",
+        b"process-event-timeout=5\n", b"Max-Session-Age=1\n", b"\xff\xfe\n", b"\xef\xbb\xbf", b"\r\n", b"\0",
+        b"cassandra-strategy-options=London:3,London:2\n", b"x=" + b"9" * 400 + b"\n", b"; c\n",
+    ]
+    out = []
+    for _ in range(count):
+        lines = (OLD if rng.random() < 0.5 else NEW).read_bytes().splitlines(keepends=True)
+        for _ in range(rng.randint(1, 6)):
+            kind = rng.randrange(5)
+            at = rng.randrange(len(lines) + 1)
+            if kind == 0:
+                lines.insert(at, rng.choice(pieces))
+            elif kind == 1 and lines:
+                del lines[min(at, len(lines) - 1)]
+            elif kind == 2 and lines:
+                lines.insert(at, lines[rng.randrange(len(lines))])
+            elif kind == 3 and lines:
+                i = rng.randrange(len(lines))
+                line = bytearray(lines[i])
+                if line:
+                    line[rng.randrange(len(line))] = rng.randrange(256)
+                lines[i] = bytes(line)
+            else:
+                rng.shuffle(lines)
+        out.append(b"".join(lines))
+    return out
+
+
+def test_mutated_files_give_a_result_or_a_message_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for number, data in enumerate(mutations(seed=13, count=150)):
+        source = write(tmp_path, data, f"m{number}.cfg")
+        out = tmp_path / f"m{number}.out"
+        for args in (["check", source], ["show", source], ["migrate", source, "-o", out]):
+            status = options.main([str(a) for a in args])
+            assert status in (0, 1), (args, data)
+            captured = capsys.readouterr()
+            assert "Traceback" not in captured.err
+            if status == 1:
+                # check reports on stdout and sums up on stderr; the others explain on stderr.
+                assert captured.err.strip(), (args, data)
+        assert source.read_bytes() == data
+        if out.exists():
+            migrated = options.read(out)
+            assert not [p for p in options.check(migrated) if p.severity == "error"]
+            assert not [e for e in migrated.entries if e.section == "cluster"]
