@@ -106,10 +106,10 @@ class Chart:
         return "<scxml>" if s == 0 else self.states[s].id
 
 
-def load_chart(path: str | os.PathLike[str]) -> Chart:
+def load_chart(path: str | os.PathLike[str], *, check_expressions: bool = True) -> Chart:
     """Load ``path`` and build its chart; raises :class:`~orsguard.DocumentError` like ``load``."""
     path = os.fspath(path)
-    document = load(path)
+    document = load(path, check_expressions=check_expressions)
     with open(path, "rb") as f:
         data = f.read()
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True,

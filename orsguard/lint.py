@@ -47,11 +47,14 @@ class Finding:
                 "states": list(self.states)}
 
 
-def lint_file(path: str | os.PathLike[str]) -> list[Finding]:
-    """Check one document; a document that does not load gives one ``document`` error."""
+def lint_file(path: str | os.PathLike[str], *, check_expressions: bool = True) -> list[Finding]:
+    """Check one document; a document that does not load gives one ``document`` error.
+
+    ``check_expressions=False`` leaves ill-formed expressions to run time, as ``load`` does.
+    """
     path = os.fspath(path)
     try:
-        chart = load_chart(path)
+        chart = load_chart(path, check_expressions=check_expressions)
     except DocumentError as exc:
         return [Finding(path, exc.line or 1, "error", "document", exc.message)]
     return lint_chart(chart)
