@@ -119,7 +119,7 @@ def to_dot(chart: Chart, highlight: Iterable[str] = ()) -> str:
     name = chart.document.name or os.path.basename(chart.path)
     lines = [
         "digraph statechart {",
-        "  compound=true; rankdir=LR; newrank=true;",
+        "  compound=true; rankdir=LR; newrank=true; nodesep=0.5; ranksep=0.9;",
         f"  label={_q(name)}; labelloc=t; fontname=\"Helvetica\";",
         '  node [fontname="Helvetica", fontsize=11]; edge [fontname="Helvetica", fontsize=9];',
         '  s0_init [shape=point, width=0.15, label=""];',
