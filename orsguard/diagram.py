@@ -155,30 +155,28 @@ def to_dot(chart: Chart, highlight: Iterable[str] = ()) -> str:
         emit(c, "  ")
     for t in chart.transitions:
         attrs = []
-        if t.initial:
-            if chart.states[t.source].kind == HISTORY:
-                attrs.append("style=dotted")
-            src = anchor(t.source)
-        else:
-            src = anchor(t.source)
+        if t.initial and chart.states[t.source].kind == HISTORY:
+            attrs.append("style=dotted")
+        if not t.initial:
             label = _edge_label(t)
             if label:
                 attrs.append(f"label={_q(label)}")
             if not t.events:
                 attrs.append("style=dashed")
-            if chart.states[t.source].kind in (COMPOUND, PARALLEL):
-                attrs.append(f"ltail=cluster_{t.source}")
         if t.index in marked:
             attrs.append(f'color="{RED}", fontcolor="{RED}", penwidth=2.5')
+        clustered = (COMPOUND, PARALLEL)
         for x in t.targets or [t.source]:
-            edge = list(attrs)
-            if chart.states[x].kind in (COMPOUND, PARALLEL) and x != t.source:
-                edge.append(f"lhead=cluster_{x}")
-            if not t.targets:
-                edge.append("dir=forward")
             if t.initial and t.source == x:
                 continue
-            lines.append(f"  {src} -> {anchor(x)}" + (f" [{', '.join(edge)}]" if edge else "") + ";")
+            edge = list(attrs)
+            # Clip at a cluster's border only when the other end lies outside that cluster.
+            if (not t.initial and chart.states[t.source].kind in clustered and x != t.source
+                    and not chart.is_descendant(x, t.source)):
+                edge.append(f"ltail=cluster_{t.source}")
+            if chart.states[x].kind in clustered and x != t.source and not chart.is_descendant(t.source, x):
+                edge.append(f"lhead=cluster_{x}")
+            lines.append(f"  {anchor(t.source)} -> {anchor(x)}" + (f" [{', '.join(edge)}]" if edge else "") + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from orsguard.diagram import RED, highlight_labels, to_dot, to_mermaid, trail_lo
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli import orsguard as cli  # noqa: E402
+from w3c_runner import w3c_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNAWAY = ROOT / "examples/runaway.scxml"
@@ -55,9 +57,11 @@ def test_dot_draws_compound_and_parallel_states_as_clusters(nested: Path) -> Non
     assert re.search(r'subgraph cluster_\d+ \{\n\s*label="outer"; style="rounded"', dot)
     assert re.search(r'subgraph cluster_\d+ \{\n\s*label="par \(parallel\)"; style="dashed,rounded"', dot)
     assert 'label="H*"' in dot
-    # the eventless transition is dashed and attaches to the outer cluster's border
+    # the eventless transition is dashed; it starts inside outer, so it is not clipped at outer's border
     r1 = node_of(dot, "r1")
-    assert re.search(rf"{r1} -> s\d+_init \[style=dashed, lhead=cluster_\d+\]", dot)
+    assert re.search(rf"{r1} -> s\d+_init \[style=dashed\];", dot)
+    # an edge from outside into the parallel state is clipped at the cluster's border
+    assert re.search(r"s\d+ -> s\d+_init \[label=\"go .*, lhead=cluster_\d+\];", dot)
     # the cond keeps its quotes and semicolon inside one DOT string
     assert r'label="go [x == \"a;b\" && y < 2]"' in dot
     assert red_edges(dot) == set()
@@ -130,6 +134,15 @@ def test_png_of_a_nested_chart(tmp_path: Path, nested: Path) -> None:
     result = cli("diagram", nested, "-o", out)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is installed by scripts/install-services.sh")
+@pytest.mark.parametrize("test", ["403b", "422", "504", "505", "506", "533", "570", "576", "579", "580", "387"])
+def test_graphviz_takes_nested_w3c_charts_without_a_warning(test: str) -> None:
+    """W3C charts with transitions into, out of and within compound and parallel states."""
+    chart = load_chart(w3c_dir() / "ecma" / f"test{test}.scxml", check_expressions=False)
+    done = subprocess.run(["dot", "-Tsvg"], input=to_dot(chart).encode(), capture_output=True, check=False)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
 
 
 @pytest.mark.parametrize(("content", "message"), [
