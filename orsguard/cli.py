@@ -136,7 +136,7 @@ def format_peaks(peaks: dict[str, Any], limits: Limits) -> list[str]:
     out = []
     for option in OPTION_NAMES.values():
         value = peaks[option]
-        shown = f"{value:.3f} s" if isinstance(value, float) else str(value)
+        shown = f"{value:.4g} s" if isinstance(value, float) else str(value)
         if option == "max-state-entry-count" and peaks.get("state"):
             shown += f" ({peaks['state']})"
         limit = configured[option]

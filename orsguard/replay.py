@@ -381,7 +381,7 @@ def _quiet(label: str | None, value: Any) -> None:
 def _fmt(value: float, option: str) -> str:
     if option in _COUNTS:
         return f"{int(value):,}"
-    return f"{value:.3f}" if value < 100 else f"{value:,.0f}"
+    return f"{value:.4g}" if value < 100_000 else f"{value:,.0f}"
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -52,8 +52,8 @@ def test_runaway_is_stopped_by_max_microstep_count_with_the_loop_and_peaks() -> 
     assert re.fullmatch(r"  max-microstep-count +1001 +limit 1000", lines[2])
     assert re.fullmatch(r"  max-state-entry-count +501 \((route|retry)\) +limit 10000", lines[3])
     assert re.fullmatch(r"  max-pending-events +\d+ +limit 1000", lines[4])
-    assert re.fullmatch(r"  process-event-timeout +\d+\.\d{3} s +limit 5", lines[5])
-    assert re.fullmatch(r"  max-session-age +\d+\.\d{3} s +limit 86400", lines[6])
+    assert re.fullmatch(r"  process-event-timeout +[\d.e+-]+ s +limit 5", lines[5])
+    assert re.fullmatch(r"  max-session-age +[\d.e+-]+ s +limit 86400", lines[6])
     assert len(lines) == 7
 
 

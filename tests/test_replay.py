@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import pytest
 from lxml import etree
 
 import orsguard
+import orsguard.replay
 from orsguard.replay import percentile, replay, suggest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -277,3 +279,13 @@ def test_a_fifo_is_refused_instead_of_hanging(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     result = cli("replay", fifo, "--documents", "examples")
     assert result.returncode == 1 and "not a regular file" in result.stderr
+
+
+def test_progress_goes_to_the_given_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(orsguard.replay, "PROGRESS_EVERY", 0.0)
+    stream = io.StringIO()
+    traffic, docs, plans = generate(tmp_path, sessions=5)
+    replay(str(traffic), str(docs), orsguard.Limits(), progress=stream)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == sum(len(p.lines) for p in plans)
+    assert re.fullmatch(r"replay: line \d+, t=[\d.]+ s, \d+ sessions running, \d+ ended", lines[-1])
