@@ -236,10 +236,13 @@ def _loops(chart: Chart, dead: set[int]) -> list[Finding]:
     steps = {t.index: _step(chart, t) for t in nodes}
     # edges[t1] = [(t2, certain, external)]
     edges: dict[int, list[tuple[int, bool, bool]]] = {t.index: [] for t in nodes}
+    by_source: dict[int, list[Transition]] = {}
+    for t in nodes:
+        by_source.setdefault(t.source, []).append(t)
     for t1 in nodes:
         step = steps[t1.index]
-        for t2 in nodes:
-            if t2.source not in step.after or _preempted(chart, step, t2, dead):
+        for t2 in (t for s in sorted(step.after) for t in by_source.get(s, ())):
+            if _preempted(chart, step, t2, dead):
                 continue
             if not t2.events:
                 edges[t1.index].append((t2.index, t2.cond is None, False))
@@ -272,7 +275,7 @@ def _loop_finding(chart: Chart, cycle: list[int], edges: dict[int, list[tuple[in
                    if v == trans[(i + 1) % len(trans)].index)
     eventless = all(not t.events for t in trans)
     path = _path(chart, trans)
-    lines = ("lines " if len(trans) > 1 else "line ") + ", ".join(str(t.line) for t in trans)
+    lines = ("lines " if len(trans) > 1 else "line ") + _some([str(t.line) for t in trans])
     states = []
     for t in trans:
         if chart.name(t.source) not in states:
@@ -292,20 +295,27 @@ def _loop_finding(chart: Chart, cycle: list[int], edges: dict[int, list[tuple[in
                    if x < t.index and chart.transitions[x].cond is not None]
         tail = ""
         if escapes:
-            tail = "; it leaves only when " + " or ".join(
-                f"the cond {e.cond!r} of {e.label} (line {e.line}) holds" for e in escapes)
+            tail = "; it leaves only when " + _some(
+                [f"the cond {e.cond!r} of {e.label} (line {e.line}) holds" for e in escapes], " or ")
         message = f"certain infinite {kind}: {path} ({lines}) has no cond{tail}; {why}"
         check = "eventless-loop" if eventless else "event-loop"
     else:
         conds = [f"{t.label}: {t.cond!r}" for t in trans if t.cond is not None]
         uncertain = [e.event for i, t in enumerate(trans) for e in t.emits if not e.certain]
-        guarded = "; guarded by " + ", ".join(conds) if conds else ""
+        guarded = "; guarded by " + _some(conds) if conds else ""
         if uncertain:
-            guarded += "; events queued conditionally: " + ", ".join(sorted(set(uncertain)))
-        message = (f"possible infinite {kind} through states {', '.join(map(repr, states))}: {path} "
+            guarded += "; events queued conditionally: " + _some(sorted(set(uncertain)))
+        message = (f"possible infinite {kind} through states {_some([repr(x) for x in states])}: {path} "
                    f"({lines}){guarded}; {why}")
         check = "eventless-loop" if eventless else "event-loop"
     return Finding(chart.path, trans[0].line, severity, check, message, option, [t.label for t in trans], states)
+
+
+def _some(items: list[str], sep: str = ", ", most: int = 8) -> str:
+    """At most ``most`` items, then how many more: a loop through 20,000 states still reads as one line."""
+    if len(items) <= most:
+        return sep.join(items)
+    return sep.join(items[:most]) + f"{sep}... ({len(items) - most} more)"
 
 
 def _path(chart: Chart, trans: list[Transition]) -> str:
@@ -317,6 +327,8 @@ def _path(chart: Chart, trans: list[Transition]) -> str:
         parts.append(" ".join(chart.name(x) for x in t.targets) if t.targets else src)
         if not t.targets:
             parts[-1] += f" (targetless, event {' '.join(t.events)})" if t.events else " (targetless)"
+    if len(parts) > 12:
+        parts = parts[:6] + [f"... ({len(parts) - 12} more)"] + parts[-6:]
     return " -> ".join(parts)
 
 

@@ -258,3 +258,14 @@ def test_cli_reports_a_document_that_does_not_load_and_goes_on(tmp_path: Path, c
 
 def test_cli_without_documents_is_a_usage_error() -> None:
     assert cli("lint").returncode == 2
+
+
+def test_a_long_loop_is_one_short_message(tmp_path: Path) -> None:
+    n = 3000
+    states = "\n".join(f'<state id="s{i}"><transition cond="n &gt; 0" target="s{(i + 1) % n}"/></state>'
+                       for i in range(n))
+    path = tmp_path / "long.scxml"
+    path.write_text(f'{HEAD} initial="s0">\n<datamodel><data id="n" expr="1"/></datamodel>\n{states}\n</scxml>\n')
+    (f,) = lint_file(path)
+    assert f.severity == "warning" and len(f.transitions) == n
+    assert len(f.message) < 1500 and "(2992 more)" in f.message
