@@ -405,37 +405,45 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _chart(values: list[float], limit: float, suggested: float, option: str) -> str:
-    """An inline SVG histogram of one option's peaks, the limit a red line, the suggestion a dashed one."""
-    width, height, pad = 460, 160, 30
-    top = max([*values, limit or 0, suggested]) or 1
+    """An inline SVG histogram of one option's peaks, the limit a red line, the suggestion a dashed one.
+
+    A limit far beyond the peaks would squeeze every bar against the left edge: it is then drawn at the
+    right edge with an arrow instead.
+    """
+    width, height, pad = 460, 160, 34
+    top = max([*values, suggested]) or 1
+    beyond = bool(limit) and limit > top * 1.25
+    if limit and not beyond:
+        top = max(top, limit)
     nbins = 20
     counts = [0] * nbins
     for v in values:
         counts[min(nbins - 1, int(v / top * nbins))] += 1
     peak = max(counts) or 1
     bw = (width - 2 * pad) / nbins
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img">',
-             f'<title>{html.escape(option)}</title>']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 2 * pad}" role="img">',
+             f"<title>{html.escape(option)}</title>"]
     for i, c in enumerate(counts):
         if c:
             h = c / peak * height
             parts.append(f'<rect x="{pad + i * bw:.1f}" y="{pad + height - h:.1f}" width="{bw - 1:.1f}" '
                          f'height="{h:.1f}" fill="#4c72b0"><title>{c} sessions</title></rect>')
 
-    def xline(value: float, color: str, dash: str, label: str) -> None:
-        x = pad + value / top * (width - 2 * pad)
-        parts.append(f'<line x1="{x:.1f}" y1="{pad - 10}" x2="{x:.1f}" y2="{pad + height}" stroke="{color}" '
+    def xline(value: float, color: str, dash: str, label: str, y: int) -> None:
+        x = pad + min(value / top, 1.0) * (width - 2 * pad)
+        parts.append(f'<line x1="{x:.1f}" y1="{pad - 8}" x2="{x:.1f}" y2="{pad + height}" stroke="{color}" '
                      f'stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{x:.1f}" y="{pad - 14}" font-size="11" fill="{color}" text-anchor="middle">'
-                     f'{html.escape(label)}</text>')
+        parts.append(f'<text x="{x:.1f}" y="{y}" font-size="11" fill="{color}" text-anchor="end">'
+                     f"{html.escape(label)}</text>")
 
     parts.append(f'<line x1="{pad}" y1="{pad + height}" x2="{width - pad}" y2="{pad + height}" stroke="#333"/>')
     parts.append(f'<text x="{pad}" y="{pad + height + 16}" font-size="11">0</text>')
     parts.append(f'<text x="{width - pad}" y="{pad + height + 16}" font-size="11" text-anchor="end">'
-                 f'{html.escape(_fmt(top, option))}</text>')
+                 f"{html.escape(_fmt(top, option))}</text>")
+    xline(suggested, "#2ca02c", ' stroke-dasharray="5,4"', f"suggested {_fmt(suggested, option)}", pad - 12)
     if limit:
-        xline(limit, "#d62728", "", f"limit {_fmt(limit, option)}")
-    xline(suggested, "#2ca02c", ' stroke-dasharray="5,4"', f"suggested {_fmt(suggested, option)}")
+        label = f"limit {_fmt(limit, option)}" + (" (beyond the scale) \u2192" if beyond else "")
+        xline(limit, "#d62728", "", label, pad - 24)
     parts.append("</svg>")
     return "".join(parts)
 
