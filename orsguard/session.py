@@ -35,7 +35,8 @@ class Session(Interpreter):
     ``limits`` default to :class:`~orsguard.Limits` ``()``; ``clock`` to real
     time (pass a :class:`~orsguard.VirtualClock` in tests). ``data`` overrides
     top-level ``<data>`` values with the same ids, as an invoke's parameters do.
-    ``on_end(session)`` is called once when the session stops running.
+    ``on_end(session)`` is called once when the session stops running;
+    ``on_transition(label)`` for every transition taken, initial ones included.
     Sessions it invokes run under ``child_limits``, by default its own limits;
     when a limit stops one, this session receives :data:`LIMIT_EVENT`.
     """
@@ -56,7 +57,10 @@ class Session(Interpreter):
         self.invoke_id = invoke_id
         self.on_end = on_end
         self.on_log = on_log
-        self.tracer = _shielded(on_transition, "on_transition") if on_transition is not None else None
+        if on_transition is not None:
+            hook = _shielded(on_transition, "on_transition")
+            labels = document.machine.labels
+            self.tracer = lambda t, event: hook(labels[t])
         self.initial_data = dict(data) if data else {}
         self.child_limits = child_limits
         self.ioprocessors: dict[str, EventIOProcessor] = {}
