@@ -281,11 +281,13 @@ def _loop_finding(chart: Chart, cycle: list[int], edges: dict[int, list[tuple[in
         if chart.name(t.source) not in states:
             states.append(chart.name(t.source))
     if external:
+        # The session's own zero-delay sends are taken in the same processing call, each as a new
+        # macrostep: max-microstep-count restarts every lap, the entry count and the timeout do not.
         enters = any(t.targets for t in trans)
-        option = "max-state-entry-count" if enters else "max-session-age"
+        option = "max-state-entry-count" if enters else "process-event-timeout"
         why = ("each lap is a new macrostep (a zero-delay <send> to the session itself), so "
-               + ("max-state-entry-count stops it at run time" if enters else
-                  "only max-session-age stops it at run time, on the real clock"))
+               + ("max-state-entry-count (or process-event-timeout, whichever comes first) stops it at run time"
+                  if enters else "only process-event-timeout stops it at run time"))
     else:
         option = "max-microstep-count"
         why = "max-microstep-count stops it at run time"
