@@ -36,6 +36,8 @@ from orsguard.session import Session
 OPTIONS = tuple(OPTION_NAMES.values())
 _COUNTS = ("max-microstep-count", "max-state-entry-count", "max-pending-events")
 _READABLE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+#: The unit each time option has in an ORS options file, in seconds.
+UNITS = {"process-event-timeout": 0.001, "max-session-age": 1.0}
 #: Progress goes to stderr at most this often (wall seconds) during a long replay.
 PROGRESS_EVERY = 2.0
 
@@ -111,7 +113,8 @@ class Replay:
                     "p99": percentile(values, 0.99),
                     "limit": configured[option],
                     "stopped": sum(1 for r in results if r.termination and r.termination["option"] == option),
-                    "suggested": suggest(values[-1], self.margin, option in _COUNTS),
+                    "suggested": suggest(values[-1], self.margin, option in _COUNTS,
+                                         unit=UNITS.get(option, 1.0)),
                 }
             docs[name] = {
                 "sessions": len(results),
@@ -136,14 +139,16 @@ def percentile(values: list[float], q: float) -> float:
     return values[max(0, math.ceil(q * len(values)) - 1)]
 
 
-def suggest(observed: float, margin: float, count: bool) -> float:
+def suggest(observed: float, margin: float, count: bool, unit: float = 1.0) -> float:
     """``observed * margin`` rounded up to 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten.
 
-    Never below ``observed``, and never 0, which would switch the limit off.
+    Never below ``observed``, never below one ``unit`` (the smallest value the option file can hold:
+    1 for counts, 0.001 s for process-event-timeout, which ORS takes in milliseconds), and so never
+    0, which would switch the limit off.
     """
-    target = max(observed * margin, observed)
-    if target <= 0:
-        return 1 if count else 0.001
+    target = max(observed * margin, observed, unit if not count else 1)
+    if count:
+        unit = 1
     exp = math.floor(math.log10(target))
     for step in _READABLE:
         value = step * 10.0**exp
@@ -152,7 +157,7 @@ def suggest(observed: float, margin: float, count: bool) -> float:
     value = max(value, observed)
     if count:
         return max(1, math.ceil(value))
-    return float(f"{value:.6g}")
+    return float(f"{math.ceil(value / unit - 1e-9) * unit:.6g}")
 
 
 # ---------------------------------------------------------------- reading traffic
@@ -381,7 +386,7 @@ def _quiet(label: str | None, value: Any) -> None:
 def _fmt(value: float, option: str) -> str:
     if option in _COUNTS:
         return f"{int(value):,}"
-    return f"{value:.4g}" if value < 100_000 else f"{value:,.0f}"
+    return f"{value:.4g}" if value < 1000 else f"{value:,.0f}"
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from lxml import etree
 
 import orsguard
 import orsguard.replay
-from orsguard.replay import percentile, replay, suggest
+from orsguard.replay import UNITS, percentile, replay, suggest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli import orsguard as cli  # noqa: E402
@@ -131,7 +131,8 @@ def test_replay_reproduces_the_peaks_the_traffic_was_built_to_produce(tmp_path: 
             assert row["p50"] == pytest.approx(percentile(values, 0.5)), (name, option)
             assert row["p99"] == pytest.approx(percentile(values, 0.99)), (name, option)
             assert row["stopped"] == 0
-            assert row["suggested"] >= row["max"] and row["suggested"] == suggest(row["max"], 2, option in COUNTS)
+            assert row["suggested"] >= row["max"]
+            assert row["suggested"] == suggest(row["max"], 2, option in COUNTS, UNITS.get(option, 1.0))
         assert set(doc["limits"]) == set(orsguard.OPTION_NAMES.values())
         assert doc["limits"]["max-microstep-count"]["limit"] == 0
 
@@ -166,7 +167,10 @@ def test_suggested_limits_are_readable_and_never_below_the_maximum() -> None:
     assert suggest(37, 2, True) == 80
     assert suggest(7, 1, True) == 8
     assert suggest(0, 2, True) == 1            # 0 would switch the limit off
-    assert suggest(0.0132, 2, False) == 0.03
+    assert suggest(0.0132, 2, False, 0.001) == 0.03
+    assert suggest(0.0002637, 2, False, 0.001) == 0.001      # process-event-timeout: whole milliseconds
+    assert suggest(0, 2, False, 0.001) == 0.001
+    assert suggest(12.9, 2, False) == 30
     assert suggest(86400, 1.5, False) == 150000
     assert suggest(3, 1000, True) == 3000
     for observed in (1, 3, 9, 11, 99, 101, 999, 12345):
