@@ -109,6 +109,7 @@ class Chart:
 def load_chart(path: str | os.PathLike[str], *, check_expressions: bool = True) -> Chart:
     """Load ``path`` and build its chart; raises :class:`~orsguard.DocumentError` like ``load``."""
     path = os.fspath(path)
+    require_regular_file(path)
     document = load(path, check_expressions=check_expressions)
     with open(path, "rb") as f:
         data = f.read()
@@ -116,6 +117,12 @@ def load_chart(path: str | os.PathLike[str], *, check_expressions: bool = True) 
                              remove_pis=True)
     root = etree.fromstring(data, parser)
     return _Builder(path, document).build(root)
+
+
+def require_regular_file(path: str) -> None:
+    """Refuse a FIFO or a device before reading it: it could block or never end."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise DocumentError("not a regular file", file=path)
 
 
 class _Builder:

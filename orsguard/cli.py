@@ -145,8 +145,11 @@ def format_peaks(peaks: dict[str, Any], limits: Limits) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from orsguard.chart import require_regular_file
+
     out = sys.stdout
     try:
+        require_regular_file(args.document)
         doc = load(args.document)
     except DocumentError as exc:
         _error(str(exc))

@@ -335,3 +335,15 @@ def test_options_check_warns_about_removed_options_without_failing() -> None:
     result = orsguard("options", "check", "examples/ors-8.1.2.cfg")
     assert result.returncode == 0
     assert "cluster/name: warning: removed in ORS 8.1.3" in result.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("command", ["run", "lint", "diagram"])
+def test_a_fifo_or_device_document_is_refused_instead_of_hanging(tmp_path: Path, command: str) -> None:
+    fifo = tmp_path / "doc.scxml"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        result = orsguard(command, path)
+        assert result.returncode == 1
+        assert f"{path}" in result.stdout + result.stderr and "not a regular file" in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
