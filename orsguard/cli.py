@@ -54,7 +54,7 @@ def _event_arg(text: str) -> tuple[str, float | None, Any]:
         return name, seconds, None
     try:
         return name, seconds, json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise argparse.ArgumentTypeError(f"event {name!r}: data is not JSON ({exc})") from None
 
 

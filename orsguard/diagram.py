@@ -83,7 +83,7 @@ def read_highlight(path: str, document_path: str | None = None) -> list[str]:
             data = json.load(f)
     except OSError as exc:
         raise DiagramError(f"{path}: cannot read: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DiagramError(f"{path}: not JSON ({exc})") from None
     try:
         return highlight_labels(data, document_path)

@@ -183,7 +183,7 @@ def _records(path: str, problems: list[Problem]) -> Iterator[tuple[int, dict[str
 
             try:
                 rec = json.loads(text)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
                 bad(f"not JSON ({exc})")
                 continue
             if not isinstance(rec, dict):

@@ -347,3 +347,9 @@ def test_a_fifo_or_device_document_is_refused_instead_of_hanging(tmp_path: Path,
         assert result.returncode == 1
         assert f"{path}" in result.stdout + result.stderr and "not a regular file" in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_event_data_nested_too_deep_exits_2() -> None:
+    result = orsguard("run", RUNAWAY, "--event", "call.arrived=" + "[" * 20000 + "]" * 20000)
+    assert result.returncode == 2
+    assert "not JSON" in result.stderr and "Traceback" not in result.stderr

@@ -295,3 +295,14 @@ def test_progress_goes_to_the_given_stream(tmp_path: Path, monkeypatch: pytest.M
     lines = stream.getvalue().splitlines()
     assert len(lines) == sum(len(p.lines) for p in plans)
     assert re.fullmatch(r"replay: line \d+, t=[\d.]+ s, \d+ sessions running, \d+ ended", lines[-1])
+
+
+def test_json_nested_too_deep_is_a_bad_line(tmp_path: Path) -> None:
+    traffic = tmp_path / "deep.jsonl"
+    deep = "[" * 50000 + "]" * 50000
+    traffic.write_text('{"t": 0, "session": "a", "document": "runaway", "start": true}\n'
+                       f'{{"t": 1, "session": "a", "event": "call.arrived", "data": {deep}}}\n')
+    result = cli("replay", traffic, "--documents", "examples", "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{traffic}:2: not JSON" in result.stderr
+    assert json.loads(result.stdout)["documents"]["runaway"]["sessions"] == 1
