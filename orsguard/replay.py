@@ -17,6 +17,7 @@ that cannot be used is reported with its file and line and the replay goes on.
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import math
@@ -223,6 +224,25 @@ def _records(path: str, problems: list[Problem]) -> Iterator[tuple[int, dict[str
 # ---------------------------------------------------------------- replaying
 
 
+class _ReplayClock(VirtualClock):
+    """A virtual clock that drops cancelled timers in bulk.
+
+    Every session arms a max-session-age timer; when the session ends early the
+    timer is only marked cancelled and, with the session it refers to, stays in
+    the heap until the clock reaches its time, which a replay of short sessions
+    never does.
+    """
+
+    def purge(self) -> None:
+        live = [t for t in self._heap if not t.cancelled]
+        if len(live) < len(self._heap):
+            heapq.heapify(live)
+            self._heap = live
+
+    def size(self) -> int:
+        return len(self._heap)
+
+
 class _Documents:
     def __init__(self, directory: str, problems: list[Problem], traffic: str) -> None:
         self.directory = directory
@@ -277,7 +297,7 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
                 on_problem(problems[reported])
             reported += 1
 
-    clock = VirtualClock()
+    clock = _ReplayClock()
     stats = Stats()
     docs = _Documents(documents, problems, traffic)
     live: dict[str, _Live] = {}
@@ -294,16 +314,28 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             r.text = str(s.termination)
         out.sessions.append(r)
 
+    # An ended session stays referenced (by its cancelled timers, until the clock reaches them); its
+    # script engine is freed explicitly, once the session's own call has returned.
+    to_close: list[Session] = []
+
     def on_end(session: Session) -> None:
         entry = live.pop(session.session_id, None)
         if entry is not None:
             ended.add(entry.result.name)
             finish(entry)
+            to_close.append(session)
+
+    def close_ended() -> None:
+        while to_close:
+            to_close.pop().dm.close()
+        if clock.size() > 2 * len(live) + 1000:
+            clock.purge()
 
     by_name: dict[str, str] = {}   # traffic session name -> live session id
     for lineno, rec in _records(traffic, problems):
         flush_problems()
         clock.advance_to(float(rec["t"]))
+        close_ended()
         name = rec["session"]
         if rec.get("start") is True:
             sid = by_name.get(name)
@@ -329,6 +361,7 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
                 session.on_end = None
                 if session.running:
                     session.cancel()
+                to_close.append(session)
         else:
             sid = by_name.get(name)
             entry = live.get(sid) if sid is not None else None
@@ -358,7 +391,9 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
         finish(entry)
         entry.session.on_end = None
         entry.session.cancel()
+        to_close.append(entry.session)
     live.clear()
+    close_ended()
     flush_problems()
     # Report in traffic order, not in order of ending.
     out.sessions.sort(key=lambda r: r.line)

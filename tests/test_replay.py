@@ -306,3 +306,26 @@ def test_json_nested_too_deep_is_a_bad_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{traffic}:2: not JSON" in result.stderr
     assert json.loads(result.stdout)["documents"]["runaway"]["sessions"] == 1
+
+
+def test_ended_sessions_give_their_script_engine_back(tmp_path: Path) -> None:
+    """400 sessions one after the other fit in a 4 MB engine heap: an ended session's context is freed."""
+    from orsguard.datamodels import _quickjs
+
+    lines = []
+    for i in range(400):
+        lines.append({"t": i, "session": f"s{i}", "document": "meter", "start": True})
+        lines.append({"t": i + 0.5, "session": f"s{i}", "event": "bye"})
+    traffic = tmp_path / "one-after-another.jsonl"
+    traffic.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(METER, docs / "meter.scxml")
+    saved = _quickjs.memory_limits()
+    _quickjs.set_memory_limits(saved[0], 4 * 1024 * 1024)
+    try:
+        result = replay(str(traffic), str(docs), orsguard.Limits())
+    finally:
+        _quickjs.set_memory_limits(*saved)
+    assert result.problems == []
+    assert len(result.sessions) == 400 and all(r.final == "done" for r in result.sessions)
