@@ -314,20 +314,22 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             r.text = str(s.termination)
         out.sessions.append(r)
 
-    # An ended session stays referenced (by its cancelled timers, until the clock reaches them); its
-    # script engine is freed explicitly, once the session's own call has returned.
-    to_close: list[Session] = []
+    # Results are read once the session's own call has returned: the core settles the peaks of the
+    # macrostep a limit stopped after on_end. An ended session stays referenced (by its cancelled
+    # timers, until the clock reaches them), so its script engine is freed explicitly then too.
+    to_close: list[_Live] = []
 
     def on_end(session: Session) -> None:
         entry = live.pop(session.session_id, None)
         if entry is not None:
             ended.add(entry.result.name)
-            finish(entry)
-            to_close.append(session)
+            to_close.append(entry)
 
     def close_ended() -> None:
         while to_close:
-            to_close.pop().dm.close()
+            entry = to_close.pop()
+            finish(entry)
+            entry.session.dm.close()
         if clock.size() > 2 * len(live) + 1000:
             clock.purge()
 
@@ -361,7 +363,7 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
                 session.on_end = None
                 if session.running:
                     session.cancel()
-                to_close.append(session)
+                session.dm.close()
         else:
             sid = by_name.get(name)
             entry = live.get(sid) if sid is not None else None
@@ -387,13 +389,13 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             if due is None or due > deadline:
                 break
             clock.advance_to(due)
+    close_ended()
     for entry in list(live.values()):
         finish(entry)
         entry.session.on_end = None
         entry.session.cancel()
-        to_close.append(entry.session)
+        entry.session.dm.close()
     live.clear()
-    close_ended()
     flush_problems()
     # Report in traffic order, not in order of ending.
     out.sessions.sort(key=lambda r: r.line)

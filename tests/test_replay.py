@@ -329,3 +329,22 @@ def test_ended_sessions_give_their_script_engine_back(tmp_path: Path) -> None:
         _quickjs.set_memory_limits(*saved)
     assert result.problems == []
     assert len(result.sessions) == 400 and all(r.final == "done" for r in result.sessions)
+
+
+def test_the_macrostep_a_limit_stopped_counts_in_its_session_peaks(tmp_path: Path) -> None:
+    """Each lap waits 30 ms of wall time: the stopped macrostep ran at least 4 laps, over 0.1 s."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "slow.scxml").write_text(
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="idle">\n'
+        '<state id="idle"><transition event="go" target="a"/></state>\n'
+        '<state id="a"><onentry><script>var t0 = Date.now(); while (Date.now() - t0 &lt; 30) {}</script>'
+        '</onentry><transition target="a"/></state>\n</scxml>\n')
+    traffic = tmp_path / "t.jsonl"
+    traffic.write_text('{"t": 0, "session": "s", "document": "slow", "start": true}\n'
+                       '{"t": 1, "session": "s", "event": "go"}\n')
+    result = replay(str(traffic), str(docs), orsguard.Limits(max_microstep_count=4))
+    (r,) = result.sessions
+    assert r.termination["option"] == "max-microstep-count"
+    assert r.peaks["max-microstep-count"] == 5
+    assert r.peaks["process-event-timeout"] >= 0.1
