@@ -2,10 +2,11 @@
 # Install the outside programs the tests and the benchmark need:
 #   mosquitto  - the MQTT 5 broker the host tests and the load benchmark talk to
 #   promtool   - checks deploy/prometheus/alerts.yml and a real /metrics scrape
+#   dot        - Graphviz, renders `orsguard diagram` output to SVG and PNG
 #
-# Both come from Debian's own archive (promtool ships in the `prometheus`
-# package). Idempotent and non-interactive; when both programs are already on
-# PATH it returns without touching apt.
+# All come from Debian's own archive (promtool ships in the `prometheus`
+# package, dot in `graphviz`). Idempotent and non-interactive; when the
+# programs are already on PATH it returns without touching apt.
 #
 # The tests start their own broker on a free loopback port with a generated
 # config, so the packaged system services must not keep running: a packaged
@@ -16,9 +17,10 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)
 
 if [ "${#need[@]}" -eq 0 ]; then
-    echo "install-services: mosquitto and promtool already installed"
+    echo "install-services: mosquitto, promtool and graphviz already installed"
     exit 0
 fi
 
@@ -64,3 +66,5 @@ command -v promtool >/dev/null
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null
 echo "install-services: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n1 || true)"
 echo "install-services: $(promtool --version 2>&1 | head -n1)"
+command -v dot >/dev/null
+echo "install-services: $(dot -V 2>&1 | head -n1)"
