@@ -35,16 +35,26 @@ class Clock(Protocol):
 
 
 class _Timer:
-    __slots__ = ("when", "seq", "callback", "cancelled")
+    __slots__ = ("when", "seq", "callback", "cancelled", "clock")
 
-    def __init__(self, when: float, seq: int, callback: Callable[[], object]) -> None:
+    def __init__(self, when: float, seq: int, callback: Callable[[], object], clock: _HeapClock) -> None:
         self.when = when
         self.seq = seq
-        self.callback = callback
+        self.callback: Callable[[], object] | None = callback
         self.cancelled = False
+        # Set while the timer is in its clock's heap, so that cancelling it can be counted.
+        self.clock: _HeapClock | None = clock
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
+        # A cancelled timer may wait in the heap until its time (a session-age timer:
+        # a day): it must not keep its callback, and with it a whole session, alive.
+        self.callback = None
+        clock = self.clock
+        if clock is not None:
+            clock._cancelled_one()
 
     def __lt__(self, other: _Timer) -> bool:
         return (self.when, self.seq) < (other.when, other.seq)
@@ -53,30 +63,56 @@ class _Timer:
 class _HeapClock:
     """Timers kept in a heap; the subclasses say what time it is."""
 
+    #: Rebuild the heap once at least this many cancelled timers make up half of it.
+    COMPACT_AT = 64
+
     def __init__(self) -> None:
         self._heap: list[_Timer] = []
         self._seq = itertools.count()
+        self._cancelled = 0
 
     def now(self) -> float:
         raise NotImplementedError
 
     def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
-        timer = _Timer(when, next(self._seq), callback)
+        timer = _Timer(when, next(self._seq), callback, self)
         heapq.heappush(self._heap, timer)
+        return timer
+
+    def _cancelled_one(self) -> None:
+        self._cancelled += 1
+        heap = self._heap
+        if self._cancelled >= self.COMPACT_AT and 2 * self._cancelled > len(heap):
+            for t in heap:
+                if t.cancelled:
+                    t.clock = None
+            heap[:] = [t for t in heap if not t.cancelled]
+            heapq.heapify(heap)
+            self._cancelled = 0
+
+    def _pop(self) -> _Timer:
+        timer = heapq.heappop(self._heap)
+        timer.clock = None
+        if timer.cancelled:
+            self._cancelled -= 1
         return timer
 
     def next_due(self) -> float | None:
         """When the earliest live timer is due, or None."""
         heap = self._heap
         while heap and heap[0].cancelled:
-            heapq.heappop(heap)
+            self._pop()
         return heap[0].when if heap else None
 
     def _pop_due(self, until: float) -> _Timer | None:
         due = self.next_due()
         if due is None or due > until:
             return None
-        return heapq.heappop(self._heap)
+        return self._pop()
+
+    def pending_timers(self) -> int:
+        """Timers waiting in the heap, cancelled ones not counted."""
+        return len(self._heap) - self._cancelled
 
 
 class VirtualClock(_HeapClock):
@@ -118,7 +154,8 @@ class VirtualClock(_HeapClock):
             if timer is None:
                 break
             self._now = max(self._now, timer.when)
-            timer.callback()
+            if timer.callback is not None:
+                timer.callback()
         self._now = max(self._now, when)
         self._due_now = False
 
@@ -157,7 +194,8 @@ class RealClock(_HeapClock):
             timer = self._pop_due(self.now())
             if timer is None:
                 return
-            timer.callback()
+            if timer.callback is not None:
+                timer.callback()
 
     def run_until(self, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
         """Sleep from timer to timer until ``deadline`` or until ``stop()`` is true."""

@@ -17,7 +17,6 @@ that cannot be used is reported with its file and line and the replay goes on.
 
 from __future__ import annotations
 
-import heapq
 import html
 import json
 import math
@@ -224,25 +223,6 @@ def _records(path: str, problems: list[Problem]) -> Iterator[tuple[int, dict[str
 # ---------------------------------------------------------------- replaying
 
 
-class _ReplayClock(VirtualClock):
-    """A virtual clock that drops cancelled timers in bulk.
-
-    Every session arms a max-session-age timer; when the session ends early the
-    timer is only marked cancelled and, with the session it refers to, stays in
-    the heap until the clock reaches its time, which a replay of short sessions
-    never does.
-    """
-
-    def purge(self) -> None:
-        live = [t for t in self._heap if not t.cancelled]
-        if len(live) < len(self._heap):
-            heapq.heapify(live)
-            self._heap = live
-
-    def size(self) -> int:
-        return len(self._heap)
-
-
 class _Documents:
     def __init__(self, directory: str, problems: list[Problem], traffic: str) -> None:
         self.directory = directory
@@ -297,7 +277,7 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
                 on_problem(problems[reported])
             reported += 1
 
-    clock = _ReplayClock()
+    clock = VirtualClock()
     stats = Stats()
     docs = _Documents(documents, problems, traffic)
     live: dict[str, _Live] = {}
@@ -330,8 +310,6 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             entry = to_close.pop()
             finish(entry)
             entry.session.dm.close()
-        if clock.size() > 2 * len(live) + 1000:
-            clock.purge()
 
     by_name: dict[str, str] = {}   # traffic session name -> live session id
     for lineno, rec in _records(traffic, problems):

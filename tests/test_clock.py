@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 import pytest
 
@@ -86,3 +88,47 @@ def test_asyncio_clock_fires_delays_and_age_while_idle():
     delayed, idle = asyncio.run(main())
     assert delayed.final == "done"
     assert idle.termination is not None and idle.termination.option == "max-session-age"
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback():
+    class Owner:
+        pass
+
+    clock = VirtualClock()
+    owner = [Owner()]
+    ref = weakref.ref(owner[0])
+    timer = clock.call_at(86400, lambda o=owner[0]: o)
+    del owner[0]
+    assert ref() is not None
+    timer.cancel()
+    assert ref() is None
+    assert clock.pending_timers() == 0
+    clock.advance(86400)  # the cancelled entry still in the heap does not fire
+
+
+def test_ended_sessions_are_not_kept_alive_by_their_age_timers():
+    # Each session arms a max-session-age timer a day ahead; ending it cancels the
+    # timer. Neither the timer nor the heap entry may keep the session alive.
+    clock = VirtualClock()
+    refs = []
+    for _ in range(200):
+        session = Session(IDLE, clock=clock, limits=Limits.unlimited().replace(max_session_age=86400), stats=Stats())
+        session.start()
+        session.cancel()
+        refs.append(weakref.ref(session))
+        del session
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    assert clock.pending_timers() == 0
+    assert len(clock._heap) < 200  # cancelled entries are compacted away, not kept until they fall due
+
+
+def test_compacting_the_heap_keeps_live_timers_in_order():
+    clock = VirtualClock()
+    fired: list[int] = []
+    timers = [clock.call_at(float(i), lambda i=i: fired.append(i)) for i in range(300)]
+    for i, t in enumerate(timers):
+        if i % 3:
+            t.cancel()
+    clock.advance(400)
+    assert fired == list(range(0, 300, 3))
