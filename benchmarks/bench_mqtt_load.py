@@ -77,7 +77,7 @@ class Generator:
     A minimal MQTT 3.1.1 client (CONNECT, SUBSCRIBE, QoS 1 PUBLISH and PUBACK;
     nothing else is needed here): the load generator shares the CPUs with the
     broker and the hosts, and paho spends several times more per message than
-    this. The hosts still run MQTT 5 through aiomqtt and paho.
+    this. The hosts speak MQTT 5 through their own client on the ``mqtt5`` codec.
     """
 
     def __init__(self, port: int) -> None:

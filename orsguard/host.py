@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -774,6 +775,11 @@ def _parse_constant(name: str) -> Any:
 
 
 _DECODE = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant).decode
+# The hooks above cost a Python call per number. Only a run of 16 digits (an
+# integer may pass 2**53), an exponent, NaN or Infinity can need them; any
+# other payload, the usual event, goes through the plain C decoder.
+_PLAIN_DECODE = json.JSONDecoder().decode
+_NEEDS_HOOKS = re.compile(r"[0-9]{16}|[0-9][eE]|NaN|Infinity").search
 _ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
 
 
@@ -799,7 +805,8 @@ def _loads(payload: bytes) -> Any:
     if not payload:
         return None
     try:
-        return _DECODE(payload.decode())
+        text = payload.decode()
+        return _DECODE(text) if _NEEDS_HOOKS(text) else _PLAIN_DECODE(text)
     except _Error:
         raise
     except UnicodeDecodeError as exc:

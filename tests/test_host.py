@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -339,6 +340,46 @@ def test_processor_rejects_wildcard_targets_at_once() -> None:
     session.send("go", {"target": "a/+/b"})
     # error.communication was raised inside the session, which then reported it.
     assert sent == [("log/errors", b'{"count":1}')]
+
+
+def test_processor_encodes_data_as_json_and_refuses_what_is_not() -> None:
+    sent: list[bytes] = []
+    processor = MqttEventIOProcessor(lambda topic, payload, props: sent.append(payload), topic_prefix="pfx")
+    me = SimpleNamespace(session_id="me")
+
+    def send(data: Any) -> None:
+        processor.send(me, SimpleNamespace(name="out", data=data, sendid=None), "./")
+
+    looped: list[Any] = []
+    looped.append(looped)
+    for bad in (float("nan"), {"x": [float("inf")]}, {"f": object()}, looped, {1j: 2}):
+        with pytest.raises(orsguard.CommunicationError, match="not JSON"):
+            send(bad)
+    # A refused value leaves nothing behind: the same list is encoded fine once it holds no cycle.
+    looped.clear()
+    send({"list": looped, "nested": looped, "text": "é\u2028", "n": 2**60, "f": 1.5, "none": None})
+    send(None)
+    assert sent == [
+        b'{"list":[],"nested":[],"text":"\\u00e9\\u2028","n":1152921504606846976,"f":1.5,"none":null}',
+        b"null",
+    ]
+
+
+def test_event_payload_numbers_are_checked_however_they_are_written() -> None:
+    from orsguard.host import _Error, _loads
+
+    assert _loads(b'{"n":12345,"f":1.5,"t":true,"s":"NaN Infinity 1e999"}') == {
+        "n": 12345,
+        "f": 1.5,
+        "t": True,
+        "s": "NaN Infinity 1e999",
+    }
+    big = _loads(b"[9007199254740993, 123456789012345678901234567890]")
+    assert big == [9007199254740992.0, 1.2345678901234568e29] and all(type(v) is float for v in big)
+    assert _loads(b"[1E3, 2e-3, 9007199254740992]") == [1000.0, 0.002, 9007199254740992]
+    for bad in (b"[1" + b"0" * 400 + b"]", b"[1E400]", b"[-1e999]", b"[NaN]", b"[-Infinity]", b'{"a": Infinity}'):
+        with pytest.raises(_Error, match="beyond the double range|is not JSON"):
+            _loads(bad)
 
 
 def test_processor_retries_a_refused_publish_then_reports_it() -> None:

@@ -33,9 +33,9 @@ docs/operations.md describes the topics this processor shares with the host.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import Any, Protocol
 
 from orsguard import CommunicationError
@@ -116,7 +116,7 @@ class MqttEventIOProcessor:
         """Check the message and hand it to the MQTT client (see the module docstring)."""
         topic = self.resolve(session, target, event.name)
         try:
-            payload = _ENCODE(event.data).encode()
+            payload = "".join(_ENCODE(event.data, 0)).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise CommunicationError(f"event data is not JSON: {exc}") from None
         sendid = getattr(event, "sendid", None)
@@ -162,10 +162,16 @@ class MqttEventIOProcessor:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-# Built once (json.dumps with options builds an encoder per call). NaN and the
-# infinities are refused: they are not JSON, and a consumer's parser may reject
-# the whole message.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"a {type(value).__name__} is not JSON")
+
+
+# json's C encoder, built once: JSONEncoder.encode builds a new one on every
+# call, which costs as much as encoding a small event. NaN and the infinities
+# are refused: they are not JSON, and a consumer's parser may reject the whole
+# message. No circular-reference bookkeeping (its table would be shared by
+# every thread); data that contains itself ends in RecursionError instead.
+_ENCODE = c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
 
 
 def _send_to_session(session: Any, name: str, data: dict[str, Any]) -> None:
