@@ -55,7 +55,7 @@ from orsguard.clock import AsyncioClock
 from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
 from orsguard.ioprocessors.mqtt_protocol import MqttClient, MqttError
 from orsguard.limits import Limits
-from orsguard.metrics import OrsguardCollector, start_metrics_server
+from orsguard.metrics import REJECT_CODES, HostMetrics, OrsguardCollector, start_metrics_server
 from orsguard.options import LimitsSource, OptionsError
 
 __all__ = ["HostConfig", "SessionHost", "add_subcommand", "main", "serve"]
@@ -105,19 +105,7 @@ class _Error(Exception):
 
 
 #: Every error code the host answers with (docs/operations.md explains each).
-ERROR_CODES: tuple[str, ...] = (
-    "bad-payload",
-    "too-large",
-    "unknown-document",
-    "session-exists",
-    "unknown-session",
-    "reserved-event",
-    "bad-topic",
-    "max-sessions",
-    "start-failed",
-    "unavailable",
-    "internal",
-)
+ERROR_CODES: tuple[str, ...] = REJECT_CODES
 
 
 def load_documents(directory: Path) -> dict[str, Any]:
@@ -216,24 +204,7 @@ class SessionHost:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.registry.register(OrsguardCollector(limits=lambda: self._current))
         # Rare, host-side events: plain prometheus counters cost nothing here.
-        self._rejected = Counter(
-            "orsguard_mqtt_rejected_messages",
-            "MQTT messages the host answered on the error topic, by error code.",
-            ["code"],
-            registry=self.registry,
-        )
-        for code in ERROR_CODES:
-            self._rejected.labels(code)
-        self._reconnects = Counter(
-            "orsguard_mqtt_reconnects",
-            "Times the host lost its broker connection and connected again.",
-            registry=self.registry,
-        )
-        self._give_ups = Counter(
-            "orsguard_mqtt_publish_failures",
-            "Host publishes (started, ended, errors) dropped after all retries.",
-            registry=self.registry,
-        )
+        self.metrics = HostMetrics(self.registry)
         self._handed_back = Counter(
             "orsguard_mqtt_start_requests_handed_back",
             "Start requests a stopping host published again for the other hosts.",
@@ -300,7 +271,7 @@ class SessionHost:
                     _log.warning("broker connection lost (%s); retrying in %.3fs", exc, delay)
                 else:
                     if not first:
-                        self._reconnects.inc()
+                        self.metrics.reconnected()
                     first = False
                     delay = _FIRST_RETRY
                     closed = loop.create_task(client.wait_closed())
@@ -611,7 +582,7 @@ class SessionHost:
             session.send(name, data)
 
     def _reject(self, error: _Error, topic: str, request: Any) -> None:
-        self._rejected.labels(error.code).inc()
+        self.metrics.rejected(error.code)
         _log.info("rejected message on %s: %s: %s", topic[:300], error.code, str(error)[:300])
         body = {"error": error.code, "message": str(error), "topic": topic, **error.detail}
         self._reply(self.error_topic, body, request)
@@ -664,7 +635,7 @@ class SessionHost:
                 return
             except MqttError as exc:
                 _log.debug("publish to %s refused (retry %d): %s", topic, attempt + 1, exc)
-        self._give_ups.inc()
+        self.metrics.publish_failed()
         _log.warning("dropped a message to %s after %d retries", topic, retries)
 
     def _spawn(self, coro: Any) -> None:
