@@ -767,14 +767,6 @@ cdef class Interpreter:
     def limits(self, limits):
         self._set_limits(limits)
 
-    def remaining_time(self):
-        """Seconds left of ``process-event-timeout`` in the current macrostep (None when off)."""
-        if self.lim_timeout <= 0:
-            return None
-        if not self.in_macrostep:
-            return self.lim_timeout
-        return self.lim_timeout - (_mono() - self.tbase)
-
     cdef _arm_age_timer(self):
         if self.age_handle is not None:
             self.age_handle.cancel()
@@ -808,6 +800,25 @@ cdef class Interpreter:
             elapsed = _mono() - self.tbase
             if elapsed > self.lim_timeout:
                 self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+
+    def script_interrupted(self):
+        """End the session for a script its engine stopped (``ScriptInterrupted``); raises ``Halt``.
+
+        For scripts run outside the core's own blocks (invoke evaluation,
+        ``<finalize>``); only inside a macrostep. Past ``process-event-timeout``
+        this is that limit's violation; otherwise the script was stopped from
+        outside (the datamodel's ``terminate()``) and the session is cancelled.
+        """
+        self._interrupted()
+
+    cdef _interrupted(self):
+        cdef double elapsed = _mono() - self.tbase
+        if not self.running:
+            raise Halt()
+        if self.lim_timeout > 0 and elapsed >= self.lim_timeout:
+            self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+        self._stop(R_CANCELLED)
+        raise Halt()
 
     cdef _violate(self, int which, double limit, observed, object state):
         trail = self.trail_labels()
@@ -1053,8 +1064,7 @@ cdef class Interpreter:
         except Halt:
             raise
         except ScriptInterrupted:
-            self._check_timeout()
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
+            self._interrupted()
         except Exception as exc:
             self._error_event("error.execution", exc)
 
@@ -1067,7 +1077,7 @@ cdef class Interpreter:
         except Halt:
             raise
         except ScriptInterrupted:
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
+            self._interrupted()
         except Exception as exc:
             self._error_event("error.execution", exc, t, k)
             return False
@@ -1449,6 +1459,10 @@ cdef class Interpreter:
             return f(self)
         except Halt:
             raise
+        except ScriptInterrupted:
+            # Not an error but a timeout: the session did not end in its final state.
+            self.final_state = None
+            self._interrupted()
         except Exception as exc:
             self._error_event("error.execution", exc)
             return None

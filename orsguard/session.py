@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats, Termination
+from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats
 from orsguard.clock import RealClock, VirtualClock
 from orsguard.datamodels.base import Expression
 from orsguard.document import Document, Invoke, load_file, load_string, resolve_src
@@ -435,23 +435,6 @@ class Session(Interpreter):
             except Exception as exc:
                 # Evaluating the invoke or loading its document failed: spec 6.4.1, error.execution.
                 self.raise_error("error.execution", exc)
-
-    def script_interrupted(self) -> None:
-        """End the session as the step loop does when a script was stopped at ``process-event-timeout``.
-
-        For scripts run outside the step loop's own blocks (invoke evaluation,
-        ``<finalize>``, ``<donedata>``); only called inside a macrostep. With the
-        limit off, the script was stopped from outside: the session is cancelled.
-        """
-        remaining = self.remaining_time()
-        if remaining is None:
-            self._halt("cancelled")
-            return
-        limit = self.limits.process_event_timeout
-        self.final_state = None  # a <donedata> interrupted: the session did not end in its final state
-        self.termination = Termination("process-event-timeout", limit, limit - remaining, None, None,
-                                       self.trail_labels())
-        self._halt("limit")
 
     def _start_one(self, inv: Invoke) -> None:
         dm = self.dm

@@ -28,7 +28,6 @@ class Context:
     in_state: Callable[[str], bool]
     xml_tree: Callable[[str], list[Any]]
     compiler: Callable[[int], None]
-    remaining: Callable[[], float | None] | None
     @property
     def runtime(self) -> Runtime: ...
     @property

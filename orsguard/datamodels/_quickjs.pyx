@@ -186,7 +186,6 @@ def memory_limits() -> tuple[int, int]:
 cdef struct RtState:
     double deadline         # CLOCK_MONOTONIC seconds; 0 = none (written by the core)
     int* terminate          # the running context's terminate flag, or NULL
-    void* running           # the running Context (borrowed), or NULL
     size_t used             # bytes the engine holds from malloc (arenas and large blocks)
     size_t limit            # allocations beyond this fail (0 = none)
     int exceeded            # an allocation failed on ``limit`` during the current call
@@ -255,17 +254,6 @@ _MALLOC.js_realloc = _js_realloc
 _MALLOC.js_malloc_usable_size = _js_usable_size
 
 
-cdef int _fallback_expired(void* running) noexcept with gil:
-    # For a core that does not write the deadline: ask the session how much of
-    # process-event-timeout is left (only here, every few thousand operations).
-    cdef Context c = <Context>running
-    try:
-        left = c.remaining() if c.remaining is not None else None
-        return left is not None and left <= 0
-    except BaseException:
-        return 0
-
-
 cdef int _interrupt(JSRuntime* rt, void* opaque) noexcept nogil:
     cdef RtState* st = <RtState*>opaque
     cdef timespec ts
@@ -275,8 +263,6 @@ cdef int _interrupt(JSRuntime* rt, void* opaque) noexcept nogil:
         clock_gettime(CLOCK_MONOTONIC, &ts)
         if <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9 >= st.deadline:
             return 1
-    elif st.running != NULL and _fallback_expired(st.running):
-        return 1
     # Let other Python threads run now and then (terminate(), the host's own
     # threads): a long script holds the GIL otherwise.
     PyEval_RestoreThread(PyEval_SaveThread())
@@ -298,7 +284,6 @@ cdef class Runtime:
     cdef Py_ssize_t live           # contexts alive
     cdef Py_ssize_t freed          # contexts freed since the last cycle collection
     cdef int* saved[64]            # terminate flags of the calls this one nests in
-    cdef void* saved_running[64]
 
     def __cinit__(self):
         memset(&self.st, 0, sizeof(RtState))
@@ -358,16 +343,13 @@ cdef class Runtime:
             c.terminate_flag = 0
             raise ScriptInterrupted("script terminated")
         self.saved[self.depth] = self.st.terminate
-        self.saved_running[self.depth] = self.st.running
         self.st.terminate = &c.terminate_flag if c is not None else NULL
-        self.st.running = <void*>c if c is not None else NULL
         self.depth += 1
         return 0
 
     cdef void _leave(self) noexcept:
         self.depth -= 1
         self.st.terminate = self.saved[self.depth]
-        self.st.running = self.saved_running[self.depth]
         if self.depth == 0:
             self.st.limit = _thread_cap
             if self.deferred:
@@ -654,7 +636,6 @@ cdef class Context:
     cdef public object in_state
     cdef public object xml_tree
     cdef public object compiler
-    cdef public object remaining     # () -> seconds left or None, used while the deadline is 0
 
     def __cinit__(self, Py_ssize_t nslots, str prelude, object in_state, object xml_tree, object compiler):
         cdef Py_ssize_t i

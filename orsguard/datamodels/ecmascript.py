@@ -184,12 +184,6 @@ class EcmaScriptDatamodel(Datamodel):
         self.terminate = ctx.terminate
         self._address = ctx.runtime.deadline_address()
 
-        def remaining() -> float | None:
-            s = ref()
-            return s.remaining_time() if s is not None else None
-
-        ctx.remaining = remaining
-
     @classmethod
     def check(cls, kind: str, text: str, location: str | None = None,
               extra: tuple[str, ...] = ()) -> str | None:
