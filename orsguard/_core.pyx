@@ -682,6 +682,7 @@ cdef class Interpreter:
     # The script deadline: a C double the datamodel's engine compares with the
     # monotonic clock (0 = none), or own_deadline when there is no engine.
     cdef double* deadline_slot
+    cdef bint bind_events                 # the datamodel's reads_event, read at start
     cdef double own_deadline
     cdef double saved_deadline
     # peaks (see Peaks)
@@ -1622,7 +1623,8 @@ cdef class Interpreter:
                     # cond raises error.execution for ever): every event taken
                     # is checked against the timeout and counted.
                     self._check_timeout()
-                    self.dm.bind_event(ev)
+                    if self.bind_events:
+                        self.dm.bind_event(ev)
                     enabled = self._select(self.machine.match_table(ev.name))
                     if not enabled:
                         self._empty_microstep()
@@ -1670,6 +1672,7 @@ cdef class Interpreter:
             if self.tcount == NULL:
                 raise MemoryError()
         self.deadline_slot = <double*>address if address else &self.own_deadline
+        self.bind_events = bool(getattr(self.dm, "reads_event", True))
         self.started = True
         self.running = True
         self.reached_final = False
@@ -1723,7 +1726,8 @@ cdef class Interpreter:
                     if chained:
                         self._check_timeout()
                     self.stats.events_external += 1
-                    self.dm.bind_event(ev)
+                    if self.bind_events:
+                        self.dm.bind_event(ev)
                     if not self.machine.has_invokes or self._external_preprocess(ev) is not False:
                         enabled = self._select(self.machine.match_table(ev.name))
                         if enabled:

@@ -175,7 +175,7 @@ class EcmaScriptDatamodel(Datamodel):
 
         self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, compiler)
         self._n = n
-        self._uses_event = any(_mentions_event(e) for e in expressions)
+        self.reads_event = any(_mentions_event(e) for e in expressions)
         self.cond = ctx.cond
         self.value = ctx.value
         self.assign = ctx.call
@@ -212,8 +212,6 @@ class EcmaScriptDatamodel(Datamodel):
             self._ctx.declare(data_id)
 
     def bind_event(self, event: Any) -> None:
-        if not self._uses_event:
-            return
         ctx = self._ctx
         try:
             ctx.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,
