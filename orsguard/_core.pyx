@@ -11,8 +11,10 @@ Python callables and indices; this module knows nothing of XML, JavaScript,
 clocks beyond the ``now``/``call_at`` protocol, or any transport.
 """
 
+import weakref
 from collections import deque
 
+cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -610,6 +612,23 @@ cdef class Peaks:
 
 # ---------------------------------------------------------------- the interpreter
 
+@cython.final
+cdef class _AgeAlarm:
+    """The ``max-session-age`` timer's callback. It holds its session weakly: a
+    clock that outlives a dropped session must not keep it (and its engine
+    context) alive for a day."""
+
+    cdef object ref
+
+    def __init__(self, session):
+        self.ref = weakref.ref(session)
+
+    def __call__(self):
+        session = self.ref()
+        if session is not None:
+            session._age_expired()
+
+
 cdef class Interpreter:
     """One session's run-time state and the Appendix D step loop.
 
@@ -681,6 +700,7 @@ cdef class Interpreter:
     cdef unsigned int* tcount
     # The script deadline: a C double the datamodel's engine compares with the
     # monotonic clock (0 = none), or own_deadline when there is no engine.
+    cdef object __weakref__
     cdef double* deadline_slot
     cdef bint bind_events                 # the datamodel's reads_event, read at start
     cdef double own_deadline
@@ -773,7 +793,7 @@ cdef class Interpreter:
             self.age_handle.cancel()
             self.age_handle = None
         if self.lim_age > 0 and self.running:
-            self.age_handle = self.clock.call_at(self.born + self.lim_age, self._age_expired)
+            self.age_handle = self.clock.call_at(self.born + self.lim_age, _AgeAlarm(self))
 
     def _age_expired(self):
         self.age_handle = None

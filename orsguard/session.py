@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -77,7 +78,9 @@ class Session(Interpreter):
                         clock if clock is not None else RealClock(), stats)
         self.document = document
         self.session_id = session_id or uuid.uuid4().hex
-        self.parent = parent
+        # Weak: the parent holds its children; a strong way back would be a cycle
+        # that keeps both engine contexts alive until the cycle collector runs.
+        self._parent = weakref.ref(parent) if parent is not None else None
         self.invoke_id = invoke_id
         self.on_end = on_end
         self.on_log = on_log
@@ -283,7 +286,7 @@ class Session(Interpreter):
                 raise ValueError(f"sends must be one of {', '.join(SEND_MODES)}, not {sends!r}")
             # None rather than self: a session must not keep itself alive (its JS context
             # is freed by reference counting when the last reference goes).
-            self._invoker_root: Session | None = None
+            self._invoker_root: weakref.ref[Session] | None = None
             self.strict = strict
             self.sends = sends
             #: Every ``<send>`` that left the session tree, in order (:class:`~orsguard.records.Sent`).
@@ -297,7 +300,7 @@ class Session(Interpreter):
             self.coverage_sink: Any = None
         else:
             root = parent._root
-            self._invoker_root = root
+            self._invoker_root = weakref.ref(root)
             self.strict = root.strict
             self.sends = root.sends
             self.outbox = root.outbox
@@ -323,7 +326,13 @@ class Session(Interpreter):
     @property
     def _root(self) -> Session:
         """The session at the top of this one's invocation tree (itself when not invoked)."""
-        return self._invoker_root or self
+        root = self._invoker_root() if self._invoker_root is not None else None
+        return root if root is not None else self
+
+    @property
+    def parent(self) -> Session | None:
+        """The session that invoked this one (None for a session started by the API, or once it is gone)."""
+        return self._parent() if self._parent is not None else None
 
     @property
     def data(self) -> DataView:

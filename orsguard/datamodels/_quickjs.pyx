@@ -368,6 +368,11 @@ cdef class Runtime:
         self.st.deadline = value
 
     @property
+    def live_contexts(self) -> int:
+        """Contexts of this runtime not yet freed (a context is freed with its session)."""
+        return self.live
+
+    @property
     def heap_bytes(self) -> int:
         """Bytes the engine currently holds from malloc on this runtime."""
         return self.st.used
