@@ -956,6 +956,8 @@ cdef class Context:
 
     cdef JSValue _js_arg(self, object value) except *:
         """``value`` as a new JS value; ExecutionError when it has no ECMAScript form."""
+        if value is None:
+            return JS_NULL  # most of an event's fields: no bookkeeping to allocate
         cdef list budget = [MAX_VALUES]
         try:
             return self._to_js(value, 0, budget, set())
