@@ -347,6 +347,25 @@ def test_values_cross_into_javascript_and_back(value, js_type):
     assert logs[1] == ("data", list(value) if isinstance(value, tuple) else value)
 
 
+def test_event_is_a_frozen_object_with_every_field_and_undefined_for_absent_ones():
+    session, logs = session_of(f"""<scxml {NS} initial="a"><state id="a"><transition event="e" target="a">
+      <log label="keys" expr="Object.keys(_event).join()"/>
+      <log label="frozen" expr="Object.isFrozen(_event)"/>
+      <log label="absent"
+           expr="[_event.sendid, _event.invokeid, _event.data].map(function (v) {{ return typeof v; }}).join()"/>
+      <script>_event.name = 'changed'; _event.extra = 1;</script>
+      <log label="after" expr="_event.name + ',' + ('extra' in _event)"/>
+      <script>(function () {{ 'use strict'; _event.name = 'changed'; }})()</script>
+    </transition>
+    <transition event="error.execution" target="a"><log label="error" expr="_event.data.message"/></transition>
+    </state></scxml>""")
+    session.start()
+    session.send("e")
+    assert logs[:4] == [("keys", "name,type,sendid,origin,origintype,invokeid,data,raw"), ("frozen", True),
+                        ("absent", "undefined,undefined,undefined"), ("after", "e,false")]
+    assert logs[4][0] == "error" and "TypeError" in logs[4][1], logs[4]
+
+
 def test_nan_and_infinity_are_numbers():
     session, logs = session_of(ECHO)
     session.start()

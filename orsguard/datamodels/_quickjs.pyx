@@ -55,7 +55,7 @@ cdef extern from "quickjs.h" nogil:
     int JS_TAG_STRING, JS_TAG_STRING_ROPE, JS_TAG_OBJECT, JS_TAG_BIG_INT, JS_TAG_SHORT_BIG_INT
     int JS_EVAL_TYPE_GLOBAL, JS_EVAL_FLAG_STRICT, JS_EVAL_FLAG_COMPILE_ONLY
     int JS_GPN_STRING_MASK, JS_GPN_ENUM_ONLY
-    int JS_PROP_C_W_E
+    int JS_PROP_C_W_E, JS_PROP_ENUMERABLE
 
     int JS_VALUE_GET_NORM_TAG(JSValue)
     int JS_VALUE_GET_INT(JSValue)
@@ -122,6 +122,8 @@ cdef extern from "quickjs.h" nogil:
     int JS_SetPropertyStr(JSContext*, JSValueConst, const char*, JSValue)
     JSValue JS_GetProperty(JSContext*, JSValueConst, JSAtom)
     int JS_DefinePropertyValue(JSContext*, JSValueConst, JSAtom, JSValue, int)
+    int JS_DefinePropertyValueStr(JSContext*, JSValueConst, const char*, JSValue, int)
+    int JS_PreventExtensions(JSContext*, JSValueConst)
     JSAtom JS_ValueToAtom(JSContext*, JSValueConst)
     JSValue JS_AtomToString(JSContext*, JSAtom)
     void JS_FreeAtom(JSContext*, JSAtom)
@@ -245,6 +247,9 @@ cdef void* _js_realloc(void* opaque, void* ptr, size_t size) noexcept nogil:
 cdef size_t _js_usable_size(const void* ptr) noexcept nogil:
     return ((<Block*>ptr) - 1).size
 
+
+cdef const char* _EVENT_FIELDS[8]
+_EVENT_FIELDS[:] = [b"name", b"type", b"sendid", b"origin", b"origintype", b"invokeid", b"data", b"raw"]
 
 cdef JSMallocFunctions _MALLOC
 _MALLOC.js_calloc = _js_calloc
@@ -930,27 +935,32 @@ cdef class Context:
             JS_FreeValue(self.ctx, r)
 
     def bind_event(self, name, type, sendid, origin, origintype, invokeid, data, raw) -> None:
-        """Make these the fields of ``_event`` (through the prelude's binder)."""
+        """Make a new frozen object with these fields ``_event`` (None: ``undefined``, but for name and type).
+
+        Built here rather than by a script: each field is defined once with its
+        final attributes, where an object literal and ``Object.freeze`` give every
+        event a shape of its own.
+        """
         cdef JSValue r
-        cdef JSValue argv[8]
+        cdef JSValue ev
         cdef int i
+        cdef tuple values = (name, type, sendid, origin, origintype, invokeid, data, raw)
         self._check_open()
-        for i in range(8):
-            argv[i] = JS_UNDEFINED
+        ev = JS_NewObject(self.ctx)
+        if JS_IsException(ev):
+            self._raise()
         try:
-            argv[0] = self._js_arg(name)
-            argv[1] = self._js_arg(type)
-            argv[2] = self._js_arg(sendid)
-            argv[3] = self._js_arg(origin)
-            argv[4] = self._js_arg(origintype)
-            argv[5] = self._js_arg(invokeid)
-            argv[7] = self._js_arg(raw)
-            argv[6] = self._js_arg(data)
-            self._call(self.bind, 8, argv, &r)
+            for i in range(8):
+                v = values[i]
+                if JS_DefinePropertyValueStr(self.ctx, ev, _EVENT_FIELDS[i],
+                                             JS_UNDEFINED if v is None and i >= 2 else self._js_arg(v),
+                                             JS_PROP_ENUMERABLE) < 0:
+                    self._raise()
+            JS_PreventExtensions(self.ctx, ev)
+            self._call(self.bind, 1, &ev, &r)
             JS_FreeValue(self.ctx, r)
         finally:
-            for i in range(8):
-                JS_FreeValue(self.ctx, argv[i])
+            JS_FreeValue(self.ctx, ev)
 
     # ------------------------------------------------------------ conversion
 

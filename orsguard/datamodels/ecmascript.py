@@ -48,16 +48,7 @@ _PRELUDE = r"""
     sys.name = name;
     sys.ioprocessors = ioprocessors;
   };
-  g.__og_bind = function (name, type, sendid, origin, origintype, invokeid, data, raw) {
-    ev = {name: name, type: type,
-          sendid: sendid === null ? undefined : sendid,
-          origin: origin === null ? undefined : origin,
-          origintype: origintype === null ? undefined : origintype,
-          invokeid: invokeid === null ? undefined : invokeid,
-          data: data === null ? undefined : data,
-          raw: raw === null ? undefined : raw};
-    Object.freeze(ev);
-  };
+  g.__og_bind = function (e) { ev = e; };
   g.__og_fe = [];
   function Text(t) { this.nodeType = 3; this.nodeValue = t; this.textContent = t; }
   function Element(n) {
