@@ -698,9 +698,9 @@ cdef class Interpreter:
     cdef public object tracer             # tracer(t, event) for each transition taken, when set
     cdef public bint coverage             # count transitions taken (set before start)
     cdef unsigned int* tcount
+    cdef object __weakref__               # timers hold the session weakly (_AgeAlarm)
     # The script deadline: a C double the datamodel's engine compares with the
     # monotonic clock (0 = none), or own_deadline when there is no engine.
-    cdef object __weakref__
     cdef double* deadline_slot
     cdef bint bind_events                 # the datamodel's reads_event, read at start
     cdef double own_deadline
@@ -833,6 +833,9 @@ cdef class Interpreter:
         self._interrupted()
 
     cdef _interrupted(self):
+        # Only this session's own deadline makes a timeout; terminate() or an
+        # invoking parent's earlier deadline stopped it from outside (the parent
+        # then meets its own timeout).
         cdef double elapsed = _mono() - self.tbase
         if not self.running:
             raise Halt()
@@ -1481,7 +1484,7 @@ cdef class Interpreter:
         except Halt:
             raise
         except ScriptInterrupted:
-            # Not an error but a timeout: the session did not end in its final state.
+            # Not an error: the session ends by the limit or cancelled, not in its final state.
             self.final_state = None
             self._interrupted()
         except Exception as exc:

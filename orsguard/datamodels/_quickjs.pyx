@@ -935,7 +935,7 @@ cdef class Context:
             JS_FreeValue(self.ctx, r)
 
     def bind_event(self, name, type, sendid, origin, origintype, invokeid, data, raw) -> None:
-        """Make a new frozen object with these fields ``_event`` (None: ``undefined``, but for name and type).
+        """Bind ``_event`` to a new frozen object of these fields (None is ``undefined`` but in name and type).
 
         Built here rather than by a script: each field is defined once with its
         final attributes, where an object literal and ``Object.freeze`` give every
