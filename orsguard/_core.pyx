@@ -11,8 +11,10 @@ Python callables and indices; this module knows nothing of XML, JavaScript,
 clocks beyond the ``now``/``call_at`` protocol, or any transport.
 """
 
+import weakref
 from collections import deque
 
+cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -610,6 +612,23 @@ cdef class Peaks:
 
 # ---------------------------------------------------------------- the interpreter
 
+@cython.final
+cdef class _AgeAlarm:
+    """The ``max-session-age`` timer's callback. It holds its session weakly: a
+    clock that outlives a dropped session must not keep it (and its engine
+    context) alive for a day."""
+
+    cdef object ref
+
+    def __init__(self, session):
+        self.ref = weakref.ref(session)
+
+    def __call__(self):
+        session = self.ref()
+        if session is not None:
+            session._age_expired()
+
+
 cdef class Interpreter:
     """One session's run-time state and the Appendix D step loop.
 
@@ -679,9 +698,11 @@ cdef class Interpreter:
     cdef public object tracer             # tracer(t, event) for each transition taken, when set
     cdef public bint coverage             # count transitions taken (set before start)
     cdef unsigned int* tcount
+    cdef object __weakref__               # timers hold the session weakly (_AgeAlarm)
     # The script deadline: a C double the datamodel's engine compares with the
     # monotonic clock (0 = none), or own_deadline when there is no engine.
     cdef double* deadline_slot
+    cdef bint bind_events                 # the datamodel's reads_event, read at start
     cdef double own_deadline
     cdef double saved_deadline
     # peaks (see Peaks)
@@ -767,20 +788,12 @@ cdef class Interpreter:
     def limits(self, limits):
         self._set_limits(limits)
 
-    def remaining_time(self):
-        """Seconds left of ``process-event-timeout`` in the current macrostep (None when off)."""
-        if self.lim_timeout <= 0:
-            return None
-        if not self.in_macrostep:
-            return self.lim_timeout
-        return self.lim_timeout - (_mono() - self.tbase)
-
     cdef _arm_age_timer(self):
         if self.age_handle is not None:
             self.age_handle.cancel()
             self.age_handle = None
         if self.lim_age > 0 and self.running:
-            self.age_handle = self.clock.call_at(self.born + self.lim_age, self._age_expired)
+            self.age_handle = self.clock.call_at(self.born + self.lim_age, _AgeAlarm(self))
 
     def _age_expired(self):
         self.age_handle = None
@@ -808,6 +821,28 @@ cdef class Interpreter:
             elapsed = _mono() - self.tbase
             if elapsed > self.lim_timeout:
                 self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+
+    def script_interrupted(self):
+        """End the session for a script its engine stopped (``ScriptInterrupted``); raises ``Halt``.
+
+        For scripts run outside the core's own blocks (invoke evaluation,
+        ``<finalize>``); only inside a macrostep. Past ``process-event-timeout``
+        this is that limit's violation; otherwise the script was stopped from
+        outside (the datamodel's ``terminate()``) and the session is cancelled.
+        """
+        self._interrupted()
+
+    cdef _interrupted(self):
+        # Only this session's own deadline makes a timeout; terminate() or an
+        # invoking parent's earlier deadline stopped it from outside (the parent
+        # then meets its own timeout).
+        cdef double elapsed = _mono() - self.tbase
+        if not self.running:
+            raise Halt()
+        if self.lim_timeout > 0 and elapsed >= self.lim_timeout:
+            self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+        self._stop(R_CANCELLED)
+        raise Halt()
 
     cdef _violate(self, int which, double limit, observed, object state):
         trail = self.trail_labels()
@@ -1053,8 +1088,7 @@ cdef class Interpreter:
         except Halt:
             raise
         except ScriptInterrupted:
-            self._check_timeout()
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
+            self._interrupted()
         except Exception as exc:
             self._error_event("error.execution", exc)
 
@@ -1067,7 +1101,7 @@ cdef class Interpreter:
         except Halt:
             raise
         except ScriptInterrupted:
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
+            self._interrupted()
         except Exception as exc:
             self._error_event("error.execution", exc, t, k)
             return False
@@ -1449,6 +1483,10 @@ cdef class Interpreter:
             return f(self)
         except Halt:
             raise
+        except ScriptInterrupted:
+            # Not an error: the session ends by the limit or cancelled, not in its final state.
+            self.final_state = None
+            self._interrupted()
         except Exception as exc:
             self._error_event("error.execution", exc)
             return None
@@ -1608,7 +1646,8 @@ cdef class Interpreter:
                     # cond raises error.execution for ever): every event taken
                     # is checked against the timeout and counted.
                     self._check_timeout()
-                    self.dm.bind_event(ev)
+                    if self.bind_events:
+                        self.dm.bind_event(ev)
                     enabled = self._select(self.machine.match_table(ev.name))
                     if not enabled:
                         self._empty_microstep()
@@ -1656,6 +1695,7 @@ cdef class Interpreter:
             if self.tcount == NULL:
                 raise MemoryError()
         self.deadline_slot = <double*>address if address else &self.own_deadline
+        self.bind_events = bool(getattr(self.dm, "reads_event", True))
         self.started = True
         self.running = True
         self.reached_final = False
@@ -1709,7 +1749,8 @@ cdef class Interpreter:
                     if chained:
                         self._check_timeout()
                     self.stats.events_external += 1
-                    self.dm.bind_event(ev)
+                    if self.bind_events:
+                        self.dm.bind_event(ev)
                     if not self.machine.has_invokes or self._external_preprocess(ev) is not False:
                         enabled = self._select(self.machine.match_table(ev.name))
                         if enabled:

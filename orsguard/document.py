@@ -27,7 +27,6 @@ from orsguard._core import (
     KIND_ROOT,
     Halt,
     Machine,
-    ScriptInterrupted,
 )
 from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
 from orsguard.datamodels.null import parse_in, parse_literal
@@ -606,17 +605,8 @@ class _Loader:
         return False
 
     def _donedata(self, el: etree._Element) -> Callable[[Any], Any]:
-        payload = self.compiler.payload(el, allow_namelist=False)
-
-        def donedata(session: Any) -> Any:
-            try:
-                return payload(session)
-            except ScriptInterrupted:
-                # A timeout, not an error: the session ends by the limit, not in its final state.
-                session.script_interrupted()
-                raise
-
-        return donedata
+        # A timeout in it is the core's to judge (process-event-timeout, not a final).
+        return self.compiler.payload(el, allow_namelist=False)
 
     def _data(self, el: etree._Element, data_id: str) -> Callable[[Any], None]:
         self.compiler.exclusive(el, "expr", "src")

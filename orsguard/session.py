@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats, Termination
+from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats
 from orsguard.clock import RealClock, VirtualClock
 from orsguard.datamodels.base import Expression
 from orsguard.document import Document, Invoke, load_file, load_string, resolve_src
@@ -77,7 +78,9 @@ class Session(Interpreter):
                         clock if clock is not None else RealClock(), stats)
         self.document = document
         self.session_id = session_id or uuid.uuid4().hex
-        self.parent = parent
+        # Weak: the parent holds its children; a strong way back would be a cycle
+        # that keeps both engine contexts alive until the cycle collector runs.
+        self._parent = weakref.ref(parent) if parent is not None else None
         self.invoke_id = invoke_id
         self.on_end = on_end
         self.on_log = on_log
@@ -283,7 +286,7 @@ class Session(Interpreter):
                 raise ValueError(f"sends must be one of {', '.join(SEND_MODES)}, not {sends!r}")
             # None rather than self: a session must not keep itself alive (its JS context
             # is freed by reference counting when the last reference goes).
-            self._invoker_root: Session | None = None
+            self._invoker_root: weakref.ref[Session] | None = None
             self.strict = strict
             self.sends = sends
             #: Every ``<send>`` that left the session tree, in order (:class:`~orsguard.records.Sent`).
@@ -297,7 +300,7 @@ class Session(Interpreter):
             self.coverage_sink: Any = None
         else:
             root = parent._root
-            self._invoker_root = root
+            self._invoker_root = weakref.ref(root)
             self.strict = root.strict
             self.sends = root.sends
             self.outbox = root.outbox
@@ -323,7 +326,13 @@ class Session(Interpreter):
     @property
     def _root(self) -> Session:
         """The session at the top of this one's invocation tree (itself when not invoked)."""
-        return self._invoker_root or self
+        root = self._invoker_root() if self._invoker_root is not None else None
+        return root if root is not None else self
+
+    @property
+    def parent(self) -> Session | None:
+        """The session that invoked this one (None for a session started by the API, or once it is gone)."""
+        return self._parent() if self._parent is not None else None
 
     @property
     def data(self) -> DataView:
@@ -435,23 +444,6 @@ class Session(Interpreter):
             except Exception as exc:
                 # Evaluating the invoke or loading its document failed: spec 6.4.1, error.execution.
                 self.raise_error("error.execution", exc)
-
-    def script_interrupted(self) -> None:
-        """End the session as the step loop does when a script was stopped at ``process-event-timeout``.
-
-        For scripts run outside the step loop's own blocks (invoke evaluation,
-        ``<finalize>``, ``<donedata>``); only called inside a macrostep. With the
-        limit off, the script was stopped from outside: the session is cancelled.
-        """
-        remaining = self.remaining_time()
-        if remaining is None:
-            self._halt("cancelled")
-            return
-        limit = self.limits.process_event_timeout
-        self.final_state = None  # a <donedata> interrupted: the session did not end in its final state
-        self.termination = Termination("process-event-timeout", limit, limit - remaining, None, None,
-                                       self.trail_labels())
-        self._halt("limit")
 
     def _start_one(self, inv: Invoke) -> None:
         dm = self.dm

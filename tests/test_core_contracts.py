@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 
 import pytest
@@ -127,6 +128,72 @@ def test_cancelling_runs_the_exit_content_under_the_deadline_too():
     session.cancel()
     assert len(dm.seen) == 1 and dm.seen[0] > 0
     assert slot.value == 0.0
+
+
+def ecma_doc(body: str, initial: str = "a") -> object:
+    return load(f'<scxml {NS} initial="{initial}">{body}</scxml>')
+
+
+SPINNING = ecma_doc('<state id="a"><transition event="spin" target="b"/></state>'
+                    '<state id="b"><onentry><script>while (true) {}</script></onentry></state>')
+
+
+def test_the_engine_stops_a_script_at_the_deadline_the_core_writes():
+    stats = Stats()
+    session = Session(SPINNING, limits=Limits.unlimited().replace(process_event_timeout=0.2), stats=stats)
+    session.start()
+    began = time.monotonic()
+    session.send("spin")
+    took = time.monotonic() - began
+    assert session.end_reason == "limit" and session.termination.option == "process-event-timeout"
+    assert 0.2 <= session.termination.observed <= took
+    assert stats.snapshot()["limit_violations"]["process-event-timeout"] == 1
+    assert session.dm.deadline_address() and ctypes.c_double.from_address(session.dm.deadline_address()).value == 0
+
+
+def test_an_invoked_child_cannot_extend_its_parents_deadline():
+    child = (f'<scxml {NS} initial="c"><state id="c"><onentry><script>while (true) {{}}</script></onentry>'
+             '</state></scxml>')
+    parent = ecma_doc(f'<state id="a"><invoke><content>{child}</content></invoke></state>')
+    stats = Stats()
+    session = Session(parent, limits=Limits.unlimited().replace(process_event_timeout=0.2),
+                      child_limits=Limits.unlimited().replace(process_event_timeout=30.0), stats=stats)
+    began = time.monotonic()
+    session.start()
+    assert time.monotonic() - began < 5.0
+    assert session.end_reason == "limit" and session.termination.option == "process-event-timeout"
+    # The child's own limit was not reached: it was stopped, not timed out.
+    snapshot = stats.snapshot()
+    assert snapshot["limit_violations"]["process-event-timeout"] == 1
+    assert snapshot["sessions_ended"]["cancelled"] == 1
+
+
+def test_terminate_from_another_thread_cancels_a_running_script():
+    stats = Stats()
+    session = Session(SPINNING, limits=Limits.unlimited().replace(process_event_timeout=30.0), stats=stats)
+    session.start()
+    timer = threading.Timer(0.2, session.dm.terminate)
+    timer.start()
+    began = time.monotonic()
+    try:
+        session.send("spin")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - began < 5.0
+    assert session.end_reason == "cancelled" and session.termination is None
+    assert stats.snapshot()["limit_violations"]["process-event-timeout"] == 0
+
+
+def test_terminate_cancels_a_running_script_with_the_timeout_off():
+    session = Session(SPINNING, limits=Limits.unlimited(), stats=Stats())
+    session.start()
+    timer = threading.Timer(0.2, session.dm.terminate)
+    timer.start()
+    try:
+        session.send("spin")
+    finally:
+        timer.cancel()
+    assert session.end_reason == "cancelled" and session.termination is None
 
 
 # ---------------------------------------------------------------- peaks

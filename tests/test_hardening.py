@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import orsguard
-from orsguard import DocumentError, Limits, Session, VirtualClock, load
+from orsguard import DocumentError, Limits, Session, Stats, VirtualClock, load
 from orsguard.document import MAX_FILE_BYTES, load_file, load_string
 from orsguard.ioprocessors import check_external_event, check_portable, is_platform_event
 
@@ -406,6 +407,46 @@ def test_donedata_timeout_of_a_top_level_final_is_a_limit_not_a_final() -> None:
     assert session.end_reason == "limit"
     assert session.termination.option == "process-event-timeout"
     assert session.final is None
+
+
+LOOP = "(function () { while (true) {} })()"
+FINALIZE_CHILD = child_doc('<state id="c"><onentry><send event="x" target="#_parent"/></onentry></state>')
+TIMED_OUT_SCRIPTS = {
+    "top-level donedata": f'<final id="a"><donedata><param name="x" expr="{LOOP}"/></donedata></final>',
+    "inner donedata": f'<state id="p"><final id="pf"><donedata><param name="x" expr="{LOOP}"/></donedata></final>'
+                      '<transition event="done.state.p" target="f"/></state><final id="f"/>',
+    "invoke param": f'<state id="a"><invoke><param name="x" expr="{LOOP}"/>{IDLE_CHILD}</invoke>{ERRORS}</state>'
+                    '<final id="f"/>',
+    "finalize": f'<state id="a"><invoke>{FINALIZE_CHILD}<finalize><script>{LOOP}</script></finalize></invoke>'
+                '<transition event="x" target="f"/></state><final id="f"/>',
+}
+
+
+@pytest.mark.parametrize("body", TIMED_OUT_SCRIPTS.values(), ids=TIMED_OUT_SCRIPTS.keys())
+def test_each_script_stopped_at_the_timeout_counts_as_one_violation(body: str) -> None:
+    stats = Stats()
+    session = Session(load(doc(body)), clock=VirtualClock(), stats=stats, limits=Limits(process_event_timeout=0.2))
+    session.start()
+    assert session.end_reason == "limit" and session.final is None and session.final_data is None
+    assert session.termination.option == "process-event-timeout"
+    assert session.termination.observed >= 0.2
+    snapshot = stats.snapshot()
+    assert snapshot["limit_violations"]["process-event-timeout"] == 1
+    assert snapshot["sessions_ended"]["limit"] == 1 and snapshot["sessions_ended"]["final"] == 0
+
+
+def test_a_top_level_donedata_stopped_by_terminate_is_a_cancellation() -> None:
+    stats = Stats()
+    session = Session(load(doc(TIMED_OUT_SCRIPTS["top-level donedata"])), clock=VirtualClock(), stats=stats,
+                      limits=Limits.unlimited())
+    timer = threading.Timer(0.2, session.dm.terminate)
+    timer.start()
+    try:
+        session.start()
+    finally:
+        timer.cancel()
+    assert session.end_reason == "cancelled" and session.final is None and session.termination is None
+    assert stats.snapshot()["limit_violations"]["process-event-timeout"] == 0
 
 
 @pytest.mark.parametrize("expr", ["function () {}", "Symbol()"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
@@ -278,6 +279,43 @@ def test_a_session_and_its_context_go_away_without_the_cycle_collector():
     assert ref() is None
 
 
+CHILD = (f"<content><scxml {NS} initial='c'><datamodel><data id='y' expr='{{a: [1]}}'/></datamodel>"
+         "<state id='c'><transition event='t' target='c'><send event='back' target='#_parent'/></transition>"
+         "</state></scxml></content>")
+DROPPED = {
+    "plain": f"<scxml {NS}><datamodel><data id='x' expr='[1, 2, 3]'/></datamodel>"
+             "<state id='a'><transition event='t' target='a'><assign location='x' expr='_event.data'/></transition>"
+             "</state></scxml>",
+    "errors and outbox": f"<scxml {NS}><state id='a'><transition event='t' target='a'>"
+                         "<send event='out' target='http://example.invalid/' type='http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor'/>"
+                         "<assign location='nowhere' expr='1'/></transition></state></scxml>",
+    "invoked child": f"<scxml {NS}><state id='a'><invoke id='kid' autoforward='true'>{CHILD}</invoke>"
+                     "<transition event='t' target='a'/></state></scxml>",
+}
+
+
+@pytest.mark.parametrize("text", DROPPED.values(), ids=DROPPED.keys())
+@pytest.mark.parametrize("clock", ["own real clock", "shared virtual clock"])
+def test_a_dropped_session_frees_its_contexts_by_reference_counting(text: str, clock: str) -> None:
+    shared = VirtualClock()
+    rt = qjs.runtime()
+    gc.collect()
+    gc.disable()
+    try:
+        before = rt.live_contexts
+        session = Session(load(text), clock=shared if clock != "own real clock" else None, sends="record")
+        session.start()
+        session.send("t", {"k": [1, 2]})
+        assert session.data is not None and session.running
+        assert rt.live_contexts > before
+        ref = weakref.ref(session)
+        del session
+        assert ref() is None
+        assert rt.live_contexts == before
+    finally:
+        gc.enable()
+
+
 def test_close_frees_the_context_and_later_calls_fail():
     session, _ = session_of(f"<scxml {NS}><datamodel><data id='x' expr='1'/></datamodel><state id='a'/></scxml>")
     session.start()
@@ -307,6 +345,25 @@ def test_values_cross_into_javascript_and_back(value, js_type):
     session.send("e", value)
     assert logs[0] == ("type", js_type)
     assert logs[1] == ("data", list(value) if isinstance(value, tuple) else value)
+
+
+def test_event_is_a_frozen_object_with_every_field_and_undefined_for_absent_ones():
+    session, logs = session_of(f"""<scxml {NS} initial="a"><state id="a"><transition event="e" target="a">
+      <log label="keys" expr="Object.keys(_event).join()"/>
+      <log label="frozen" expr="Object.isFrozen(_event)"/>
+      <log label="absent"
+           expr="[_event.sendid, _event.invokeid, _event.data].map(function (v) {{ return typeof v; }}).join()"/>
+      <script>_event.name = 'changed'; _event.extra = 1;</script>
+      <log label="after" expr="_event.name + ',' + ('extra' in _event)"/>
+      <script>(function () {{ 'use strict'; _event.name = 'changed'; }})()</script>
+    </transition>
+    <transition event="error.execution" target="a"><log label="error" expr="_event.data.message"/></transition>
+    </state></scxml>""")
+    session.start()
+    session.send("e")
+    assert logs[:4] == [("keys", "name,type,sendid,origin,origintype,invokeid,data,raw"), ("frozen", True),
+                        ("absent", "undefined,undefined,undefined"), ("after", "e,false")]
+    assert logs[4][0] == "error" and "TypeError" in logs[4][1], logs[4]
 
 
 def test_nan_and_infinity_are_numbers():

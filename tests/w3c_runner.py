@@ -132,8 +132,10 @@ def _outcome(session: orsguard.Session, trace: deque[str]) -> Outcome:
 
 def _trace_events(session: orsguard.Session, trace: deque[str]) -> None:
     """Note each event the session takes, so a failure report says which event led to ``fail``."""
-    # The session looks bind_event up on its datamodel for every event it processes.
+    # The session looks bind_event up on its datamodel for every event it processes,
+    # also when no expression reads _event.
     bind = session.dm.bind_event
+    session.dm.reads_event = True
 
     def traced(event: orsguard.Event) -> None:
         note = f"event {event.name}"

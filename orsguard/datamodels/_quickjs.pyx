@@ -55,7 +55,7 @@ cdef extern from "quickjs.h" nogil:
     int JS_TAG_STRING, JS_TAG_STRING_ROPE, JS_TAG_OBJECT, JS_TAG_BIG_INT, JS_TAG_SHORT_BIG_INT
     int JS_EVAL_TYPE_GLOBAL, JS_EVAL_FLAG_STRICT, JS_EVAL_FLAG_COMPILE_ONLY
     int JS_GPN_STRING_MASK, JS_GPN_ENUM_ONLY
-    int JS_PROP_C_W_E
+    int JS_PROP_C_W_E, JS_PROP_ENUMERABLE
 
     int JS_VALUE_GET_NORM_TAG(JSValue)
     int JS_VALUE_GET_INT(JSValue)
@@ -122,6 +122,8 @@ cdef extern from "quickjs.h" nogil:
     int JS_SetPropertyStr(JSContext*, JSValueConst, const char*, JSValue)
     JSValue JS_GetProperty(JSContext*, JSValueConst, JSAtom)
     int JS_DefinePropertyValue(JSContext*, JSValueConst, JSAtom, JSValue, int)
+    int JS_DefinePropertyValueStr(JSContext*, JSValueConst, const char*, JSValue, int)
+    int JS_PreventExtensions(JSContext*, JSValueConst)
     JSAtom JS_ValueToAtom(JSContext*, JSValueConst)
     JSValue JS_AtomToString(JSContext*, JSAtom)
     void JS_FreeAtom(JSContext*, JSAtom)
@@ -186,7 +188,6 @@ def memory_limits() -> tuple[int, int]:
 cdef struct RtState:
     double deadline         # CLOCK_MONOTONIC seconds; 0 = none (written by the core)
     int* terminate          # the running context's terminate flag, or NULL
-    void* running           # the running Context (borrowed), or NULL
     size_t used             # bytes the engine holds from malloc (arenas and large blocks)
     size_t limit            # allocations beyond this fail (0 = none)
     int exceeded            # an allocation failed on ``limit`` during the current call
@@ -247,23 +248,15 @@ cdef size_t _js_usable_size(const void* ptr) noexcept nogil:
     return ((<Block*>ptr) - 1).size
 
 
+cdef const char* _EVENT_FIELDS[8]
+_EVENT_FIELDS[:] = [b"name", b"type", b"sendid", b"origin", b"origintype", b"invokeid", b"data", b"raw"]
+
 cdef JSMallocFunctions _MALLOC
 _MALLOC.js_calloc = _js_calloc
 _MALLOC.js_malloc = _js_malloc
 _MALLOC.js_free = _js_free
 _MALLOC.js_realloc = _js_realloc
 _MALLOC.js_malloc_usable_size = _js_usable_size
-
-
-cdef int _fallback_expired(void* running) noexcept with gil:
-    # For a core that does not write the deadline: ask the session how much of
-    # process-event-timeout is left (only here, every few thousand operations).
-    cdef Context c = <Context>running
-    try:
-        left = c.remaining() if c.remaining is not None else None
-        return left is not None and left <= 0
-    except BaseException:
-        return 0
 
 
 cdef int _interrupt(JSRuntime* rt, void* opaque) noexcept nogil:
@@ -275,8 +268,6 @@ cdef int _interrupt(JSRuntime* rt, void* opaque) noexcept nogil:
         clock_gettime(CLOCK_MONOTONIC, &ts)
         if <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9 >= st.deadline:
             return 1
-    elif st.running != NULL and _fallback_expired(st.running):
-        return 1
     # Let other Python threads run now and then (terminate(), the host's own
     # threads): a long script holds the GIL otherwise.
     PyEval_RestoreThread(PyEval_SaveThread())
@@ -298,7 +289,6 @@ cdef class Runtime:
     cdef Py_ssize_t live           # contexts alive
     cdef Py_ssize_t freed          # contexts freed since the last cycle collection
     cdef int* saved[64]            # terminate flags of the calls this one nests in
-    cdef void* saved_running[64]
 
     def __cinit__(self):
         memset(&self.st, 0, sizeof(RtState))
@@ -358,16 +348,13 @@ cdef class Runtime:
             c.terminate_flag = 0
             raise ScriptInterrupted("script terminated")
         self.saved[self.depth] = self.st.terminate
-        self.saved_running[self.depth] = self.st.running
         self.st.terminate = &c.terminate_flag if c is not None else NULL
-        self.st.running = <void*>c if c is not None else NULL
         self.depth += 1
         return 0
 
     cdef void _leave(self) noexcept:
         self.depth -= 1
         self.st.terminate = self.saved[self.depth]
-        self.st.running = self.saved_running[self.depth]
         if self.depth == 0:
             self.st.limit = _thread_cap
             if self.deferred:
@@ -384,6 +371,11 @@ cdef class Runtime:
     @deadline.setter
     def deadline(self, double value):
         self.st.deadline = value
+
+    @property
+    def live_contexts(self) -> int:
+        """Contexts of this runtime not yet freed (a context is freed with its session)."""
+        return self.live
 
     @property
     def heap_bytes(self) -> int:
@@ -654,7 +646,6 @@ cdef class Context:
     cdef public object in_state
     cdef public object xml_tree
     cdef public object compiler
-    cdef public object remaining     # () -> seconds left or None, used while the deadline is 0
 
     def __cinit__(self, Py_ssize_t nslots, str prelude, object in_state, object xml_tree, object compiler):
         cdef Py_ssize_t i
@@ -944,32 +935,39 @@ cdef class Context:
             JS_FreeValue(self.ctx, r)
 
     def bind_event(self, name, type, sendid, origin, origintype, invokeid, data, raw) -> None:
-        """Make these the fields of ``_event`` (through the prelude's binder)."""
+        """Bind ``_event`` to a new frozen object of these fields (None is ``undefined`` but in name and type).
+
+        Built here rather than by a script: each field is defined once with its
+        final attributes, where an object literal and ``Object.freeze`` give every
+        event a shape of its own.
+        """
         cdef JSValue r
-        cdef JSValue argv[8]
+        cdef JSValue ev
         cdef int i
+        cdef tuple values = (name, type, sendid, origin, origintype, invokeid, data, raw)
         self._check_open()
-        for i in range(8):
-            argv[i] = JS_UNDEFINED
+        ev = JS_NewObject(self.ctx)
+        if JS_IsException(ev):
+            self._raise()
         try:
-            argv[0] = self._js_arg(name)
-            argv[1] = self._js_arg(type)
-            argv[2] = self._js_arg(sendid)
-            argv[3] = self._js_arg(origin)
-            argv[4] = self._js_arg(origintype)
-            argv[5] = self._js_arg(invokeid)
-            argv[7] = self._js_arg(raw)
-            argv[6] = self._js_arg(data)
-            self._call(self.bind, 8, argv, &r)
+            for i in range(8):
+                v = values[i]
+                if JS_DefinePropertyValueStr(self.ctx, ev, _EVENT_FIELDS[i],
+                                             JS_UNDEFINED if v is None and i >= 2 else self._js_arg(v),
+                                             JS_PROP_ENUMERABLE) < 0:
+                    self._raise()
+            JS_PreventExtensions(self.ctx, ev)
+            self._call(self.bind, 1, &ev, &r)
             JS_FreeValue(self.ctx, r)
         finally:
-            for i in range(8):
-                JS_FreeValue(self.ctx, argv[i])
+            JS_FreeValue(self.ctx, ev)
 
     # ------------------------------------------------------------ conversion
 
     cdef JSValue _js_arg(self, object value) except *:
         """``value`` as a new JS value; ExecutionError when it has no ECMAScript form."""
+        if value is None:
+            return JS_NULL  # most of an event's fields: no bookkeeping to allocate
         cdef list budget = [MAX_VALUES]
         try:
             return self._to_js(value, 0, budget, set())

@@ -48,6 +48,9 @@ class Datamodel:
     """
 
     name = ""
+    #: False when no expression of the document can read ``_event``: the core
+    #: then skips :meth:`bind_event` (read once, when the session starts).
+    reads_event = True
 
     def __init__(self, session: Any, expressions: list[Expression]) -> None:
         # Weak: the session owns its datamodel, and a cycle would keep the

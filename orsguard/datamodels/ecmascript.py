@@ -48,16 +48,7 @@ _PRELUDE = r"""
     sys.name = name;
     sys.ioprocessors = ioprocessors;
   };
-  g.__og_bind = function (name, type, sendid, origin, origintype, invokeid, data, raw) {
-    ev = {name: name, type: type,
-          sendid: sendid === null ? undefined : sendid,
-          origin: origin === null ? undefined : origin,
-          origintype: origintype === null ? undefined : origintype,
-          invokeid: invokeid === null ? undefined : invokeid,
-          data: data === null ? undefined : data,
-          raw: raw === null ? undefined : raw};
-    Object.freeze(ev);
-  };
+  g.__og_bind = function (e) { ev = e; };
   g.__og_fe = [];
   function Text(t) { this.nodeType = 3; this.nodeValue = t; this.textContent = t; }
   function Element(n) {
@@ -175,7 +166,7 @@ class EcmaScriptDatamodel(Datamodel):
 
         self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, compiler)
         self._n = n
-        self._uses_event = any(_mentions_event(e) for e in expressions)
+        self.reads_event = any(_mentions_event(e) for e in expressions)
         self.cond = ctx.cond
         self.value = ctx.value
         self.assign = ctx.call
@@ -183,12 +174,6 @@ class EcmaScriptDatamodel(Datamodel):
         self.script = ctx.run
         self.terminate = ctx.terminate
         self._address = ctx.runtime.deadline_address()
-
-        def remaining() -> float | None:
-            s = ref()
-            return s.remaining_time() if s is not None else None
-
-        ctx.remaining = remaining
 
     @classmethod
     def check(cls, kind: str, text: str, location: str | None = None,
@@ -218,8 +203,6 @@ class EcmaScriptDatamodel(Datamodel):
             self._ctx.declare(data_id)
 
     def bind_event(self, event: Any) -> None:
-        if not self._uses_event:
-            return
         ctx = self._ctx
         try:
             ctx.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,

@@ -35,6 +35,7 @@ class NullDatamodel(Datamodel):
     """Spec section B.1: the only expression is the ``In()`` predicate."""
 
     name = "null"
+    reads_event = False
 
     def __init__(self, session: Any, expressions: list[Expression]) -> None:
         super().__init__(session, expressions)
