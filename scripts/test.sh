@@ -2,6 +2,7 @@
 # Install everything the test suite needs on a fresh machine and run it.
 #   - Mosquitto and promtool from Debian (scripts/install-services.sh)
 #   - a virtualenv in .venv with orsguard built in place (the Cython core) and the test extras
+#   - ruff over the whole tree, then pytest
 # Extra arguments go to pytest, e.g.  scripts/test.sh -k limits
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +14,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# Lint first: CI fails on any finding, as it fails on a test.
+.venv/bin/ruff check .
 
 .venv/bin/python -m pytest "$@"
