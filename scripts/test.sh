@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine and run it.
-#   - Mosquitto and promtool from Debian (scripts/install-services.sh)
+#   - Mosquitto, promtool and Graphviz from Debian (scripts/install-services.sh)
 #   - a virtualenv in .venv with orsguard built in place (the Cython core) and the test extras
 #   - ruff over the whole tree, then pytest
 # Extra arguments go to pytest, e.g.  scripts/test.sh -k limits
