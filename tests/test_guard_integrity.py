@@ -159,6 +159,31 @@ def test_runaway_global_script_at_start_is_stopped() -> None:
     assert out == {"running": False, "option": "process-event-timeout"}
 
 
+@pytest.mark.parametrize("expr", [
+    "/(a+)+$/.test('a'.repeat(40) + 'b')",
+    "'x'.repeat(1 &lt;&lt; 29).length",
+    "JSON.stringify('x'.repeat(1 &lt;&lt; 28)).length",
+    "new Array(1e8).fill(0).length",
+    "JSON.parse('['.repeat(1e6))",
+    "(function f() { return f(); })()",
+])
+def test_long_builtins_and_huge_allocations_stay_within_the_timeout(expr: str) -> None:
+    # Found by the fuzzer: one call into a builtin (a string repeat, an array
+    # fill) ran 6 s past a 0.2 s limit. The memory limit or the deadline must
+    # end it: an error.execution, or a process-event-timeout termination.
+    out = isolated(f"""
+        body = ('<datamodel><data id="d" expr="{expr}"/></datamodel>'
+                '<state id="a"><transition event="error.execution" target="err"/></state><state id="err"/>')
+        s = Session(orsguard.load(scxml(body)), limits=Limits(process_event_timeout=0.2))
+        s.start()
+        report(state=sorted(s.atomic_configuration) if s.running else None,
+               option=s.termination and s.termination.option, longest=s.peaks.macrostep_seconds)
+    """, what=f"builtin {expr}")
+    assert out["state"] == ["err"] or out["option"] == "process-event-timeout", out
+    # The contract is timeout + 50 ms; the margin here only absorbs a busy machine.
+    assert out["longest"] < 1.2, f"a macrostep ran {out['longest']:.2f} s under a 0.2 s limit"
+
+
 def test_in_works_after_a_function_is_defined() -> None:
     text = doc('<script>function f() { return true; }</script>'
                '<parallel id="a"><state id="r1"><state id="x"/></state>'
@@ -370,6 +395,11 @@ def test_load_raises_only_document_error(text: str) -> None:
         orsguard.load(text)
     except orsguard.DocumentError:
         pass
+
+
+def test_load_of_text_with_a_lone_surrogate_is_a_document_error() -> None:
+    # Found by the fuzzer: str.encode raised UnicodeEncodeError out of load().
+    load_error(doc('<state id="a"><onentry><log expr="\'\ud800\'"/></onentry></state>'))
 
 
 def test_load_reports_a_line_for_text_with_a_bom() -> None:
@@ -620,11 +650,23 @@ def test_cli_limit_out_of_range_is_a_usage_error(tmp_path, value: str) -> None:
     assert "Traceback" not in out["stderr"]
 
 
-def test_options_check_of_a_fifo_does_not_hang(tmp_path) -> None:
+@pytest.mark.parametrize("command", [["check"], ["show"], ["migrate", "-o", "-"]])
+def test_options_commands_on_a_fifo_do_not_hang(tmp_path, command: list[str]) -> None:
+    # migrate -o - on a FIFO input was found hanging by the fuzzer.
     fifo = tmp_path / "opts.cfg"
     os.mkfifo(fifo)
-    out = _cli("options", "check", str(fifo), timeout=20.0)
+    out = _cli("options", *command, str(fifo), timeout=20.0)
     assert out["code"] == 1
+    assert "Traceback" not in out["stderr"]
+
+
+@pytest.mark.parametrize("data", ["[" * 100_000, '{"a":' * 100_000])
+def test_cli_event_with_deeply_nested_json_is_a_usage_error(tmp_path, data: str) -> None:
+    # Found by the fuzzer: json.loads raised RecursionError out of the argument parser.
+    path = tmp_path / "m.scxml"
+    path.write_text(doc('<state id="a"/>'))
+    out = _cli("run", str(path), "--virtual-time", "--event", "e=" + data)
+    assert out["code"] == 2
     assert "Traceback" not in out["stderr"]
 
 
