@@ -660,7 +660,7 @@ def test_options_commands_on_a_fifo_do_not_hang(tmp_path, command: list[str]) ->
     assert "Traceback" not in out["stderr"]
 
 
-@pytest.mark.parametrize("data", ["[" * 100_000, '{"a":' * 100_000])
+@pytest.mark.parametrize("data", ["[" * 100_000, '{"a":' * 20_000])
 def test_cli_event_with_deeply_nested_json_is_a_usage_error(tmp_path, data: str) -> None:
     # Found by the fuzzer: json.loads raised RecursionError out of the argument parser.
     path = tmp_path / "m.scxml"
