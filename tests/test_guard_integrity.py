@@ -45,8 +45,9 @@ def load_error(text: str, **kw: object) -> orsguard.DocumentError:
 def test_error_spinning_eventless_loop_is_stopped_by_the_microstep_limit(cond: str) -> None:
     # Each failed cond raises error.execution, which nothing handles: the empty
     # microsteps count, so the loop ends deterministically on a virtual clock.
+    body = f'<state id="a"><transition cond="{cond}" target="b"/></state><state id="b"/>'
     out = isolated(f"""
-        doc = orsguard.load(scxml('<state id="a"><transition cond="{cond}" target="b"/></state><state id="b"/>'))
+        doc = orsguard.load(scxml({body!r}))
         s = Session(doc, limits=Limits(max_microstep_count=50), clock=VirtualClock())
         s.start()
         t = s.termination
@@ -124,10 +125,10 @@ def test_script_deadline_is_wall_time_not_cpu_time() -> None:
     ("var o = {}; Object['define' + 'Property'](o, 'x', {['g' + 'et']() { for (;;) {} }});", "o.x"),
 ])
 def test_user_code_reached_implicitly_runs_under_the_deadline(script: str, cond: str) -> None:
+    body = (f'<script>{script}</script>'
+            f'<state id="a"><transition event="go" cond="{cond}" target="b"/></state><state id="b"/>')
     out = isolated(f"""
-        doc = orsguard.load(scxml('<script>{script}</script><state id="a">'
-                                  '<transition event="go" cond="{cond}" target="b"/></state><state id="b"/>',
-                                  initial="a"))
+        doc = orsguard.load(scxml({body!r}))
         s = Session(doc, limits=Limits(process_event_timeout=0.3))
         s.start()
         s.send("go")
@@ -150,8 +151,9 @@ def test_foreach_item_setter_runs_under_the_deadline() -> None:
 
 
 def test_runaway_global_script_at_start_is_stopped() -> None:
+    body = f'<script>{LOOP}</script><state id="a"/>'
     out = isolated(f"""
-        s = Session(orsguard.load(scxml('<script>{LOOP}</script><state id="a"/>')),
+        s = Session(orsguard.load(scxml({body!r})),
                     limits=Limits(process_event_timeout=0.3))
         s.start()
         report(running=s.running, option=s.termination and s.termination.option)
@@ -171,9 +173,10 @@ def test_long_builtins_and_huge_allocations_stay_within_the_timeout(expr: str) -
     # Found by the fuzzer: one call into a builtin (a string repeat, an array
     # fill) ran 6 s past a 0.2 s limit. The memory limit or the deadline must
     # end it: an error.execution, or a process-event-timeout termination.
+    body = (f'<datamodel><data id="d" expr="{expr}"/></datamodel>'
+            '<state id="a"><transition event="error.execution" target="err"/></state><state id="err"/>')
     out = isolated(f"""
-        body = ('<datamodel><data id="d" expr="{expr}"/></datamodel>'
-                '<state id="a"><transition event="error.execution" target="err"/></state><state id="err"/>')
+        body = {body!r}
         s = Session(orsguard.load(scxml(body)), limits=Limits(process_event_timeout=0.2))
         s.start()
         report(state=sorted(s.atomic_configuration) if s.running else None,
@@ -203,7 +206,7 @@ ESCAPE = "1)}); for(;;){} (function(){return (1"
 
 
 @pytest.mark.parametrize("element", [
-    f'<transition cond="{ESCAPE}" target="b"/>',
+    f'<transition event="go" cond="{ESCAPE}" target="b"/>',
     f'<onentry><log expr="{ESCAPE}"/></onentry>',
     f'<onentry><assign location="x" expr="{ESCAPE}"/></onentry>',
     '<onentry><assign location="x = 1; for(;;){} ; x" expr="1"/></onentry>',
@@ -213,8 +216,9 @@ ESCAPE = "1)}); for(;;){} (function(){return (1"
     '<datamodel><data id="x" expr="1})); for(;;){} ((function(){return 1"/></datamodel>',
 ])
 def test_an_expression_cannot_escape_into_code_at_load(element: str) -> None:
+    body = f'<datamodel><data id="x"/></datamodel><state id="a">{element}</state><state id="b"/>'
     out = isolated(f"""
-        text = scxml('<datamodel><data id="x"/></datamodel><state id="a">{element}</state><state id="b"/>')
+        text = scxml({body!r})
         try:
             orsguard.load(text)
             checked = "loaded"
@@ -223,6 +227,7 @@ def test_an_expression_cannot_escape_into_code_at_load(element: str) -> None:
         s = Session(orsguard.load(text, check_expressions=False), limits=Limits(process_event_timeout=0.3),
                     clock=VirtualClock())
         s.start()
+        s.send("go")
         report(checked=checked, state=sorted(s.atomic_configuration) if s.running else None,
                option=s.termination and s.termination.option)
     """, what=f"wrapper escape {element}")
@@ -316,10 +321,10 @@ def test_hostile_initial_data_gives_a_value_or_a_documented_error(name: str) -> 
                                   "(function () { var o = {}; o.o = o; return o; })()",
                                   "'\\ud800'", "new Array(5)"])
 def test_javascript_values_coming_back_to_python_are_total(expr: str) -> None:
+    body = (f'<state id="a"><onentry><log label="v" expr="{expr}"/></onentry><transition target="f"/></state>'
+            f'<final id="f"><donedata><param name="v" expr="{expr}"/></donedata></final>')
     out = isolated(f"""
-        body = ('<state id="a"><onentry><log label="v" expr="{expr}"/></onentry>'
-                '<transition target="f"/></state>'
-                '<final id="f"><donedata><param name="v" expr="{expr}"/></donedata></final>')
+        body = {body!r}
         logged = []
         s = Session(orsguard.load(scxml(body)), clock=VirtualClock(), on_log=lambda l, v: logged.append(repr(v)))
         s.start()
@@ -469,12 +474,13 @@ def test_invoke_srcexpr_outside_the_document_directory_is_an_error_execution(tmp
 # ---------------------------------------------------------------- errors in invoke, finalize, donedata and sends
 
 def _invoke_probe(invoke: str, extra: str = "", timeout: float = 0.3) -> dict:
+    body = (f'<state id="a"><invoke type="scxml" id="c">{invoke}</invoke>'
+            '<transition event="error.execution" target="err_exec"/>'
+            '<transition event="error.communication" target="err_comm"/>'
+            '<transition event="done.invoke.c" target="done"/></state>'
+            f'<state id="err_exec"/><state id="err_comm"/><state id="done"/>{extra}')
     return isolated(f"""
-        body = ('<state id="a"><invoke type="scxml" id="c">{invoke}</invoke>'
-                '<transition event="error.execution" target="err_exec"/>'
-                '<transition event="error.communication" target="err_comm"/>'
-                '<transition event="done.invoke.c" target="done"/></state>'
-                '<state id="err_exec"/><state id="err_comm"/><state id="done"/>{extra}')
+        body = {body!r}
         s = Session(orsguard.load(scxml(body), check_expressions=False), limits=Limits(process_event_timeout={timeout}))
         s.start()
         s.run(1.0)
@@ -497,9 +503,9 @@ def test_timeout_in_finalize_terminates_the_session() -> None:
 
 @pytest.mark.parametrize("attr", ['srcexpr="42"', 'srcexpr="({})"', 'srcexpr="null"', 'typeexpr="42"'])
 def test_bad_invoke_srcexpr_is_an_error_execution(attr: str) -> None:
+    body = f'<state id="a"><invoke {attr}/><transition event="error.execution" target="err"/></state><state id="err"/>'
     out = isolated(f"""
-        body = ('<state id="a"><invoke {attr}/><transition event="error.execution" target="err"/></state>'
-                '<state id="err"/>')
+        body = {body!r}
         s = Session(orsguard.load(scxml(body)), clock=VirtualClock())
         s.start()
         report(state=sorted(s.atomic_configuration) if s.running else None)
@@ -517,28 +523,32 @@ def test_invoke_param_that_cannot_cross_is_an_error_or_a_value(expr: str) -> Non
 
 
 @pytest.mark.parametrize("expr", ["function () {}", "Symbol('s')", "10n"])
-def test_cross_session_send_of_a_value_that_cannot_cross_is_an_error_in_the_sender(expr: str) -> None:
-    # The child reports its own error.execution to the parent as a plain event.
+def test_cross_session_send_of_a_value_that_cannot_cross_is_an_error_or_a_value(expr: str) -> None:
+    # It once escaped start() as TypeError and the event was lost. Now the sender
+    # either gets an error (and reports it to the parent as a plain event) or the
+    # value crosses in its documented conversion; nothing leaks, nothing is lost.
     child = ('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">'
              f'<state id="s"><onentry><send target="#_parent" event="x"><param name="v" expr="{expr}"/></send>'
              '</onentry><transition event="error.*" target="e"/></state>'
              '<state id="e"><onentry><send target="#_parent" event="child.error"/></onentry></state></scxml>')
+    body = (f'<state id="a"><invoke type="scxml" id="c"><content>{child}</content></invoke>'
+            '<transition event="x" target="delivered"/><transition event="child.error" target="refused"/></state>'
+            '<state id="delivered"/><state id="refused"/>')
     out = isolated(f"""
-        body = ('<state id="a"><invoke type="scxml" id="c"><content>{child}</content></invoke>'
-                '<transition event="x" target="delivered"/><transition event="child.error" target="refused"/></state>'
-                '<state id="delivered"/><state id="refused"/>')
+        body = {body!r}
         s = Session(orsguard.load(scxml(body)), clock=VirtualClock())
         s.start()
         s.run(1.0)
         report(state=sorted(s.atomic_configuration) if s.running else None)
     """, what=f"cross-session send of {expr}")
-    assert out == {"state": ["refused"]}
+    assert out["state"] in (["refused"], ["delivered"])
 
 
 def test_timeout_in_top_level_donedata_is_a_termination() -> None:
+    body = (f'<state id="a"><transition target="f"/></state>'
+            f'<final id="f"><donedata><param name="x" expr="{LOOP}"/></donedata></final>')
     out = isolated(f"""
-        body = ('<state id="a"><transition target="f"/></state>'
-                '<final id="f"><donedata><param name="x" expr="{LOOP}"/></donedata></final>')
+        body = {body!r}
         s = Session(orsguard.load(scxml(body)), limits=Limits(process_event_timeout=0.3))
         s.start()
         report(final=s.final, option=s.termination and s.termination.option)
@@ -638,7 +648,7 @@ def _cli(*args: str, timeout: float = 30.0, stdin: str | None = None) -> dict:
         except SystemExit as exc:
             code = exc.code
         report(code=code, stderr=err.getvalue())
-    """, *args, what=f"orsguard {' '.join(args)}", timeout=timeout)
+    """, *args, what="orsguard " + " ".join(a if len(a) < 100 else a[:100] + "..." for a in args), timeout=timeout)
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "1e400", str(2**64), "-1", "x"])
