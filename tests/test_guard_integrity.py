@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -613,19 +614,26 @@ def test_basichttp_cannot_inject_platform_event_names(name: str) -> None:
         session.cancel()
 
 
-def test_basichttp_keeps_answering_while_slow_clients_hold_connections() -> None:
+def test_basichttp_drops_slow_clients_and_bounds_its_threads() -> None:
+    # 500 slow clients once held 503 threads for ever: each request now has a read
+    # timeout and the server a connection cap, and a real client still gets through.
     from orsguard.ioprocessors.basichttp import BasicHTTPProcessor
 
-    with BasicHTTPProcessor(timeout=2.0) as http:
+    with BasicHTTPProcessor(timeout=2.0, read_timeout=0.5, max_connections=8) as http:
         session = _http_session(http)
         url = _url(http, session)
+        baseline = threading.active_count()
         slow = []
         try:
-            for _ in range(300):
-                sock = socket.create_connection(("127.0.0.1", http.port), timeout=5)
+            for _ in range(50):
+                sock = socket.create_connection(("127.0.0.1", http.port), timeout=10)
                 sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
                 slow.append(sock)
-            _post(url + "?_scxmleventname=ok", b"", "application/x-www-form-urlencoded")
+            assert threading.active_count() <= baseline + 8 + 2
+            for sock in slow:
+                while sock.recv(4096):  # the server answers (408/503) or not, then closes
+                    pass
+            assert _post(url + "?_scxmleventname=ok", b"", "application/x-www-form-urlencoded") == 200
             clock = session.clock
             http.run_until(clock, clock.now() + 3.0, stop=lambda: "b" in session.configuration)
             assert session.configuration == {"b"}
