@@ -8,8 +8,8 @@ a message instead of a stuck or dead suite.
 
 from __future__ import annotations
 
+import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -21,15 +21,17 @@ import pytest
 #: Address-space cap of a child: a probe that reads /dev/zero fails there, not on the machine.
 CHILD_MEMORY = 2 << 30
 
-#: Imported by every child before its probe.
-PRELUDE = """\
+#: Run by every child before its probe.
+PRELUDE = f"""\
+import resource
+resource.setrlimit(resource.RLIMIT_AS, ({CHILD_MEMORY}, {CHILD_MEMORY}))
 import json, sys, time
 import orsguard
 from orsguard import Limits, VirtualClock, RealClock, Session, DocumentError
 
 def scxml(body, initial="a", datamodel="ecmascript", head=""):
     return ('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" '
-            f'datamodel="{datamodel}" initial="{initial}">{head}{body}</scxml>')
+            f'datamodel="{{datamodel}}" initial="{{initial}}">{{head}}{{body}}</scxml>')
 
 def report(**fields):
     print("RESULT " + json.dumps(fields), flush=True)
@@ -46,16 +48,11 @@ class ChildResult:
     result: dict
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
-
-
 def spawn(code: str, *args: str) -> subprocess.Popen:
     """Start ``code`` (after :data:`PRELUDE`) in a child; the caller waits for it."""
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     return subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=_limit_memory)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finish(proc: subprocess.Popen, what: str, timeout: float) -> ChildResult:
@@ -74,8 +71,6 @@ def finish(proc: subprocess.Popen, what: str, timeout: float) -> ChildResult:
     result: dict = {}
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            import json
-
             result = json.loads(line[len("RESULT "):])
     return ChildResult(proc.returncode, out, err, result)
 

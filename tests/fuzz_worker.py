@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import pickle
+import resource
 import shutil
 import sys
 import tempfile
@@ -198,6 +199,9 @@ class Worker:
 
 
 def main() -> None:
+    if len(sys.argv) > 2:
+        # An address-space cap: a job that allocates without bound fails here, not on the machine.
+        resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
     # The protocol keeps the original stdout; whatever the code under test prints goes to stderr.
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

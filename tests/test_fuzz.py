@@ -77,16 +77,11 @@ class WorkerClient:
         self.stderr = tempfile.TemporaryFile()
 
     def _start(self) -> subprocess.Popen:
-        import resource
-
-        def limit() -> None:
-            resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
-
         self.stderr.seek(0)
         self.stderr.truncate()
         return subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("fuzz_worker.py")), str(self.resources)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, preexec_fn=limit,
+            [sys.executable, str(Path(__file__).with_name("fuzz_worker.py")), str(self.resources), str(CHILD_MEMORY)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
             env=dict(os.environ, PYTHONFAULTHANDLER="1"))
 
     def call(self, job: dict, timeout: float = JOB_TIMEOUT) -> dict:
