@@ -61,7 +61,7 @@ def expand(value: Any) -> Any:
 class Worker:
     def __init__(self, resources: str | None) -> None:
         self.dir = tempfile.mkdtemp(prefix="orsguard-fuzz-")
-        if resources:
+        if resources and os.path.isdir(resources):
             # The documents' relative src (.txt resources, sub-documents) resolve here.
             for name in os.listdir(resources):
                 if not name.endswith(".scxml") or "sub" in name:
@@ -181,7 +181,9 @@ class Worker:
     def cli(self, job: dict) -> dict:
         from orsguard.cli import main
 
-        out, err = io.StringIO(), io.StringIO()
+        # Byte-backed, as real standard streams are: commands may write bytes to .buffer.
+        out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace")
+        err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace")
         saved = dict(os.environ)
         os.environ.update(job.get("env") or {})
         try:
@@ -191,11 +193,16 @@ class Worker:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:
             return {"code": None, "exc": type(exc).__name__, "tb": traceback.format_exc(),
-                    "stderr": err.getvalue()[-2000:]}
+                    "stderr": _text(err)[-2000:]}
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        return {"code": code, "stderr": err.getvalue()[-2000:], "stdout": out.getvalue()[-2000:]}
+        return {"code": code, "stderr": _text(err)[-2000:], "stdout": _text(out)[-2000:]}
+
+
+def _text(stream: io.TextIOWrapper) -> str:
+    stream.flush()
+    return stream.buffer.getvalue().decode("utf-8", "replace")
 
 
 def main() -> None:
