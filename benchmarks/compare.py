@@ -483,11 +483,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small workloads and few repetitions (a smoke run)")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the report to FILE")
+    parser.add_argument("--no-scaling", action="store_true", help="leave out the scaling table (scaling.py)")
     args = parser.parse_args(argv)
 
     sizes = QUICK if args.quick else FULL
     rows, overheads = compare(sizes)
     report = render(rows, overheads, sizes)
+    if not args.no_scaling:
+        import scaling
+
+        report += "\nScaling (orsguard only, null datamodel; see scaling.py):\n\n"
+        report += scaling.render(scaling.measure(require("orsguard"), quick=args.quick))
     sys.stdout.write(report)
     if args.markdown is not None:
         args.markdown.write_text(report, encoding="utf-8")

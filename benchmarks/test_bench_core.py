@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import scaling
 from compare import loose_limits, read_document
 
 orsguard = pytest.importorskip("orsguard")
@@ -77,4 +78,44 @@ def test_session_start(benchmark: Any, sessions: list[Any], document_name: str) 
     # A fixed number of rounds: every round leaves a running session (and its JS context)
     # behind until teardown, so pytest-benchmark must not pick the count.
     benchmark.pedantic(start, rounds=200)
+    assert all(session.running for session in sessions)
+
+
+# ---------------------------------------------------------------- scaling (see scaling.py)
+
+
+@pytest.mark.parametrize("regions", [10, 100])
+def test_parallel_regions_event(benchmark: Any, sessions: list[Any], regions: int) -> None:
+    """One ``send("t")`` that moves every region of a ``<parallel>``: ``regions`` transitions at once."""
+    session = orsguard.Session(
+        orsguard.load(scaling.parallel(regions)), limits=LIMITS["limits-on"], clock=orsguard.VirtualClock()
+    )
+    sessions.append(session.start())
+    benchmark(session.send, "t")
+    assert session.running and len(session.atomic_configuration) == regions
+
+
+@pytest.mark.parametrize("states", [1_000, 50_000])
+def test_flat_document_event(benchmark: Any, sessions: list[Any], states: int) -> None:
+    """One ``send("t")`` in a flat document of ``states`` sibling states."""
+    session = orsguard.Session(
+        orsguard.load(scaling.chain(states)), limits=LIMITS["limits-on"], clock=orsguard.VirtualClock()
+    )
+    sessions.append(session.start())
+    benchmark(session.send, "t")
+    assert session.running and len(session.atomic_configuration) == 1
+
+
+@pytest.mark.parametrize("live", [1, 1_000])
+def test_send_among_live_sessions(benchmark: Any, sessions: list[Any], live: int) -> None:
+    """``send("t")`` to ``live`` started two-state sessions in turn (one round = one send)."""
+    document = orsguard.load(scaling.chain(2))
+    clock = orsguard.VirtualClock()
+    sessions.extend(orsguard.Session(document, limits=LIMITS["limits-on"], clock=clock).start() for _ in range(live))
+    turn = iter(range(1 << 62))
+
+    def send() -> None:
+        sessions[next(turn) % live].send("t")
+
+    benchmark(send)
     assert all(session.running for session in sessions)

@@ -1,9 +1,10 @@
 # cython: language_level=3, cdivision=True
 """The step loop of the SCXML algorithm (W3C SCXML 1.0, Appendix D) over flat tables.
 
-A :class:`Machine` holds one document compiled into integer tables and bitsets:
-states are numbered in document order (0 is the ``<scxml>`` element), so entry
-order is ascending index and exit order descending. An :class:`Interpreter`
+A :class:`Machine` holds one document compiled into integer tables, linear in
+its size: states are numbered in document order (0 is the ``<scxml>``
+element), so entry order is ascending index, exit order descending, and a
+state's descendants are one index range. An :class:`Interpreter`
 runs one session over a Machine: configuration, queues, history, and the five
 guard counters are C fields. Executable content and conditions arrive as
 Python callables and indices; this module knows nothing of XML, JavaScript,
@@ -14,7 +15,6 @@ from collections import deque
 
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint64_t
-from libc.string cimport memcpy, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
@@ -39,6 +39,14 @@ KIND_FINAL = K_FINAL
 KIND_HISTORY_SHALLOW = K_HISTORY_SHALLOW
 KIND_HISTORY_DEEP = K_HISTORY_DEEP
 KIND_ROOT = K_ROOT
+
+# What a state has, so the step loop skips empty Python lists without touching them.
+cdef enum:
+    F_ONENTRY = 1
+    F_ONEXIT = 2
+    F_HISTORY = 4
+    F_INVOKES = 8
+    F_DATA = 16
 
 cdef enum:
     TRAIL_SIZE = 32
@@ -103,6 +111,7 @@ cdef class Event:
     cdef public object invokeid
     cdef public object data
     cdef public object raw                # the message as received (BasicHTTP), else None
+    cdef bint chained                     # queued by the session's own macrostep (see enqueue_external)
 
     def __init__(self, name, data=None, *, str type="external", sendid=None,
                  origin=None, origintype=None, invokeid=None, raw=None):
@@ -128,6 +137,19 @@ cdef enum:
 cdef double[NB_MICRO] MICRO_BOUNDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 1e308]
 cdef double[NB_SECONDS] SECONDS_BOUNDS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 1e308]
 cdef double[NB_PENDING] PENDING_BOUNDS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 1e308]
+cdef enum:
+    NB_AGE = 13
+cdef double[NB_AGE] AGE_BOUNDS = [1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 604800, 1e308]
+
+
+cdef inline uint64_t _word_mask(int w, int lo, int hi) noexcept:
+    """The bits of word ``w`` whose indices lie in lo..hi (inclusive)."""
+    cdef uint64_t mask = ~(<uint64_t>0)
+    if w == (lo >> 6):
+        mask <<= (lo & 63)
+    if w == (hi >> 6):
+        mask &= (~(<uint64_t>0)) >> (63 - (hi & 63))
+    return mask
 
 
 cdef inline int _bucket(const double* bounds, int n, double v) noexcept:
@@ -161,6 +183,16 @@ cdef class Stats:
     cdef unsigned long long[NB_PENDING] h_pend
     cdef double h_pend_sum
     cdef unsigned long long h_pend_n
+    # per-session peaks, observed once when a session ends
+    cdef unsigned long long[NB_MICRO] h_pk_micro
+    cdef double h_pk_micro_sum
+    cdef unsigned long long[NB_MICRO] h_pk_entry
+    cdef double h_pk_entry_sum
+    cdef unsigned long long[NB_PENDING] h_pk_pend
+    cdef double h_pk_pend_sum
+    cdef unsigned long long[NB_AGE] h_age
+    cdef double h_age_sum
+    cdef unsigned long long h_end_n
 
     cdef inline void observe_macrostep(self, long micro, double seconds, long pending) noexcept:
         self.h_micro[_bucket(MICRO_BOUNDS, NB_MICRO, micro)] += 1
@@ -172,6 +204,17 @@ cdef class Stats:
         self.h_pend[_bucket(PENDING_BOUNDS, NB_PENDING, pending)] += 1
         self.h_pend_sum += pending
         self.h_pend_n += 1
+
+    cdef inline void observe_end(self, long micro, long entries, long pending, double age) noexcept:
+        self.h_pk_micro[_bucket(MICRO_BOUNDS, NB_MICRO, micro)] += 1
+        self.h_pk_micro_sum += micro
+        self.h_pk_entry[_bucket(MICRO_BOUNDS, NB_MICRO, entries)] += 1
+        self.h_pk_entry_sum += entries
+        self.h_pk_pend[_bucket(PENDING_BOUNDS, NB_PENDING, pending)] += 1
+        self.h_pk_pend_sum += pending
+        self.h_age[_bucket(AGE_BOUNDS, NB_AGE, age)] += 1
+        self.h_age_sum += age
+        self.h_end_n += 1
 
     def snapshot(self):
         """All counters as plain Python values (histogram counts per bucket, not cumulative)."""
@@ -186,6 +229,11 @@ cdef class Stats:
                                               self.h_micro_n),
             "macrostep_seconds": _hist(SECONDS_BOUNDS, NB_SECONDS, self.h_sec, self.h_sec_sum, self.h_sec_n),
             "pending_events": _hist(PENDING_BOUNDS, NB_PENDING, self.h_pend, self.h_pend_sum, self.h_pend_n),
+            "peak_microsteps": _hist(MICRO_BOUNDS, NB_MICRO, self.h_pk_micro, self.h_pk_micro_sum, self.h_end_n),
+            "peak_state_entries": _hist(MICRO_BOUNDS, NB_MICRO, self.h_pk_entry, self.h_pk_entry_sum,
+                                        self.h_end_n),
+            "peak_pending": _hist(PENDING_BOUNDS, NB_PENDING, self.h_pk_pend, self.h_pk_pend_sum, self.h_end_n),
+            "age_at_end_seconds": _hist(AGE_BOUNDS, NB_AGE, self.h_age, self.h_age_sum, self.h_end_n),
         }
 
 
@@ -217,10 +265,13 @@ cdef class Machine:
     cdef int* kind
     cdef int* parent
     cdef int* initial                # initial transition per compound state / root, or -1
-    cdef uint64_t* anc               # n*W: proper ancestors
-    cdef uint64_t* desc              # n*W: proper descendants
-    cdef uint64_t* childset          # n*W: child states (no history)
+    # States are in document order (pre-order), so the proper descendants of s
+    # are the indices s+1 .. s+size[s]: ranges, not per-state bitsets, keep the
+    # tables linear in the document.
+    cdef int* size
     cdef uint64_t* atomic            # W: states that can be atomic members of a configuration
+    cdef unsigned char* s_flags      # F_* per state
+    cdef char* t_content             # 1 where the transition has executable content
     cdef int* s_tstart
     cdef int* s_tcount
     cdef int* s_trans
@@ -232,19 +283,19 @@ cdef class Machine:
     cdef int* t_domain               # static domain, -1 = targetless, -2 = computed at run time
     cdef readonly list ids
     cdef readonly dict index_of      # id -> state index
-    cdef public list children        # per state: child state indices (no history)
-    cdef public list history_children
-    cdef public list targets         # per transition: target state indices
-    cdef public list events          # per transition: tuple of descriptors, () = eventless
-    cdef public list content         # per transition: callable or None
-    cdef public list onentry         # per state: tuple of callables
-    cdef public list onexit
-    cdef public list donedata        # per state: callable or None
-    cdef public list invokes         # per state: tuple of invoke objects
-    cdef public list data_init       # per state: callable or None (late binding)
+    cdef readonly list children        # per state: child state indices (no history)
+    cdef readonly list history_children
+    cdef readonly list targets         # per transition: target state indices
+    cdef readonly list events          # per transition: tuple of descriptors, () = eventless
+    cdef readonly list content         # per transition: callable or None
+    cdef readonly list onentry         # per state: tuple of callables
+    cdef readonly list onexit
+    cdef readonly list donedata        # per state: callable or None
+    cdef readonly list invokes         # per state: tuple of invoke objects
+    cdef readonly list data_init       # per state: callable or None (late binding)
     cdef public list labels          # per transition: "a -> b" for trails
     cdef dict _event_cache
-    cdef public bint has_invokes
+    cdef readonly bint has_invokes
 
     def __init__(self, list ids, list kinds, list parents, list initial, list trans_source,
                  list trans_targets, list trans_events, list trans_cond, list trans_internal,
@@ -260,9 +311,9 @@ cdef class Machine:
         self.kind = <int*>PyMem_Calloc(n, sizeof(int))
         self.parent = <int*>PyMem_Calloc(n, sizeof(int))
         self.initial = <int*>PyMem_Calloc(n, sizeof(int))
-        self.anc = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
-        self.desc = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
-        self.childset = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
+        self.size = <int*>PyMem_Calloc(n, sizeof(int))
+        self.s_flags = <unsigned char*>PyMem_Calloc(n, sizeof(unsigned char))
+        self.t_content = <char*>PyMem_Calloc(T + 1, sizeof(char))
         self.atomic = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
         self.s_tstart = <int*>PyMem_Calloc(n, sizeof(int))
         self.s_tcount = <int*>PyMem_Calloc(n, sizeof(int))
@@ -273,8 +324,9 @@ cdef class Machine:
         self.t_eventless = <char*>PyMem_Calloc(T + 1, sizeof(char))
         self.t_has_history = <char*>PyMem_Calloc(T + 1, sizeof(char))
         self.t_domain = <int*>PyMem_Calloc(T + 1, sizeof(int))
-        if (not self.kind or not self.parent or not self.initial or not self.anc or not self.desc
-                or not self.childset or not self.atomic or not self.s_tstart or not self.s_tcount
+        if (not self.kind or not self.parent or not self.initial or not self.size or not self.s_flags
+                or not self.t_content
+                or not self.atomic or not self.s_tstart or not self.s_tcount
                 or not self.s_trans or not self.t_source or not self.t_cond or not self.t_internal
                 or not self.t_eventless or not self.t_has_history or not self.t_domain):
             raise MemoryError()
@@ -286,18 +338,15 @@ cdef class Machine:
             self.kind[i] = kinds[i]
             self.parent[i] = parents[i]
             self.initial[i] = initial[i]
+        self._check_preorder()
+        for i in range(n - 1, 0, -1):
+            self.size[self.parent[i]] += self.size[i] + 1
         for i in range(1, n):
             p = self.parent[i]
             if self.kind[i] == K_HISTORY_SHALLOW or self.kind[i] == K_HISTORY_DEEP:
                 self.history_children[p].append(i)
             else:
                 self.children[p].append(i)
-                self.childset[p * W + (i >> 6)] |= (<uint64_t>1) << (i & 63)
-            p = self.parent[i]
-            while p >= 0:
-                self.anc[i * W + (p >> 6)] |= (<uint64_t>1) << (p & 63)
-                self.desc[p * W + (i >> 6)] |= (<uint64_t>1) << (i & 63)
-                p = self.parent[p]
         for i in range(1, n):
             if self.kind[i] == K_ATOMIC or self.kind[i] == K_FINAL:
                 self.atomic[i >> 6] |= (<uint64_t>1) << (i & 63)
@@ -333,12 +382,33 @@ cdef class Machine:
         self.invokes = [tuple(x) for x in invokes]
         self.has_invokes = any(self.invokes)
         self.data_init = list(data_init)
+        for s in range(n):
+            self.s_flags[s] = ((F_ONENTRY if self.onentry[s] else 0) | (F_ONEXIT if self.onexit[s] else 0)
+                               | (F_HISTORY if self.history_children[s] else 0)
+                               | (F_INVOKES if self.invokes[s] else 0)
+                               | (F_DATA if self.data_init[s] is not None else 0))
+        for t in range(T):
+            self.t_content[t] = 1 if self.content[t] is not None else 0
         self.labels = []
         for t in range(T):
             src = self.ids[self.t_source[t]]
             tgt = " ".join(self.ids[j] for j in self.targets[t]) if self.targets[t] else "(targetless)"
             self.labels.append(f"{src} -> {tgt}")
         self._event_cache = {}
+
+    cdef _check_preorder(self):
+        # The descendant ranges are only right for document order: each state's
+        # parent is the state before it or one of that state's ancestors.
+        cdef list stack = [0]
+        cdef int i
+        if self.n and self.parent[0] != -1:
+            raise ValueError("state 0 must be the root (parent -1)")
+        for i in range(1, self.n):
+            while stack and stack[-1] != self.parent[i]:
+                stack.pop()
+            if not stack:
+                raise ValueError(f"states are not in document order at index {i}")
+            stack.append(i)
 
     cdef bint _is_pseudo(self, int t, list initial, list kinds):
         cdef int s = self.t_source[t]
@@ -350,9 +420,9 @@ cdef class Machine:
         PyMem_Free(self.kind)
         PyMem_Free(self.parent)
         PyMem_Free(self.initial)
-        PyMem_Free(self.anc)
-        PyMem_Free(self.desc)
-        PyMem_Free(self.childset)
+        PyMem_Free(self.size)
+        PyMem_Free(self.s_flags)
+        PyMem_Free(self.t_content)
         PyMem_Free(self.atomic)
         PyMem_Free(self.s_tstart)
         PyMem_Free(self.s_tcount)
@@ -366,7 +436,7 @@ cdef class Machine:
 
     cdef inline bint is_desc(self, int a, int b) noexcept:
         """True when a is a proper descendant of b."""
-        return (self.anc[a * self.W + (b >> 6)] >> (b & 63)) & 1
+        return b < a <= b + self.size[b]
 
     cdef inline bint is_compound_like(self, int s) noexcept:
         return self.kind[s] == K_COMPOUND or self.kind[s] == K_ROOT
@@ -500,6 +570,44 @@ class Termination:
         return f"<Termination {self}>"
 
 
+cdef class Peaks:
+    """A session's high-water marks, one per ORS limit.
+
+    Each is the largest value the matching limit's check saw, so a session
+    stopped by a limit shows the violating value.
+    """
+
+    cdef readonly long microsteps
+    cdef readonly long state_entries
+    cdef readonly object state
+    cdef readonly long pending
+    cdef readonly double macrostep_seconds
+    cdef readonly double age
+
+    def __init__(self, long microsteps=0, long state_entries=0, state=None, long pending=0,
+                 double macrostep_seconds=0.0, double age=0.0):
+        self.microsteps = microsteps
+        self.state_entries = state_entries
+        self.state = state
+        self.pending = pending
+        self.macrostep_seconds = macrostep_seconds
+        self.age = age
+
+    def as_dict(self):
+        """The peaks keyed by ORS option name, plus ``state`` (the most entered state)."""
+        return {
+            "max-microstep-count": self.microsteps,
+            "max-state-entry-count": self.state_entries,
+            "max-pending-events": self.pending,
+            "process-event-timeout": self.macrostep_seconds,
+            "max-session-age": self.age,
+            "state": self.state,
+        }
+
+    def __repr__(self):
+        return f"Peaks({self.as_dict()!r})"
+
+
 # ---------------------------------------------------------------- the interpreter
 
 cdef class Interpreter:
@@ -514,15 +622,27 @@ cdef class Interpreter:
     cdef public object dm                 # datamodel: cond(k), bind_event(ev), init_state_data(s)
     cdef public object clock              # now(), call_at(when, callback) -> handle.cancel()
     cdef public Stats stats
+    # One allocation holds the bitsets (W words each) and the entry counters.
+    # tmp_enter, tmp_default, tmp_exit and tmp_b are all zero between uses:
+    # a step clears only the words it touched.
+    cdef void* block
     cdef uint64_t* config
-    cdef uint64_t* hist
-    cdef char* hist_set
-    cdef long* entries
+    cdef uint64_t* first_entry_done
+    cdef unsigned int* entries            # saturating
     cdef uint64_t* tmp_enter
     cdef uint64_t* tmp_default
     cdef uint64_t* tmp_exit
     cdef uint64_t* tmp_a
     cdef uint64_t* tmp_b
+    cdef uint64_t* tmp_c
+    cdef int enter_lo                     # index range of the states in tmp_enter
+    # Words of config outside cw_lo..cw_hi are zero, so scans skip them: a flat
+    # document's step does not read the whole configuration. Entering widens
+    # the range; _select narrows it to the words it found non-zero.
+    cdef int cw_lo
+    cdef int cw_hi
+    cdef int enter_hi
+    cdef dict hist                        # history state -> tuple of the states it recorded
     cdef int[TRAIL_SIZE] trail
     cdef int trail_pos
     cdef long trail_n
@@ -530,7 +650,6 @@ cdef class Interpreter:
     cdef readonly object external_queue
     cdef public dict delayed              # key -> clock handle, sends waiting for their delay
     cdef list states_to_invoke
-    cdef char* first_entry_done
     cdef readonly bint running
     cdef readonly bint started
     cdef public object final_state
@@ -538,6 +657,7 @@ cdef class Interpreter:
     cdef public str end_reason
     cdef long micro
     cdef double macro_start
+    cdef double tbase                     # when the work the timeout bounds began (see _begin_macrostep)
     cdef double born
     cdef bint clock_is_monotonic          # clock.now() is the C monotonic clock
     cdef object age_handle
@@ -549,17 +669,37 @@ cdef class Interpreter:
     cdef double lim_timeout
     cdef double lim_age
     cdef object _limits
-    cdef object current_transition
-    cdef object current_state
+    cdef int cur_t                        # transition being taken, for a termination (-1 none)
+    cdef int cur_s                        # state being entered (-1 none)
     cdef public bint reached_final
     cdef long stats_pending
     cdef long npending                    # internal + external + delayed, kept in step with the queues
     cdef readonly double macro_end        # monotonic time the last macrostep ended
     cdef public object final_data         # donedata of the top-level final state
-    cdef public object tracer             # called with each transition's label when set
+    cdef public object tracer             # tracer(t, event) for each transition taken, when set
+    cdef public bint coverage             # count transitions taken (set before start)
+    cdef unsigned int* tcount
+    # The script deadline: a C double the datamodel's engine compares with the
+    # monotonic clock (0 = none), or own_deadline when there is no engine.
+    cdef double* deadline_slot
+    cdef double own_deadline
+    cdef double saved_deadline
+    # peaks (see Peaks)
+    cdef long peak_micro
+    cdef long peak_entries
+    cdef int peak_state
+    cdef long peak_pending
+    cdef double peak_seconds
+    cdef double ended_age
 
     def __cinit__(self, *args, **kwargs):
+        self.block = NULL
         self.config = NULL
+        self.tcount = NULL
+        self.cur_t = -1
+        self.cur_s = -1
+        self.deadline_slot = &self.own_deadline
+        self.peak_state = -1
 
     def _core_init(self, Machine machine, limits, clock, Stats stats):
         cdef int W = machine.W
@@ -568,20 +708,26 @@ cdef class Interpreter:
         self.clock = clock
         self.clock_is_monotonic = bool(getattr(clock, "is_monotonic", False))
         self.stats = stats if stats is not None else default_stats
-        self.config = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
-        self.hist = <uint64_t*>PyMem_Calloc(n * W, sizeof(uint64_t))
-        self.hist_set = <char*>PyMem_Calloc(n, sizeof(char))
-        self.first_entry_done = <char*>PyMem_Calloc(n, sizeof(char))
-        self.entries = <long*>PyMem_Calloc(n, sizeof(long))
-        self.tmp_enter = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
-        self.tmp_default = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
-        self.tmp_exit = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
-        self.tmp_a = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
-        self.tmp_b = <uint64_t*>PyMem_Calloc(W, sizeof(uint64_t))
-        if (not self.config or not self.hist or not self.hist_set or not self.first_entry_done
-                or not self.entries or not self.tmp_enter or not self.tmp_default
-                or not self.tmp_exit or not self.tmp_a or not self.tmp_b):
+        if self.block != NULL:
+            raise RuntimeError("session already initialised")
+        self.block = PyMem_Calloc(8 * W * sizeof(uint64_t) + n * sizeof(unsigned int), 1)
+        if self.block == NULL:
             raise MemoryError()
+        cdef uint64_t* words = <uint64_t*>self.block
+        self.config = words
+        self.first_entry_done = words + W
+        self.tmp_enter = words + 2 * W
+        self.tmp_default = words + 3 * W
+        self.tmp_exit = words + 4 * W
+        self.tmp_a = words + 5 * W
+        self.tmp_b = words + 6 * W
+        self.tmp_c = words + 7 * W
+        self.entries = <unsigned int*>(words + 8 * W)
+        self.enter_lo = n
+        self.enter_hi = -1
+        self.cw_lo = W
+        self.cw_hi = -1
+        self.hist = {}
         self.internal_queue = deque()
         self.external_queue = deque()
         self.delayed = {}
@@ -597,16 +743,8 @@ cdef class Interpreter:
         self._set_limits(limits)
 
     def __dealloc__(self):
-        PyMem_Free(self.config)
-        PyMem_Free(self.hist)
-        PyMem_Free(self.hist_set)
-        PyMem_Free(self.first_entry_done)
-        PyMem_Free(self.entries)
-        PyMem_Free(self.tmp_enter)
-        PyMem_Free(self.tmp_default)
-        PyMem_Free(self.tmp_exit)
-        PyMem_Free(self.tmp_a)
-        PyMem_Free(self.tmp_b)
+        PyMem_Free(self.block)
+        PyMem_Free(self.tcount)
 
     # ------------------------------------------------------------ limits
 
@@ -617,8 +755,6 @@ cdef class Interpreter:
         self.lim_pending = limits.max_pending_events
         self.lim_timeout = limits.process_event_timeout
         self.lim_age = limits.max_session_age
-        if self.dm is not None:
-            self.dm.set_time_limit(self.lim_timeout)
         if self.running:
             self._arm_age_timer()
 
@@ -637,7 +773,7 @@ cdef class Interpreter:
             return None
         if not self.in_macrostep:
             return self.lim_timeout
-        return self.lim_timeout - (_mono() - self.macro_start)
+        return self.lim_timeout - (_mono() - self.tbase)
 
     cdef _arm_age_timer(self):
         if self.age_handle is not None:
@@ -669,15 +805,15 @@ cdef class Interpreter:
     cdef inline _check_timeout(self):
         cdef double elapsed
         if self.lim_timeout > 0:
-            elapsed = _mono() - self.macro_start
+            elapsed = _mono() - self.tbase
             if elapsed > self.lim_timeout:
                 self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
 
     cdef _violate(self, int which, double limit, observed, object state):
         trail = self.trail_labels()
-        transition = self.current_transition
-        if state is None:
-            state = self.current_state
+        transition = self.machine.labels[self.cur_t] if self.cur_t >= 0 else None
+        if state is None and self.cur_s >= 0:
+            state = self.machine.ids[self.cur_s]
         self.termination = Termination(LIMIT_OPTIONS[which], limit, observed, state, transition, trail)
         self.stats.violations[which] += 1
         self._stop(R_LIMIT)
@@ -710,6 +846,10 @@ cdef class Interpreter:
         self.internal_queue.clear()
         self.external_queue.clear()
         self.npending = 0
+        if self.in_macrostep and self.micro > self.peak_micro:
+            self.peak_micro = self.micro
+        self.ended_age = self.clock.now() - self.born
+        self.stats.observe_end(self.peak_micro, self.peak_entries, self.peak_pending, self.ended_age)
         self.stats.ended[reason] += 1
         self.stats.sessions_active -= 1
         self._on_stopped()
@@ -733,11 +873,14 @@ cdef class Interpreter:
         self.in_macrostep = True
         self.micro = 0
         self.macro_start = _mono()
+        self.tbase = self.macro_start
+        self._arm_deadline()
         try:
             self._exit_all(code)
         except Halt:
             pass
         finally:
+            self.deadline_slot[0] = self.saved_deadline
             self.in_macrostep = False
 
     # ------------------------------------------------------------ queues
@@ -748,9 +891,10 @@ cdef class Interpreter:
         Inside the step loop the violation unwinds it (Halt); from outside (an
         API call, a timer, another session) the enqueue is simply refused.
         """
-        cdef long pending
+        cdef long pending = self.npending + 1
+        if pending > self.peak_pending:
+            self.peak_pending = pending
         if self.lim_pending > 0:
-            pending = self.npending + 1
             if pending > self.lim_pending:
                 try:
                     self._violate(L_PENDING, self.lim_pending, pending, None)
@@ -771,8 +915,15 @@ cdef class Interpreter:
             self.npending += 1
 
     def enqueue_external(self, Event event):
-        """Place an event on the external queue (processed by :meth:`process_external`); False if refused."""
+        """Place an event on the external queue (processed by :meth:`process_external`); False if refused.
+
+        An event queued during one of this session's macrosteps (a ``<send>`` to
+        itself without delay) continues that macrostep's work: its macrostep
+        runs under the same ``process-event-timeout`` deadline, so a session
+        that keeps sending itself events cannot hold its caller for ever.
+        """
         if self.running and self._admit():
+            event.chained = self.in_macrostep
             self.external_queue.append(event)
             self.npending += 1
             return True
@@ -831,22 +982,61 @@ cdef class Interpreter:
             return False
         return self.in_config(<int>idx)
 
+    cdef list _active(self, bint descending):
+        """Indices of the active states (the root excluded), ascending or descending."""
+        cdef Machine m = self.machine
+        cdef int w, i
+        cdef uint64_t word
+        cdef list out = []
+        for w in range(self.cw_lo, self.cw_hi + 1):
+            word = self.config[w]
+            if w == 0:
+                word &= ~(<uint64_t>1)
+            while word:
+                i = ctz64(word)
+                word &= word - 1
+                out.append((w << 6) + i)
+        if descending:
+            out.reverse()
+        return out
+
     @property
     def configuration(self):
         """All active state ids."""
-        m = self.machine
-        return frozenset([m.ids[s] for s in range(1, m.n) if self.in_config(s)])
+        ids = self.machine.ids
+        return frozenset([ids[s] for s in self._active(False)])
 
     @property
     def atomic_configuration(self):
         """The active atomic states' ids."""
-        m = self.machine
-        return frozenset([m.ids[s] for s in range(1, m.n)
-                          if self.in_config(s) and (m.atomic[s >> 6] >> (s & 63)) & 1])
+        cdef Machine m = self.machine
+        cdef int s
+        return frozenset([m.ids[s] for s in self._active(False) if (m.atomic[s >> 6] >> (s & 63)) & 1])
 
     def entry_count(self, str state_id):
         """How many times the state has been entered in this session."""
         return self.entries[self.machine.index_of[state_id]]
+
+    def state_entry_counts(self):
+        """Entries per state index (index 0 is the ``<scxml>`` root), as :meth:`entry_count` counts them."""
+        cdef int s
+        return [self.entries[s] for s in range(self.machine.n)]
+
+    def transition_counts(self):
+        """Times each transition index was taken; all zeros unless :attr:`coverage` was set before start."""
+        cdef int t
+        if self.tcount == NULL:
+            return [0] * self.machine.ntrans
+        return [self.tcount[t] for t in range(self.machine.ntrans)]
+
+    @property
+    def peaks(self):
+        """The session's :class:`Peaks` so far (at its end, once it has ended)."""
+        cdef double age = 0.0
+        if self.started:
+            age = self.clock.now() - self.born if self.running else self.ended_age
+        state = self.machine.ids[self.peak_state] if self.peak_state >= 0 else None
+        return Peaks(self.peak_micro, self.peak_entries, state, self.peak_pending, self.peak_seconds, age)
 
     # ------------------------------------------------------------ executable content
 
@@ -860,7 +1050,7 @@ cdef class Interpreter:
             raise
         except ScriptInterrupted:
             self._check_timeout()
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.macro_start, None)
+            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
         except Exception as exc:
             self._error_event("error.execution", exc)
 
@@ -873,7 +1063,7 @@ cdef class Interpreter:
         except Halt:
             raise
         except ScriptInterrupted:
-            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.macro_start, None)
+            self._violate(L_TIMEOUT, self.lim_timeout, _mono() - self.tbase, None)
         except Exception as exc:
             self._error_event("error.execution", exc)
             return False
@@ -884,17 +1074,25 @@ cdef class Interpreter:
         """selectTransitions / selectEventlessTransitions (table None = eventless)."""
         cdef Machine m = self.machine
         cdef list enabled = []
-        cdef int s, a, i, t, w
+        cdef int a, i, t, w
+        cdef int s = -1
+        cdef int prev                     # the atomic state before s
         cdef uint64_t word
         cdef bint found
+        cdef int new_lo = m.W, new_hi = -1
         cdef const unsigned char* tab = NULL
         if table is not None:
             tab = <const unsigned char*>table
-        for w in range(m.W):
+        for w in range(self.cw_lo, self.cw_hi + 1):
+            if self.config[w]:
+                if new_lo > w:
+                    new_lo = w
+                new_hi = w
             word = self.config[w] & m.atomic[w]
             while word:
                 i = ctz64(word)
                 word &= word - 1
+                prev = s
                 s = (w << 6) + i
                 found = False
                 a = s
@@ -907,54 +1105,103 @@ cdef class Interpreter:
                         elif not tab[t]:
                             continue
                         if self._cond(t):
-                            if t not in enabled:
+                            # Only an ancestor shared with an earlier atomic
+                            # state (a < prev) can have been selected before.
+                            if a >= prev or t not in enabled:
                                 enabled.append(t)
                             found = True
                             break
                     a = m.parent[a]
+        self.cw_lo = new_lo
+        self.cw_hi = new_hi
         if len(enabled) > 1:
             return self._remove_conflicts(enabled)
         return enabled
 
-    cdef void _exit_set_of(self, int t, uint64_t* out):
-        """computeExitSet([t]) into ``out`` (cleared first)."""
+    cdef bint _exit_set_of(self, int t, uint64_t* out, int* wlo, int* whi) except -1:
+        """computeExitSet([t]): active states in the domain's range, into words wlo..whi of ``out``.
+
+        False (nothing written) for an empty range. Words outside wlo..whi are left as they are.
+        """
         cdef Machine m = self.machine
-        cdef int W = m.W, w
         cdef int d = self._domain(t)
-        memset(out, 0, W * sizeof(uint64_t))
-        if d < 0:
-            return
-        for w in range(W):
-            out[w] = self.config[w] & m.desc[d * W + w]
+        cdef int lo, hi, w
+        if d < 0 or m.size[d] == 0:
+            return False
+        lo = d + 1
+        hi = d + m.size[d]
+        wlo[0] = max(lo >> 6, self.cw_lo)
+        whi[0] = min(hi >> 6, self.cw_hi)
+        if wlo[0] > whi[0]:
+            return False
+        for w in range(wlo[0], whi[0] + 1):
+            out[w] = self.config[w] & _word_mask(w, lo, hi)
+        return True
 
     cdef list _remove_conflicts(self, list enabled):
+        """removeConflictingTransitions, linear in the exit sets when none intersect.
+
+        The exit sets accepted so far are kept as one union (tmp_b); a transition
+        whose exit set misses it cannot conflict with any of them. Only on an
+        actual intersection is the spec's pairwise preemption rule applied.
+        """
         cdef Machine m = self.machine
-        cdef int W = m.W, w
+        cdef uint64_t* union = self.tmp_b
+        cdef uint64_t* e1 = self.tmp_a
+        cdef uint64_t* e2 = self.tmp_c
+        cdef int ulo = m.W, uhi = -1, lo1, hi1, lo2, hi2, w, t1, t2
         cdef list filtered = []
         cdef list to_remove
-        cdef bint preempted, overlap
-        cdef int t1, t2
-        for t1 in enabled:
-            preempted = False
-            to_remove = []
-            self._exit_set_of(t1, self.tmp_a)
-            for t2 in filtered:
-                self._exit_set_of(t2, self.tmp_b)
+        cdef bint overlap, preempted
+        try:
+            for t1 in enabled:
+                if not self._exit_set_of(t1, e1, &lo1, &hi1):
+                    filtered.append(t1)
+                    continue
                 overlap = False
-                for w in range(W):
-                    if self.tmp_a[w] & self.tmp_b[w]:
+                for w in range(max(lo1, ulo), min(hi1, uhi) + 1):
+                    if e1[w] & union[w]:
                         overlap = True
                         break
-                if overlap:
+                if not overlap:
+                    filtered.append(t1)
+                    for w in range(lo1, hi1 + 1):
+                        union[w] |= e1[w]
+                    ulo = min(ulo, lo1)
+                    uhi = max(uhi, hi1)
+                    continue
+                preempted = False
+                to_remove = []
+                for t2 in filtered:
+                    if not self._exit_set_of(t2, e2, &lo2, &hi2):
+                        continue
+                    for w in range(max(lo1, lo2), min(hi1, hi2) + 1):
+                        if e1[w] & e2[w]:
+                            break
+                    else:
+                        continue
                     if m.is_desc(m.t_source[t1], m.t_source[t2]):
                         to_remove.append(t2)
                     else:
                         preempted = True
                         break
-            if not preempted:
+                if preempted:
+                    continue
                 for t2 in to_remove:
                     filtered.remove(t2)
                 filtered.append(t1)
+                for w in range(ulo, uhi + 1):
+                    union[w] = 0
+                ulo, uhi = m.W, -1
+                for t2 in filtered:
+                    if self._exit_set_of(t2, e2, &lo2, &hi2):
+                        for w in range(lo2, hi2 + 1):
+                            union[w] |= e2[w]
+                        ulo = min(ulo, lo2)
+                        uhi = max(uhi, hi2)
+        finally:
+            for w in range(ulo, uhi + 1):
+                union[w] = 0
         return filtered
 
     # ------------------------------------------------------------ domains and targets
@@ -969,18 +1216,14 @@ cdef class Interpreter:
 
     cdef _add_effective(self, int s, list out):
         cdef Machine m = self.machine
-        cdef int W = m.W, w, i, j
-        cdef uint64_t word
+        cdef int j
+        cdef tuple recorded
         if m.kind[s] == K_HISTORY_SHALLOW or m.kind[s] == K_HISTORY_DEEP:
-            if self.hist_set[s]:
-                for w in range(W):
-                    word = self.hist[s * W + w]
-                    while word:
-                        i = ctz64(word)
-                        word &= word - 1
-                        j = (w << 6) + i
-                        if j not in out:
-                            out.append(j)
+            recorded = self.hist.get(s)
+            if recorded is not None:
+                for j in recorded:
+                    if j not in out:
+                        out.append(j)
             else:
                 for j in m.targets[m.initial[s]]:
                     self._add_effective(j, out)
@@ -1011,11 +1254,19 @@ cdef class Interpreter:
 
     # ------------------------------------------------------------ microstep
 
-    cdef _microstep(self, list enabled):
+    cdef inline _took(self, int t, ev):
+        """Count and trace transition ``t``, taken for event ``ev`` (None: eventless or initial)."""
+        if self.coverage and self.tcount != NULL:
+            self.tcount[t] += 1
+        if self.tracer is not None:
+            self.tracer(t, ev)
+
+    cdef _microstep(self, list enabled, ev):
         cdef int t
+        cdef Machine m = self.machine
         self.micro += 1
         if self.lim_micro > 0 and self.micro > self.lim_micro:
-            self.current_transition = self.machine.labels[enabled[0]]
+            self.cur_t = enabled[0]
             self._violate(L_MICROSTEPS, self.lim_micro, self.micro, None)
         self.stats.microsteps += 1
         # Every 16th microstep: the JS engine interrupts long scripts and the
@@ -1026,95 +1277,147 @@ cdef class Interpreter:
             self.trail[self.trail_pos] = t
             self.trail_pos = (self.trail_pos + 1) % TRAIL_SIZE
             self.trail_n += 1
-            if self.tracer is not None:
-                self.tracer(self.machine.labels[t])
-        self.current_transition = self.machine.labels[enabled[0]] if len(enabled) == 1 else None
+            if self.coverage or self.tracer is not None:
+                self._took(t, ev)
+        self.cur_t = enabled[0] if len(enabled) == 1 else -1
         self._exit_states(enabled)
-        m = self.machine
         for t in enabled:
-            self.current_transition = m.labels[t]
-            self._run_block(m.content[t])
+            if m.t_content[t]:
+                self.cur_t = t
+                self._run_block(m.content[t])
         self._enter_states(enabled)
-        self.current_transition = None
+        self.cur_t = -1
 
     cdef _exit_states(self, list enabled):
         cdef Machine m = self.machine
-        cdef int W = m.W, w, i, s, h, t
+        cdef int w, i, s, h, t, lo, hi
+        cdef unsigned char f
+        cdef int xlo = m.W, xhi = -1
         cdef uint64_t word
         cdef uint64_t* ex = self.tmp_exit
-        memset(ex, 0, W * sizeof(uint64_t))
-        for t in enabled:
-            self._exit_set_of(t, self.tmp_a)
-            for w in range(W):
-                ex[w] |= self.tmp_a[w]
-        cdef list order = []
-        for w in range(W - 1, -1, -1):
-            word = ex[w]
-            while word:
-                i = 63 - clz64(word)
-                word &= ~((<uint64_t>1) << i)
-                order.append((w << 6) + i)
+        try:
+            for t in enabled:
+                if self._exit_set_of(t, self.tmp_a, &lo, &hi):
+                    for w in range(lo, hi + 1):
+                        ex[w] |= self.tmp_a[w]
+                    xlo = min(xlo, lo)
+                    xhi = max(xhi, hi)
+        finally:
+            # descending document order = exit order; the buffer is left clear
+            order = []
+            for w in range(xhi, xlo - 1, -1):
+                word = ex[w]
+                ex[w] = 0
+                while word:
+                    i = 63 - clz64(word)
+                    word &= ~((<uint64_t>1) << i)
+                    order.append((w << 6) + i)
         if not order:
             return
         if self.states_to_invoke:
-            self.states_to_invoke = [s for s in self.states_to_invoke if s not in order]
+            exiting = set(order)
+            self.states_to_invoke = [s for s in self.states_to_invoke if s not in exiting]
         for s in order:
-            for h in m.history_children[s]:
-                for w in range(W):
-                    if m.kind[h] == K_HISTORY_DEEP:
-                        self.hist[h * W + w] = self.config[w] & m.atomic[w] & m.desc[s * W + w]
-                    else:
-                        self.hist[h * W + w] = self.config[w] & m.childset[s * W + w]
-                self.hist_set[h] = 1
+            if m.s_flags[s] & F_HISTORY:
+                for h in m.history_children[s]:
+                    self.hist[h] = self._recorded(s, m.kind[h] == K_HISTORY_DEEP)
         for s in order:
-            for block in m.onexit[s]:
-                self._run_block(block)
-            if m.has_invokes and m.invokes[s]:
+            f = m.s_flags[s]
+            if f & F_ONEXIT:
+                for block in m.onexit[s]:
+                    self._run_block(block)
+            if f & F_INVOKES:
                 self._cancel_invokes(s)
             self.config[s >> 6] &= ~((<uint64_t>1) << (s & 63))
 
+    cdef tuple _recorded(self, int s, bint deep):
+        """What a history state of ``s`` records: its active atomic descendants (deep) or children."""
+        cdef Machine m = self.machine
+        cdef int lo = s + 1, hi = s + m.size[s], w, i, j
+        cdef uint64_t word
+        cdef list out = []
+        if hi < lo:
+            return ()
+        for w in range(max(lo >> 6, self.cw_lo), min(hi >> 6, self.cw_hi) + 1):
+            word = self.config[w] & _word_mask(w, lo, hi)
+            if deep:
+                word &= m.atomic[w]
+            while word:
+                i = ctz64(word)
+                word &= word - 1
+                j = (w << 6) + i
+                if deep or m.parent[j] == s:
+                    out.append(j)
+        return tuple(out)
+
     cdef _enter_states(self, list enabled):
         cdef Machine m = self.machine
-        cdef int W = m.W, w, i, s, t, a, p, gp
+        cdef int w, i, s, t, a, p, gp
+        cdef unsigned char f
         cdef uint64_t word
         cdef uint64_t* enter = self.tmp_enter
         cdef uint64_t* default_entry = self.tmp_default
         cdef dict history_content = {}
-        memset(enter, 0, W * sizeof(uint64_t))
-        memset(default_entry, 0, W * sizeof(uint64_t))
-        for t in enabled:
-            for s in m.targets[t]:
-                self._add_descendants(s, enter, default_entry, history_content)
-            a = self._domain(t)
-            for s in self._effective_targets(t):
-                self._add_ancestors(s, a, enter, default_entry, history_content)
-        # Copy before running content: entering may re-enter this machinery via nested calls.
         cdef list order = []
-        for w in range(W):
-            word = enter[w]
-            while word:
-                i = ctz64(word)
-                word &= word - 1
-                order.append((w << 6) + i)
-        defaults = [s for s in order if (default_entry[s >> 6] >> (s & 63)) & 1]
+        cdef set defaults = set()
+        self.enter_lo = m.n
+        self.enter_hi = -1
+        try:
+            for t in enabled:
+                for s in m.targets[t]:
+                    self._add_descendants(s, enter, default_entry, history_content)
+                a = self._domain(t)
+                for s in (self._effective_targets(t) if m.t_has_history[t] else m.targets[t]):
+                    self._add_ancestors(s, a, enter, default_entry, history_content)
+        finally:
+            # Read the sets out (ascending = entry order) and leave the buffers clear
+            # before any content runs.
+            if self.enter_hi >= 0:
+                for w in range(self.enter_lo >> 6, (self.enter_hi >> 6) + 1):
+                    word = enter[w]
+                    enter[w] = 0
+                    while word:
+                        i = ctz64(word)
+                        word &= word - 1
+                        order.append((w << 6) + i)
+                    word = default_entry[w]
+                    default_entry[w] = 0
+                    while word:
+                        i = ctz64(word)
+                        word &= word - 1
+                        defaults.add((w << 6) + i)
         for s in order:
-            self.current_state = m.ids[s]
-            self.entries[s] += 1
+            self.cur_s = s
+            if self.entries[s] != 0xFFFFFFFFU:
+                self.entries[s] += 1
+            if self.entries[s] > self.peak_entries:
+                self.peak_entries = self.entries[s]
+                self.peak_state = s
             if self.lim_entry > 0 and self.entries[s] > self.lim_entry:
                 self._violate(L_ENTRIES, self.lim_entry, self.entries[s], m.ids[s])
-            self.config[s >> 6] |= (<uint64_t>1) << (s & 63)
-            if m.has_invokes and m.invokes[s]:
-                self.states_to_invoke.append(s)
-            if not self.first_entry_done[s]:
-                self.first_entry_done[s] = 1
-                if m.data_init[s] is not None:
+            w = s >> 6
+            self.config[w] |= (<uint64_t>1) << (s & 63)
+            if w < self.cw_lo:
+                self.cw_lo = w
+            if w > self.cw_hi:
+                self.cw_hi = w
+            f = m.s_flags[s]
+            if f:
+                if f & F_INVOKES:
+                    self.states_to_invoke.append(s)
+                if f & F_DATA and not (self.first_entry_done[s >> 6] >> (s & 63)) & 1:
+                    self.first_entry_done[s >> 6] |= (<uint64_t>1) << (s & 63)
                     self._run_block(m.data_init[s])
-            for block in m.onentry[s]:
-                self._run_block(block)
-            if s in defaults and m.initial[s] >= 0:
+                if f & F_ONENTRY:
+                    for block in m.onentry[s]:
+                        self._run_block(block)
+            if defaults and s in defaults and m.initial[s] >= 0:
+                self._took(m.initial[s], None)
                 self._run_block(m.content[m.initial[s]])
-            if s in history_content:
-                self._run_block(history_content[s])
+            if history_content and s in history_content:
+                t = history_content[s]
+                self._took(t, None)
+                self._run_block(m.content[t])
             if m.kind[s] == K_FINAL:
                 p = m.parent[s]
                 if p == 0:
@@ -1128,7 +1431,7 @@ cdef class Interpreter:
                     if gp >= 0 and m.kind[gp] == K_PARALLEL:
                         if all(self._in_final(c) for c in m.children[gp]):
                             self.enqueue_internal(Event("done.state." + m.ids[gp], None, type="internal"))
-        self.current_state = None
+        self.cur_s = -1
 
     cdef running_final(self):
         # The step loop sees this flag and finishes with exitInterpreter.
@@ -1162,38 +1465,37 @@ cdef class Interpreter:
         return False
 
     cdef inline void _set(self, uint64_t* bits, int s) noexcept:
+        # only used on tmp_enter and its subset tmp_default: track their range
         bits[s >> 6] |= (<uint64_t>1) << (s & 63)
+        if s < self.enter_lo:
+            self.enter_lo = s
+        if s > self.enter_hi:
+            self.enter_hi = s
 
     cdef inline bint _has_desc_in(self, uint64_t* bits, int s) noexcept:
         cdef Machine m = self.machine
-        cdef int w
-        for w in range(m.W):
-            if bits[w] & m.desc[s * m.W + w]:
+        cdef int lo = s + 1, hi = s + m.size[s], w
+        if hi < lo:
+            return False
+        for w in range(lo >> 6, (hi >> 6) + 1):
+            if bits[w] & _word_mask(w, lo, hi):
                 return True
         return False
 
     cdef _add_descendants(self, int s, uint64_t* enter, uint64_t* default_entry, dict history_content):
         cdef Machine m = self.machine
-        cdef int W = m.W, w, i, j, c, it
-        cdef uint64_t word
-        cdef list hv
+        cdef int j, c, it
+        cdef tuple hv
         if m.kind[s] == K_HISTORY_SHALLOW or m.kind[s] == K_HISTORY_DEEP:
-            if self.hist_set[s]:
-                hv = []
-                for w in range(W):
-                    word = self.hist[s * W + w]
-                    while word:
-                        i = ctz64(word)
-                        word &= word - 1
-                        hv.append((w << 6) + i)
+            hv = self.hist.get(s)
+            if hv is not None:
                 for j in hv:
                     self._add_descendants(j, enter, default_entry, history_content)
                 for j in hv:
                     self._add_ancestors(j, m.parent[s], enter, default_entry, history_content)
             else:
                 it = m.initial[s]
-                if m.content[it] is not None:
-                    history_content[m.parent[s]] = m.content[it]
+                history_content[m.parent[s]] = it
                 for j in m.targets[it]:
                     self._add_descendants(j, enter, default_entry, history_content)
                 for j in m.targets[it]:
@@ -1241,20 +1543,48 @@ cdef class Interpreter:
 
     # ------------------------------------------------------------ macrosteps
 
-    cdef _begin_macrostep(self):
+    cdef _begin_macrostep(self, bint chained):
+        """Start a macrostep; ``chained`` for an event the session sent itself (see :meth:`enqueue_external`)."""
         self.micro = 0
         self.in_macrostep = True
         self.macro_start = _mono()
+        if not chained:
+            self.tbase = self.macro_start
         self.stats_pending = self.npending
+        self._arm_deadline()
+
+    cdef inline void _arm_deadline(self) noexcept:
+        # A nested macrostep (a child booting inside its parent's) shares the
+        # thread's engine: it may shorten the deadline, never extend it.
+        cdef double saved = self.deadline_slot[0]
+        cdef double new = self.tbase + self.lim_timeout if self.lim_timeout > 0 else 0.0
+        if saved > 0 and (new == 0 or saved < new):
+            new = saved
+        self.saved_deadline = saved
+        self.deadline_slot[0] = new
 
     cdef _end_macrostep(self, bint check):
         """Record the macrostep; with ``check``, a macrostep that ran too long is a violation."""
+        self.deadline_slot[0] = self.saved_deadline
         self.macro_end = _mono()
         cdef double elapsed = self.macro_end - self.macro_start
         self.in_macrostep = False
+        if self.micro > self.peak_micro:
+            self.peak_micro = self.micro
+        if elapsed > self.peak_seconds:
+            self.peak_seconds = elapsed
         self.stats.observe_macrostep(self.micro, elapsed, self.stats_pending)
-        if check and self.lim_timeout > 0 and elapsed > self.lim_timeout and self.running:
-            self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+        if check and self.lim_timeout > 0 and self.running:
+            elapsed = self.macro_end - self.tbase
+            if elapsed > self.lim_timeout:
+                self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+
+    cdef _empty_microstep(self):
+        """An internal event that selected nothing: one microstep towards the limit."""
+        self.micro += 1
+        if self.lim_micro > 0 and self.micro > self.lim_micro:
+            self.cur_t = -1
+            self._violate(L_MICROSTEPS, self.lim_micro, self.micro, None)
 
     cdef _settle(self):
         """Take eventless and internal transitions until stable, then start invocations."""
@@ -1263,16 +1593,23 @@ cdef class Interpreter:
         while self.running:
             while self.running and not self.reached_final:
                 enabled = self._select(None)
+                ev = None
                 if not enabled:
                     if not self.internal_queue:
                         break
                     ev = self.internal_queue.popleft()
                     self.npending -= 1
                     self.stats.events_internal += 1
+                    # An event loop may take no microstep at all (a throwing
+                    # cond raises error.execution for ever): every event taken
+                    # is checked against the timeout and counted.
+                    self._check_timeout()
                     self.dm.bind_event(ev)
                     enabled = self._select(self.machine.match_table(ev.name))
-                if enabled:
-                    self._microstep(enabled)
+                    if not enabled:
+                        self._empty_microstep()
+                        continue
+                self._microstep(enabled, ev)
             if self.reached_final:
                 self._exit_interpreter()
                 return
@@ -1294,7 +1631,7 @@ cdef class Interpreter:
         """exitInterpreter: exit every active state in exit order, then stop."""
         cdef Machine m = self.machine
         cdef int s
-        cdef list order = [s for s in range(m.n - 1, 0, -1) if self.in_config(s)]
+        cdef list order = self._active(True)
         for s in order:
             for block in m.onexit[s]:
                 self._run_block(block)
@@ -1307,6 +1644,14 @@ cdef class Interpreter:
         """The initial macrostep: data model, global script, initial transition, settle."""
         if self.started:
             raise RuntimeError("session already started")
+        # What can fail comes before the session counts as started.
+        address_of = getattr(self.dm, "deadline_address", None)
+        cdef size_t address = address_of() if address_of is not None else 0
+        if self.coverage and self.tcount == NULL:
+            self.tcount = <unsigned int*>PyMem_Calloc(self.machine.ntrans + 1, sizeof(unsigned int))
+            if self.tcount == NULL:
+                raise MemoryError()
+        self.deadline_slot = <double*>address if address else &self.own_deadline
         self.started = True
         self.running = True
         self.reached_final = False
@@ -1314,7 +1659,7 @@ cdef class Interpreter:
         self.stats.sessions_active += 1
         self.born = self.clock.now()
         self._arm_age_timer()
-        self._begin_macrostep()
+        self._begin_macrostep(False)
         try:
             self._initial_entry()
             self._settle()
@@ -1330,32 +1675,41 @@ cdef class Interpreter:
 
     cdef _initial_entry(self):
         cdef Machine m = self.machine
-        self.dm.set_time_limit(self.lim_timeout)
-        self.first_entry_done[0] = 1
+        self.first_entry_done[0] |= 1
         if m.data_init[0] is not None:
             self._run_block(m.data_init[0])
         for block in m.onentry[0]:
             self._run_block(block)
+        if self.coverage or self.tracer is not None:
+            self._took(m.initial[0], None)
         self._enter_states([m.initial[0]])
 
     def process_external(self):
         """Run one macrostep per queued external event until the queue is empty."""
         cdef list enabled
+        cdef bint chained
+        # A chain belongs to this call: an event left queued by a call that an
+        # exception ended starts afresh rather than under a deadline long past.
+        cdef bint first = True
         if not self.running or self.in_macrostep:
             return
         try:
             while self.running and self.external_queue:
-                self._begin_macrostep()
+                ev = self.external_queue.popleft()
+                self.npending -= 1
+                chained = (<Event>ev).chained and not first
+                first = False
+                self._begin_macrostep(chained)
                 try:
                     self._check_age()
-                    ev = self.external_queue.popleft()
-                    self.npending -= 1
+                    if chained:
+                        self._check_timeout()
                     self.stats.events_external += 1
                     self.dm.bind_event(ev)
                     if not self.machine.has_invokes or self._external_preprocess(ev) is not False:
                         enabled = self._select(self.machine.match_table(ev.name))
                         if enabled:
-                            self._microstep(enabled)
+                            self._microstep(enabled, ev)
                         self._settle()
                 except BaseException:
                     self._end_macrostep(False)

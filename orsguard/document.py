@@ -27,12 +27,10 @@ from orsguard._core import (
     Machine,
 )
 from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
-from orsguard.datamodels.base import expression_text
 from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError
 from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, text_value
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
 _CHILDREN = {
     "scxml": {"state", "parallel", "final", "datamodel", "script"},
@@ -130,7 +128,6 @@ class _Loader:
     def __init__(self, path: str | None, check_expressions: bool) -> None:
         self.path = path
         self.check_expressions = check_expressions
-        self._syntax_ctx: Any = None
 
     # ------------------------------------------------------------ errors
 
@@ -193,39 +190,11 @@ class _Loader:
             return
         if not self.check_expressions:
             return
-        if kind != "script":
-            text = expression_text(text)
-        if kind == "script":
-            src = f"(function () {{ {text}\n }})"
-        elif kind == "setter":
-            src = f"(function (__og_v) {{ {location} = __og_v; }})"
-        elif kind == "assign":
-            src = f"(function () {{ {location} = ({text}\n); }})"
-        elif kind == "foreach":
-            item, index = extra
-            self._check_syntax(el, f"(function () {{ return ({text}\n); }})", f"foreach array {text!r}")
-            for role, name in (("item", item), ("index", index)):
-                if name:
-                    self._check_syntax(el, f"(function () {{ {name} = 0; }})", f"foreach {role} {name!r}")
-            return
-        else:
-            src = f"(function () {{ return ({text}\n); }})"
-        what = {"setter": "location", "assign": "assignment"}.get(kind, kind + " expression")
-        self._check_syntax(el, src, f"{what} {(location or text)!r}")
-
-    def _check_syntax(self, el: etree._Element, src: str, what: str) -> None:
-        try:
-            self._syntax().eval(src)
-        except Exception as exc:  # the engine's SyntaxError
-            first = str(exc).strip().split("\n", 1)[0]
-            self.fail(el, f"invalid ECMAScript {what}: {first}")
-
-    def _syntax(self) -> Any:
-        if self._syntax_ctx is None:
-            import quickjs
-
-            self._syntax_ctx = quickjs.Context()
-        return self._syntax_ctx
+        why = datamodel_class(self.datamodel).check(kind, text, location, extra)
+        if why is not None:
+            what = {"setter": "location", "assign": "assignment", "foreach": "foreach"}.get(kind, kind + " expression")
+            shown = location if kind == "setter" else text
+            self.fail(el, f"invalid ECMAScript {what} {shown!r}: {why}")
 
     # ------------------------------------------------------------ compiling
 
@@ -298,8 +267,9 @@ class _Loader:
                         if local(d) != "data":
                             self.fail(d, "<datamodel> may only contain <data>")
                         data_id = self.compiler.attr(d, "id", required=True)
-                        if dm == "ecmascript" and not _IDENTIFIER.match(data_id):
-                            self.fail(d, f"data id {data_id!r} is not a valid ECMAScript variable name")
+                        why = datamodel_class(dm).check("data", data_id)
+                        if why is not None:
+                            self.fail(d, f"data id {data_id!r} {why}")
                         data_ids.append(data_id)
                         state_data[s].append((data_id, self._data(d, data_id)))
             self._initial_of(s, el)

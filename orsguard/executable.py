@@ -21,6 +21,7 @@ from orsguard.errors import ExecutionError
 
 SCXML_NS = "http://www.w3.org/2005/07/scxml"
 _Q = "{" + SCXML_NS + "}"
+_XML_DECLARATION = re.compile(r"^\s*<\?xml\s[^>]*\?>")
 
 Item = Callable[[Any], None]
 
@@ -57,7 +58,8 @@ def content_value(el: etree._Element, *, parse_json: bool) -> Any:
 
 def text_value(text: str, *, parse_json: bool) -> Any:
     """Spec B.2.2: JSON becomes a value, XML a document, anything else a normalized string."""
-    stripped = text.strip()
+    # The text is decoded already: an XML declaration (with its encoding) has done its job.
+    stripped = _XML_DECLARATION.sub("", text, count=1).strip()
     if parse_json and stripped:
         try:
             return json.loads(stripped)
@@ -325,14 +327,14 @@ class Compiler:
         names: list[tuple[str, int]] = []
         namelist = el.get("namelist") if allow_namelist else None
         for name in (namelist or "").split():
-            names.append((name, self.expr("value", name, el)))
+            names.append((name, self.expr("value", name, el, location=name)))
         for p in self._params(el):
             pname = self.attr(p, "name", required=True)
             self.exclusive(p, "expr", "location")
             source = p.get("expr") if p.get("expr") is not None else p.get("location")
             if source is None:
                 self.fail(p, "needs 'expr' or 'location'")
-            names.append((pname, self.expr("value", source, p)))
+            names.append((pname, self.expr("value", source, p, location=p.get("location"))))
         content = self._content(el)
         if content is not None:
             if content.get("expr") is not None:

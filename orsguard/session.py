@@ -35,7 +35,8 @@ class Session(Interpreter):
     ``limits`` default to :class:`~orsguard.Limits` ``()``; ``clock`` to real
     time (pass a :class:`~orsguard.VirtualClock` in tests). ``data`` overrides
     top-level ``<data>`` values with the same ids, as an invoke's parameters do.
-    ``on_end(session)`` is called once when the session stops running.
+    ``on_end(session)`` is called once when the session stops running;
+    ``on_transition(label)`` for every transition taken, initial ones included.
     Sessions it invokes run under ``child_limits``, by default its own limits;
     when a limit stops one, this session receives :data:`LIMIT_EVENT`.
     """
@@ -56,8 +57,15 @@ class Session(Interpreter):
         self.invoke_id = invoke_id
         self.on_end = on_end
         self.on_log = on_log
-        self.tracer = _shielded(on_transition, "on_transition") if on_transition is not None else None
+        if on_transition is not None:
+            hook = _shielded(on_transition, "on_transition")
+            labels = document.machine.labels
+            self.tracer = lambda t, event: hook(labels[t])
         self.initial_data = dict(data) if data else {}
+        if parent is None:
+            # The API boundary; an invoking parent's values come from its own datamodel.
+            for value in self.initial_data.values():
+                document.datamodel_class.validate(value)
         self.child_limits = child_limits
         self.ioprocessors: dict[str, EventIOProcessor] = {}
         for proc in ioprocessors:
@@ -89,10 +97,13 @@ class Session(Interpreter):
         """Queue an external event and process until stable.
 
         False when the event was not queued: the session has ended, or queuing it
-        exceeded ``max-pending-events`` (which ends the session).
+        exceeded ``max-pending-events`` (which ends the session). ValueError when
+        ``data`` has no form in the datamodel (see ``_quickjs.validate``).
         """
         if not self.started:
             raise RuntimeError("call start() before send()")
+        if data is not None:
+            self.dm.validate(data)
         if not self.enqueue_external(Event(name, data, type="external")):
             return False
         self.process_external()

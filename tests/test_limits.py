@@ -160,6 +160,115 @@ def test_the_timeout_budget_is_per_macrostep():
     assert session.running
 
 
+# ---------------------------------------------------------------- loops that take no microstep, or many macrosteps
+
+# A typo in an eventless cond: error.execution is raised, matches nothing, and the
+# eventless transitions are tried again, for ever, without a single microstep.
+ERROR_SPIN = f"""<scxml {NS} initial="a">
+  <state id="a"><transition cond="undefinedVar" target="b"/></state>
+  <state id="b"/>
+</scxml>"""
+
+
+def test_an_error_spinning_eventless_loop_counts_its_events_as_microsteps():
+    stats = Stats()
+    session = Session(load(ERROR_SPIN), clock=VirtualClock(), stats=stats,
+                      limits=Limits.unlimited().replace(max_microstep_count=50))
+    session.start()
+    t = session.termination
+    assert (t.option, t.limit, t.observed) == ("max-microstep-count", 50, 51)
+    assert t.transition is None
+    snap = stats.snapshot()
+    assert snap["microsteps"] == 0  # no transition was taken
+    assert snap["events"]["internal"] == 51
+    assert session.peaks.microsteps == 51
+
+
+def test_the_default_limits_stop_an_error_spinning_loop():
+    session = Session(load(ERROR_SPIN), clock=VirtualClock(), stats=Stats())
+    session.start()
+    assert session.termination.option == "max-microstep-count"
+    assert session.termination.observed == Limits().max_microstep_count + 1
+
+
+def test_without_a_microstep_limit_the_timeout_stops_an_error_spinning_loop():
+    session = Session(load(ERROR_SPIN), clock=VirtualClock(), stats=Stats(),
+                      limits=Limits.unlimited().replace(process_event_timeout=0.2))
+    session.start()
+    t = session.termination
+    assert (t.option, t.limit) == ("process-event-timeout", 0.2)
+    assert t.observed > 0.2
+
+
+RAISE_LOOP = load(f"""<scxml {NS} initial="a">
+  <state id="a">
+    <transition event="go"><raise event="again"/></transition>
+    <transition event="again"><raise event="again"/></transition>
+  </state>
+</scxml>""")
+
+
+def test_a_raise_loop_is_stopped_by_the_microstep_limit():
+    session = start(RAISE_LOOP, max_microstep_count=20)
+    session.send("go")
+    t = session.termination
+    assert (t.option, t.observed, t.transition) == ("max-microstep-count", 21, "a -> (targetless)")
+
+
+def test_a_raise_loop_without_a_microstep_limit_is_stopped_by_the_timeout():
+    session = start(RAISE_LOOP, process_event_timeout=0.2)
+    session.send("go")
+    assert session.termination.option == "process-event-timeout"
+    assert session.termination.observed > 0.2
+
+
+# Each event is its own macrostep, so neither the microstep limit nor (targetless)
+# the entry limit counts it; the session keeps its caller busy.
+SELF_SEND = load(f"""<scxml {NS} initial="a">
+  <state id="a">
+    <transition event="go"><send event="again"/></transition>
+    <transition event="again"><send event="again"/></transition>
+    <transition event="enter" target="b"/>
+  </state>
+  <state id="b"><onentry><send event="enter"/></onentry><transition event="enter" target="b"/></state>
+</scxml>""")
+
+
+def test_zero_delay_sends_to_itself_run_under_the_deadline_of_the_event_that_began_them():
+    session = start(SELF_SEND, max_microstep_count=5, process_event_timeout=0.2)
+    session.send("go")
+    t = session.termination
+    assert (t.option, t.limit) == ("process-event-timeout", 0.2)
+    assert t.observed > 0.2
+    assert t.trail[-1] == "a -> (targetless)"
+
+
+def test_zero_delay_sends_that_reenter_a_state_are_stopped_by_the_entry_limit():
+    session = start(SELF_SEND, max_state_entry_count=100)
+    session.send("enter")
+    t = session.termination
+    assert (t.option, t.observed, t.state) == ("max-state-entry-count", 101, "b")
+
+
+CHAIN = load(f"""<scxml {NS} initial="a">
+  <datamodel><data id="n" expr="0"/></datamodel>
+  <state id="a">
+    <transition event="step" cond="n &lt; 30" target="b"><assign location="n" expr="n + 1"/></transition>
+  </state>
+  <state id="b"><transition target="c"/></state>
+  <state id="c"><onentry><send event="step"/></onentry><transition target="a"/></state>
+</scxml>""")
+
+
+def test_each_event_sent_to_itself_is_still_a_macrostep_of_its_own():
+    # three microsteps per event; thirty chained events stay within max-microstep-count=5
+    session = start(CHAIN, max_microstep_count=5, process_event_timeout=60)
+    session.send("step")
+    assert session.running and session.termination is None
+    assert session.entry_count("a") == 31
+    assert session.peaks.microsteps == 3
+
+
 # ---------------------------------------------------------------- max-session-age
 
 WAITER = load(f"""<scxml {NS} initial="a">

@@ -971,7 +971,7 @@ def test_on_transition_receives_each_transition_taken() -> None:
                       clock=VirtualClock(), on_transition=labels.append)
     session.start()
     session.send("go")
-    assert labels == ["a -> b", "b -> c"]
+    assert labels == ["__scxml__ -> a", "a -> b", "b -> c"]  # the initial transition too
 
 
 def test_host_cancel_ends_the_session_and_its_timers() -> None:

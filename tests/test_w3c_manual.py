@@ -249,7 +249,8 @@ def test_314_ill_formed_expression_is_rejected_at_load_by_default() -> None:
 def test_314_error_is_raised_only_where_the_expression_is_evaluated() -> None:
     run = Run(ECMA / "test314.scxml", check_expressions=False)
     assert run.session.final == "pass"
-    assert run.transitions == ["s01 -> s02", "s02 -> s03", "s03 -> pass"]
+    # initial transitions included
+    assert run.transitions == ["__scxml__ -> s0", "s0 -> s01", "s01 -> s02", "s02 -> s03", "s03 -> pass"]
 
 
 # ---------------------------------------------------------------- 415 (spec 3.13, halting)
@@ -267,7 +268,7 @@ def test_415_top_level_final_halts_before_the_raised_event() -> None:
     assert not run.session.running
     assert run.session.end_reason == "final"
     assert stats.events_internal == 0
-    assert run.transitions == []
+    assert run.transitions == ["__scxml__ -> final"]  # the initial transition only
     assert run.session.pending_count() == 0
     assert run.session.send("event1") is False
     assert stats.events_external == 0
@@ -283,4 +284,4 @@ def test_415_nothing_runs_after_the_final_state_is_left() -> None:
     assert run.values("f") == ["enter", "exit"]
     run.session.advance(5)
     assert run.values("f") == ["enter", "exit"]
-    assert run.transitions == ["s -> f"]
+    assert run.transitions == ["__scxml__ -> s", "s -> f"]

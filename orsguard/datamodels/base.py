@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, NamedTuple
 
 
@@ -41,17 +42,49 @@ class Datamodel:
     """Base class: one instance per session.
 
     Methods raise ``orsguard.errors.ExecutionError`` for a failed evaluation,
-    which the session turns into ``error.execution``.
+    which the session turns into ``error.execution``, and
+    ``orsguard._core.ScriptInterrupted`` when the engine stopped a script at
+    the deadline or on :meth:`terminate`.
     """
 
     name = ""
 
     def __init__(self, session: Any, expressions: list[Expression]) -> None:
-        self.session = session
+        # Weak: the session owns its datamodel, and a cycle would keep the
+        # engine's context alive until Python's cycle collector runs.
+        self._session = weakref.ref(session)
         self.expressions = expressions
 
+    @property
+    def session(self) -> Any:
+        """The session this datamodel belongs to (None once it is gone)."""
+        return self._session()
+
+    @classmethod
+    def check(cls, kind: str, text: str, location: str | None = None,
+              extra: tuple[str, ...] = ()) -> str | None:
+        """Why an expression of ``kind`` is invalid, or None. Runs nothing.
+
+        ``kind`` as in :class:`Expression`, or ``data`` for a ``<data>`` id.
+        """
+        return None
+
+    @classmethod
+    def validate(cls, value: Any) -> None:
+        """Raise ValueError unless ``value`` can enter this datamodel (event data, initial data)."""
+
+    def deadline_address(self) -> int:
+        """Address of the C double (CLOCK_MONOTONIC seconds, 0 = none) scripts run against; 0 = no engine."""
+        return 0
+
+    def terminate(self) -> None:
+        """Stop the script running now, or the next one, with ScriptInterrupted. Any thread."""
+
+    def close(self) -> None:
+        """Free the engine's resources now; idempotent. Later calls raise ExecutionError."""
+
     def set_time_limit(self, seconds: float) -> None:
-        """``process-event-timeout`` in seconds (0 = off): how long a script may run."""
+        """Unused: the core writes the deadline at :meth:`deadline_address` instead."""
 
     def setup(self, system: dict[str, Any], data_ids: list[str]) -> None:
         """Bind the system variables and declare every ``<data>`` id (unbound)."""

@@ -1,48 +1,32 @@
-"""The ``ecmascript`` datamodel on an embedded QuickJS engine (the quickjs-ng binding).
+"""The ``ecmascript`` datamodel on orsguard's own QuickJS binding (:mod:`._quickjs`).
 
-One QuickJS context per session. Each expression becomes a JavaScript function
-the first time the session evaluates it and is called directly after that, so
-an expression is parsed once per session, not once per evaluation.
+One JavaScript context per session, on the runtime its thread shares with the
+thread's other sessions. Each expression is compiled into a JavaScript
+function the first time the session evaluates it and called directly after
+that. Every call runs under the runtime's deadline, which the core sets once
+per macrostep from ``process-event-timeout``: nothing is armed per call.
 
-Script time limit: the binding arms QuickJS's interrupt handler per call with a
-CPU-time budget, and arming costs a CPU-clock read (several hundred ns) on every
-call. Code with no loop statement and no call (``n < N``, ``n + 1``), in a
-session that has defined no function it could call implicitly, finishes in
-bounded time, so only the other calls are armed, with what is left of the
-macrostep's ``process-event-timeout``. Once a session defines any function,
-every call is armed. The step loop checks real elapsed time in any case.
+No expression text is pasted into code that runs before it was checked: an
+expression must compile (compile only, nothing runs) both as ``(T)`` and as
+``[T]``, which proves it is one balanced expression that cannot close the
+function it is then wrapped in. Locations must also compile as the target of
+an assignment. :meth:`EcmaScriptDatamodel.check` does this at load time, and
+the datamodel again before compiling when a document was loaded with
+``check_expressions=False``.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import weakref
+from functools import lru_cache
 from typing import Any
 
-import quickjs
 from lxml import etree
 
 from orsguard._core import ScriptInterrupted
-from orsguard.datamodels.base import Datamodel, Expression, XmlContent, expression_text
+from orsguard.datamodels import _quickjs as qjs
+from orsguard.datamodels.base import Datamodel, Expression, expression_text
 from orsguard.errors import ExecutionError
-
-# Code that can run for long: a loop statement, any call (a built-in such as a
-# RegExp test can take unbounded time too) or a tagged template. In() is ours
-# and bounded, so it does not count.
-_CAN_RUN_LONG = re.compile(r"\b(?:while|for|do)\b|[\w$)\]]\s*\(|`")
-_IN_CALL = re.compile(r"\bIn\s*\(")
-
-
-def _can_run_long(text: str) -> bool:
-    return bool(_CAN_RUN_LONG.search(_IN_CALL.sub("(", text)))
-# Anything through which later, loop-free looking code could call user code.
-_DEFINES_CODE = re.compile(
-    r"=>|\b(?:function|class|eval|Function|Proxy|Reflect|defineProperty|defineProperties|"
-    r"__defineGetter__|__defineSetter__|get|set|valueOf|toString|toJSON|Symbol|constructor|prototype)\b"
-)
-_JS_ERRORS = (quickjs.JSException, quickjs.StackOverflow)
-_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 _PRELUDE = r"""
 (function (g) {
@@ -104,15 +88,64 @@ _PRELUDE = r"""
     var r = this.documentElement;
     return ((t === "*" || r.tagName === t) ? [r] : []).concat(r.getElementsByTagName(t));
   };
-  g.__og_dom = function (json, xml) {
-    var d = new Doc(new Element(JSON.parse(json)));
+  g.__og_dom = function (tree, xml) {
+    var d = new Doc(new Element(tree));
     Object.defineProperty(d, "__og_xml", {value: xml, enumerable: false});
     return d;
   };
-  g.__og_xmlof = function (v) { return v instanceof Doc ? v.__og_xml : null; };
-  g.In = function (id) { return __og_in(String(id)); };
 })(globalThis);
 """
+
+
+_KINDS = {"cond": "condition", "value": "expression", "assign": "assignment", "setter": "location",
+          "script": "script", "foreach": "foreach array", "data": "data id"}
+
+
+@lru_cache(maxsize=8192)
+def _check(kind: str, text: str, location: str | None, extra: tuple[str, ...]) -> str | None:
+    return qjs.check(kind, text, location, extra)
+
+
+def _source(e: Expression) -> tuple[int, str, str | None]:
+    """``(binding kind, source, foreach step source)`` of a checked expression."""
+    text = expression_text(e.text)
+    kind = e.kind
+    if kind == "cond":
+        return qjs.KIND_COND, f"(function () {{ return !!({text}\n); }})", None
+    if kind == "value":
+        return qjs.KIND_VALUE, f"(function () {{ return ({text}\n); }})", None
+    if kind == "assign":
+        # Strict mode: assigning to an undeclared name is a ReferenceError, as the
+        # spec wants for a location that does not exist.
+        return qjs.KIND_CALL, f'(function () {{ "use strict"; ({e.location}\n) = ({text}\n); }})', None
+    if kind == "setter":
+        return qjs.KIND_CALL, f'(function (__og_v) {{ "use strict"; ({e.location}\n) = __og_v; }})', None
+    if kind == "script":
+        return qjs.KIND_SCRIPT, e.text, None
+    if kind == "foreach":
+        item, index = e.extra
+        # Generated names start with __og_ so they never hide the document's variables.
+        # Sloppy mode: an item that is not declared yet becomes a global (spec 4.6).
+        src = (
+            f"(function () {{ var __og_a = ({text}\n);"
+            " if (!Array.isArray(__og_a)) throw new TypeError('foreach array is not an array');"
+            " __og_fe.push(__og_a.slice()); return __og_a.length; })"
+        )
+        step = f"({item}\n) = __og_fe[__og_fe.length - 1][__og_i];"
+        if index:
+            step += f" ({index}\n) = __og_i;"
+        return qjs.KIND_CALL, src, f"(function (__og_i) {{ {step} }})"
+    raise ExecutionError(f"cannot compile a {kind} expression")
+
+
+def _xml_tree(xml: str) -> list[Any]:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    try:
+        root = etree.fromstring(xml, parser)
+    except etree.XMLSyntaxError:
+        # Several top-level elements: wrap them so they still form one document.
+        root = etree.fromstring(f"<content>{xml}</content>", parser)
+    return _tree(root)
 
 
 class EcmaScriptDatamodel(Datamodel):
@@ -122,225 +155,117 @@ class EcmaScriptDatamodel(Datamodel):
 
     def __init__(self, session: Any, expressions: list[Expression]) -> None:
         super().__init__(session, expressions)
-        self.ctx = quickjs.Context()
         ref = weakref.ref(session)
 
         def in_state(state_id: str) -> bool:
             s = ref()
             return bool(s is not None and s.is_active(state_id))
 
-        self.ctx.add_callable("__og_in", in_state)
-        self.ctx.eval(_PRELUDE)
-        self._bind = self.ctx.get("__og_bind")
-        self._xmlof = self.ctx.get("__og_xmlof")
-        self._raw: list[Any] = [None] * len(expressions)
-        self._fns: list[Any] = [None] * len(expressions)
-        self._guard: list[bool] = [False] * len(expressions)
-        self._guard_all = False
-        self._limit = 0.0
-        self._foreach_steps: dict[int, Any] = {}
+        n = len(expressions)
+        # Slots 0..n-1 hold the expressions, n..2n-1 the foreach step functions.
+        # The context must not refer back to this object: no cycle, so the context
+        # is freed as soon as the session lets go of its datamodel.
+        compile_ref = weakref.WeakMethod(self._compile)
+
+        def compiler(k: int) -> None:
+            method = compile_ref()
+            if method is None:
+                raise ExecutionError("the ECMAScript datamodel is gone")
+            method(k)
+
+        self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, compiler)
+        self._n = n
         self._uses_event = any(_mentions_event(e) for e in expressions)
+        self.cond = ctx.cond
+        self.value = ctx.value
+        self.assign = ctx.call
+        self.set_location = ctx.call_with
+        self.script = ctx.run
+        self.terminate = ctx.terminate
+        self._address = ctx.runtime.deadline_address()
+
+        def remaining() -> float | None:
+            s = ref()
+            return s.remaining_time() if s is not None else None
+
+        ctx.remaining = remaining
+
+    @classmethod
+    def check(cls, kind: str, text: str, location: str | None = None,
+              extra: tuple[str, ...] = ()) -> str | None:
+        if kind not in ("script", "data"):
+            text = expression_text(text)
+        return _check(kind, text, location, tuple(extra))
+
+    @classmethod
+    def validate(cls, value: Any) -> None:
+        qjs.validate(value)
+
+    def deadline_address(self) -> int:
+        return self._address
+
+    def close(self) -> None:
+        self._ctx.close()
 
     # -------------------------------------------------------------- setup
 
-    def set_time_limit(self, seconds: float) -> None:
-        if seconds != self._limit:
-            self._limit = seconds
-            self._rearm()
-
     def setup(self, system: dict[str, Any], data_ids: list[str]) -> None:
-        self.ctx.get("__og_system")(system["sessionid"], system.get("name"), self._js(system["ioprocessors"]))
+        self._ctx.call_global("__og_system", (system["sessionid"], system.get("name"), system["ioprocessors"]))
         for data_id in dict.fromkeys(data_ids):
-            if not _IDENTIFIER.match(data_id):
-                raise ExecutionError(f"data id {data_id!r} is not a valid ECMAScript variable name")
-            self.ctx.eval(f"var {data_id};")
-
-    # -------------------------------------------------------------- conversion
-
-    def _js(self, value: Any) -> Any:
-        if isinstance(value, XmlContent):
-            return self._dom(value)
-        if value is None or isinstance(value, (bool, int, float, str, quickjs.Object)):
-            return value
-        try:
-            text = json.dumps(value)
-        except (TypeError, ValueError):
-            return str(value)
-        return self.ctx.parse_json(text)
-
-    def _dom(self, xml: str) -> Any:
-        try:
-            root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
-        except etree.XMLSyntaxError:
-            # Several top-level elements: wrap them so they still form one document.
-            root = etree.fromstring(f"<content>{xml}</content>",
-                                    etree.XMLParser(resolve_entities=False, no_network=True))
-        return self.ctx.get("__og_dom")(json.dumps(_tree(root)), xml)
-
-    def _py(self, value: Any) -> Any:
-        if isinstance(value, quickjs.Object):
-            xml = self._xmlof(value)
-            if xml is not None:
-                return XmlContent(xml)
-            text = value.json()
-            if text is None:
-                return value
-            try:
-                return json.loads(text)
-            except (TypeError, ValueError):
-                return value
-        return value
+            why = self.check("data", data_id)
+            if why is not None:
+                raise ExecutionError(f"data id {data_id!r} {why}")
+            self._ctx.declare(data_id)
 
     def bind_event(self, event: Any) -> None:
         if not self._uses_event:
             return
-        self._bind(event.name, event.type, event.sendid, event.origin, event.origintype,
-                   event.invokeid, self._js(event.data), event.raw)
-
-    # -------------------------------------------------------------- calling
-
-    def _compile(self, k: int) -> Any:
-        e = self.expressions[k]
-        e = e._replace(text=expression_text(e.text))
-        if e.kind == "cond":
-            src = f"(function () {{ return !!({e.text}\n); }})"
-        elif e.kind == "value":
-            src = f"(function () {{ return ({e.text}\n); }})"
-        elif e.kind == "assign":
-            # Strict mode: assigning to an undeclared name is a ReferenceError, as the
-            # spec wants for a location that does not exist.
-            src = f'(function () {{ "use strict"; {e.location} = ({e.text}\n); }})'
-        elif e.kind == "setter":
-            src = f'(function (__og_v) {{ "use strict"; {e.location} = __og_v; }})'
-        elif e.kind == "foreach":
-            item, index = e.extra
-            # Generated names start with __og_ so they never hide the document's variables.
-            src = (
-                f"(function () {{ var __og_a = ({e.text}\n);"
-                " if (!Array.isArray(__og_a)) throw new TypeError('foreach array is not an array');"
-                " __og_fe.push(__og_a.slice()); return __og_a.length; })"
-            )
-            step = f"{item} = __og_fe[__og_fe.length - 1][__og_i];"
-            if index:
-                step += f" {index} = __og_i;"
-            self._foreach_steps[k] = self._eval(f"(function (__og_i) {{ {step} }})")
-        else:
-            raise ExecutionError(f"cannot compile a {e.kind} expression")
-        self._raw[k] = self._eval(src)
-        text = e.text + (e.location or "")
-        self._guard[k] = _can_run_long(text)
-        if _DEFINES_CODE.search(text):
-            self._set_guard_all()
-        self._fns[k] = self._callable(k)
-        return self._fns[k]
-
-    def _callable(self, k: int) -> Any:
-        """The raw JS function, or a wrapper that arms the time limit around it.
-
-        Decided once per expression (and again when the limit or the session's
-        functions change), so evaluation itself tests nothing.
-        """
-        raw = self._raw[k]
-        if self._limit > 0 and (self._guard_all or self._guard[k]):
-            guarded = self._guarded
-            return lambda *args: guarded(raw, *args)
-        return raw
-
-    def _rearm(self) -> None:
-        for k, raw in enumerate(self._raw):
-            if raw is not None:
-                self._fns[k] = self._callable(k)
-
-    def _set_guard_all(self) -> None:
-        if not self._guard_all:
-            self._guard_all = True
-            self._rearm()
-
-    def _eval(self, src: str) -> Any:
+        ctx = self._ctx
         try:
-            return self.ctx.eval(src)
-        except quickjs.JSException as exc:
-            raise self._error(exc) from None
+            ctx.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,
+                           event.invokeid, event.data, event.raw)
+        except ScriptInterrupted:
+            # The request was meant for a script: keep it for the next one.
+            ctx.terminate()
+        except ExecutionError as exc:
+            # The event still becomes _event (without its data); the failure is
+            # the document's business, not the caller's.
+            try:
+                ctx.bind_event(str(event.name), event.type, None, None, None, None, None, None)
+            except (ExecutionError, ScriptInterrupted):
+                pass
+            session = self.session
+            if session is not None:
+                session.raise_error("error.execution", exc)
 
-    def _error(self, exc: BaseException) -> Exception:
-        text = str(exc).strip()
-        if "interrupted" in text.split("\n", 1)[0]:
-            return ScriptInterrupted(text)
-        return ExecutionError(text.split("\n", 1)[0])
+    # -------------------------------------------------------------- compiling
 
-    def _guarded(self, fn: Any, *args: Any) -> Any:
-        remaining = self.session.remaining_time()
-        if remaining is not None and remaining <= 0:
-            raise ScriptInterrupted("process-event-timeout already spent")
-        self.ctx.set_time_limit(remaining if remaining is not None else -1)
-        try:
-            return fn(*args)
-        except (quickjs.JSException, quickjs.StackOverflow) as exc:
-            raise self._error(exc) from None
-        finally:
-            self.ctx.set_time_limit(-1)
-
-    # -------------------------------------------------------------- the protocol
-
-    def cond(self, k: int) -> bool:
-        fn = self._fns[k] or self._compile(k)
-        try:
-            return fn()
-        except _JS_ERRORS as exc:
-            raise self._error(exc) from None
-
-    def value(self, k: int) -> Any:
-        fn = self._fns[k] or self._compile(k)
-        try:
-            return self._py(fn())
-        except _JS_ERRORS as exc:
-            raise self._error(exc) from None
-
-    def assign(self, k: int) -> None:
-        fn = self._fns[k] or self._compile(k)
-        try:
-            fn()
-        except _JS_ERRORS as exc:
-            raise self._error(exc) from None
-
-    def set_location(self, k: int, value: Any) -> None:
-        fn = self._fns[k] or self._compile(k)
-        try:
-            fn(self._js(value))
-        except _JS_ERRORS as exc:
-            raise self._error(exc) from None
-
-    def script(self, k: int) -> None:
-        e = self.expressions[k]
-        if _DEFINES_CODE.search(e.text):
-            self._set_guard_all()
-        if self._limit > 0 and (self._guard_all or _can_run_long(e.text)):
-            self._guarded(self.ctx.eval, e.text)
-            return
-        self._eval(e.text)
+    def _compile(self, k: int) -> None:
+        n = self._n
+        e = self.expressions[k % n] if n else None
+        if e is None:
+            raise ExecutionError(f"no expression {k}")
+        why = self.check(e.kind, e.text, e.location, e.extra)
+        if why is not None:
+            raise ExecutionError(f"invalid ECMAScript {_KINDS.get(e.kind, e.kind)} {e.text or e.location!r}: {why}")
+        kind, src, step = _source(e)
+        self._ctx.compile(k % n, kind, src)
+        if step is not None:
+            self._ctx.compile(k % n + n, qjs.KIND_CALL, step)
 
     def foreach(self, k: int, body: Any) -> None:
-        fn = self._fns[k] or self._compile(k)
-        step = self._foreach_steps[k]
-        if fn is not self._raw[k]:
-            guarded = self._guarded
-            raw_step = step
-
-            def step(i: int) -> Any:
-                return guarded(raw_step, i)
-        try:
-            length = fn()
-        except _JS_ERRORS as exc:
-            raise self._error(exc) from None
+        ctx = self._ctx
+        if not ctx.compiled(k):
+            self._compile(k)
+        length = ctx.value(k)
+        step = k + self._n
+        session = self.session
         try:
             for i in range(int(length)):
-                try:
-                    step(i)
-                except _JS_ERRORS as exc:
-                    raise self._error(exc) from None
-                body(self.session)
+                ctx.call_int(step, i)
+                body(session)
         finally:
-            self.ctx.eval("__og_fe.pop();")
+            ctx.eval("void __og_fe.pop();")
 
 
 def _tree(el: Any) -> list[Any]:

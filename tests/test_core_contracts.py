@@ -1,0 +1,379 @@
+"""What the core offers other layers: the script deadline slot, peaks, coverage and tracing."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+
+import pytest
+
+from orsguard import Limits, Session, Stats, VirtualClock, load
+from orsguard._core import Event, Peaks, monotonic
+from orsguard.datamodels.null import NullDatamodel
+
+NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0"'
+
+
+def null_doc(body: str, initial: str = "a") -> object:
+    return load(f'<scxml {NS} datamodel="null" initial="{initial}">{body}</scxml>')
+
+
+# ---------------------------------------------------------------- the script deadline slot
+
+
+class SlotDatamodel(NullDatamodel):
+    """A null datamodel with an engine deadline: records the slot's value whenever a cond runs."""
+
+    def __init__(self, session, expressions, slot: ctypes.c_double, fail=None) -> None:
+        super().__init__(session, expressions)
+        self.slot = slot
+        self.seen: list[float] = []
+        self.fail = fail
+
+    def deadline_address(self) -> int:
+        return ctypes.addressof(self.slot)
+
+    def cond(self, k: int) -> bool:
+        self.seen.append(self.slot.value)
+        if self.fail is not None:
+            raise self.fail
+        return super().cond(k)
+
+
+GUARDED = null_doc("""
+  <state id="a"><transition event="go" cond="In('a')" target="b"/></state>
+  <state id="b"><transition event="go" cond="In('b')" target="a"/></state>""")
+
+
+def slot_session(limits: Limits, slot: ctypes.c_double, doc=GUARDED, fail=None) -> tuple[Session, SlotDatamodel]:
+    session = Session(doc, limits=limits, clock=VirtualClock(), stats=Stats())
+    session.dm = dm = SlotDatamodel(session, doc.expressions.items, slot, fail)
+    return session, dm
+
+
+def test_each_macrostep_sets_the_deadline_and_restores_it_afterwards():
+    slot = ctypes.c_double(0.0)
+    session, dm = slot_session(Limits(process_event_timeout=2.0), slot)
+    session.start()
+    before = monotonic()
+    session.send("go")
+    after = monotonic()
+    assert len(dm.seen) == 1
+    assert before + 2.0 <= dm.seen[0] <= after + 2.0
+    assert slot.value == 0.0
+
+
+def test_a_nested_macrostep_never_extends_the_deadline_it_runs_under():
+    # The slot already holds an earlier deadline (an outer macrostep on the same engine).
+    outer = monotonic() + 0.75
+    slot = ctypes.c_double(outer)
+    session, dm = slot_session(Limits(process_event_timeout=2.0), slot)
+    session.start()
+    session.send("go")
+    assert dm.seen == [outer]
+    assert slot.value == outer
+
+
+def test_a_nested_macrostep_may_shorten_the_deadline():
+    far = monotonic() + 3600.0
+    slot = ctypes.c_double(far)
+    session, dm = slot_session(Limits(process_event_timeout=2.0), slot)
+    session.start()
+    session.send("go")
+    assert dm.seen[0] < far
+    assert slot.value == far
+
+
+def test_no_timeout_means_no_deadline_unless_an_outer_one_holds():
+    slot = ctypes.c_double(0.0)
+    session, dm = slot_session(Limits.unlimited(), slot)
+    session.start()
+    session.send("go")
+    assert dm.seen == [0.0]
+    slot.value = 123.0
+    session.send("go")
+    assert dm.seen == [0.0, 123.0]
+    assert slot.value == 123.0
+
+
+def test_the_deadline_is_restored_when_a_limit_stops_the_session():
+    loop = null_doc("""
+      <state id="a"><transition cond="In('a')" target="b"/></state>
+      <state id="b"><transition cond="In('b')" target="a"/></state>""")
+    slot = ctypes.c_double(0.0)
+    session, dm = slot_session(Limits(max_microstep_count=5, process_event_timeout=2.0), slot, loop)
+    session.start()
+    assert session.termination.option == "max-microstep-count"
+    assert dm.seen and all(v > 0 for v in dm.seen)
+    assert slot.value == 0.0
+
+
+def test_the_deadline_is_restored_when_an_exception_leaves_the_step_loop():
+    slot = ctypes.c_double(0.0)
+    session, dm = slot_session(Limits(process_event_timeout=2.0), slot)
+    session.start()
+    dm.fail = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        session.send("go")
+    assert dm.seen[-1] > 0
+    assert slot.value == 0.0
+
+
+def test_cancelling_runs_the_exit_content_under_the_deadline_too():
+    doc = null_doc("""<state id="a"><onexit><if cond="In('a')"><log expr="'bye'"/></if></onexit></state>""")
+    slot = ctypes.c_double(0.0)
+    session, dm = slot_session(Limits(process_event_timeout=2.0), slot, doc)
+    session.start()
+    session.cancel()
+    assert len(dm.seen) == 1 and dm.seen[0] > 0
+    assert slot.value == 0.0
+
+
+# ---------------------------------------------------------------- peaks
+
+ECMA_COUNTDOWN = load(f"""<scxml {NS} initial="a">
+  <datamodel><data id="n" expr="0"/></datamodel>
+  <state id="a">
+    <transition event="go" target="b"><assign location="n" expr="_event.data"/></transition>
+    <transition event="burst"><foreach array="new Array(_event.data).fill(0)" item="x"><raise event="tick"/></foreach>
+    </transition>
+    <transition event="later"><send event="wake" delay="10s"/></transition>
+  </state>
+  <state id="b">
+    <transition cond="n &gt; 0" target="b"><assign location="n" expr="n - 1"/></transition>
+    <transition event="back" target="a"/>
+  </state>
+</scxml>""")
+
+
+def run(doc, limits=None, stats=None, clock=None) -> Session:
+    session = Session(doc, limits=limits or Limits.unlimited(), clock=clock or VirtualClock(),
+                      stats=stats or Stats())
+    session.start()
+    return session
+
+
+def test_peaks_are_high_water_marks_over_the_session():
+    session = run(ECMA_COUNTDOWN)
+    assert session.peaks.microsteps == 0  # the initial entry is not counted as a microstep
+    session.send("go", 6)  # one event microstep and six eventless ones
+    session.send("back")
+    session.send("go", 2)
+    peaks = session.peaks
+    assert peaks.microsteps == 7
+    assert (peaks.state_entries, peaks.state) == (10, "b")  # 1 + 6, then 1 + 2 more
+    session.send("back")
+    session.send("later")
+    session.send("later")
+    session.send("burst", 4)  # two delayed sends waiting, then four raised events
+    assert session.peaks.pending == 6
+
+
+def test_the_most_entered_state_is_the_first_to_reach_the_maximum():
+    doc = null_doc("""<state id="a"><transition event="t" target="b"/></state>
+                      <state id="b"><transition event="t" target="a"/></state>""")
+    session = run(doc)
+    session.send("t")
+    assert (session.peaks.state_entries, session.peaks.state) == (1, "a")
+    session.send("t")
+    assert (session.peaks.state_entries, session.peaks.state) == (2, "a")
+    session.send("t")
+    assert (session.peaks.state_entries, session.peaks.state) == (2, "a")
+
+
+def test_a_session_stopped_by_a_limit_reports_the_violating_value():
+    session = run(ECMA_COUNTDOWN, Limits.unlimited().replace(max_microstep_count=10))
+    session.send("go", 20)
+    assert session.termination.observed == 11
+    assert session.peaks.microsteps == 11
+
+    session = run(ECMA_COUNTDOWN, Limits.unlimited().replace(max_state_entry_count=4))
+    session.send("go", 20)
+    assert session.termination.observed == 5
+    assert (session.peaks.state_entries, session.peaks.state) == (5, "b")
+
+    session = run(ECMA_COUNTDOWN, Limits.unlimited().replace(max_pending_events=3))
+    session.send("burst", 10)
+    assert session.termination.observed == 4
+    assert session.peaks.pending == 4
+
+
+def test_peak_macrostep_seconds_and_age_on_the_session_clock():
+    clock = VirtualClock(start=50.0)
+    session = run(ECMA_COUNTDOWN, clock=clock)
+    session.send("go", 200)
+    assert session.peaks.macrostep_seconds > 0
+    clock.advance(10)
+    assert session.peaks.age == 10
+    clock.advance(2)
+    session.cancel()
+    clock.advance(100)
+    assert session.peaks.age == 12
+
+
+def test_peaks_before_start_are_zero_and_as_dict_uses_the_option_names():
+    session = Session(ECMA_COUNTDOWN, clock=VirtualClock())
+    assert session.peaks.as_dict() == {
+        "max-microstep-count": 0, "max-state-entry-count": 0, "max-pending-events": 0,
+        "process-event-timeout": 0.0, "max-session-age": 0.0, "state": None,
+    }
+    assert isinstance(session.peaks, Peaks)
+    session.cancel()
+
+
+def test_stats_observe_each_session_peaks_once_when_it_ends():
+    stats = Stats()
+    clock = VirtualClock()
+    first = run(ECMA_COUNTDOWN, stats=stats, clock=clock)
+    second = run(ECMA_COUNTDOWN, Limits.unlimited().replace(max_microstep_count=3), stats=stats, clock=clock)
+    first.send("go", 30)
+    snap = stats.snapshot()
+    assert snap["peak_microsteps"]["count"] == 0
+    second.send("go", 30)  # stopped: observed 4
+    clock.advance(120)
+    first.cancel()
+    snap = stats.snapshot()
+    micro = snap["peak_microsteps"]
+    assert micro["count"] == 2 and micro["sum"] == 31 + 4
+    assert sum(micro["counts"]) == 2
+    assert micro["counts"][micro["buckets"].index(5)] == 1  # 4 <= 5
+    assert micro["counts"][micro["buckets"].index(50)] == 1  # 31 <= 50
+    entries = snap["peak_state_entries"]
+    assert entries["count"] == 2 and entries["sum"] == 31 + 3  # the refused microstep entered nothing
+    assert snap["peak_pending"]["count"] == 2 and snap["peak_pending"]["sum"] == 2
+    age = snap["age_at_end_seconds"]
+    assert age["count"] == 2 and age["sum"] == 120
+    assert age["buckets"][-1] == float("inf")
+    first.cancel()
+    assert stats.snapshot()["peak_microsteps"]["count"] == 2
+
+
+# ---------------------------------------------------------------- coverage and tracing
+
+NESTED = null_doc("""
+  <state id="a">
+    <transition event="go" target="p"/>
+    <transition event="hist" target="h"/>
+  </state>
+  <state id="p" initial="p1">
+    <history id="h"><transition target="p2"/></history>
+    <state id="p1"><transition target="p2"/></state>
+    <state id="p2"><transition event="out" target="a"/><transition event="done" target="f"/></state>
+  </state>
+  <final id="f"/>""")
+
+
+def transition(doc, label: str) -> int:
+    return doc.machine.labels.index(label)
+
+
+def test_coverage_counts_every_transition_taken_initial_ones_included():
+    session = Session(NESTED, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats())
+    session.coverage = True
+    session.start()
+    session.send("go")  # a -> p, p's initial p1, eventless p1 -> p2
+    session.send("out")
+    session.send("hist")  # history not yet recorded? it was: p2 stored, so no default
+    session.send("out")
+    counts = session.transition_counts()
+    assert len(counts) == NESTED.machine.ntrans
+    assert counts[transition(NESTED, "__scxml__ -> a")] == 1
+    assert counts[transition(NESTED, "a -> p")] == 1
+    assert counts[transition(NESTED, "p -> p1")] == 1
+    assert counts[transition(NESTED, "p1 -> p2")] == 1
+    assert counts[transition(NESTED, "a -> h")] == 1
+    assert counts[transition(NESTED, "h -> p2")] == 0  # the history had a value
+    assert counts[transition(NESTED, "p2 -> a")] == 2
+    assert counts[transition(NESTED, "p2 -> f")] == 0
+    entries = session.state_entry_counts()
+    assert entries[NESTED.machine.index_of["p2"]] == 2
+    assert entries[NESTED.machine.index_of["a"]] == 3
+    assert entries[0] == 0
+
+
+def test_a_history_default_is_a_transition_taken():
+    session = Session(NESTED, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats())
+    session.coverage = True
+    seen: list[tuple[str, object]] = []
+    session.tracer = lambda t, event: seen.append((NESTED.machine.labels[t], event))
+    session.start()
+    session.send("hist")
+    counts = session.transition_counts()
+    assert counts[transition(NESTED, "h -> p2")] == 1
+    assert counts[transition(NESTED, "p -> p1")] == 0
+    labels = [label for label, _ in seen]
+    assert labels == ["__scxml__ -> a", "a -> h", "h -> p2"]
+
+
+def test_coverage_off_counts_nothing():
+    session = Session(NESTED, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats())
+    session.start()
+    session.send("go")
+    assert session.transition_counts() == [0] * NESTED.machine.ntrans
+    assert sum(session.state_entry_counts()) == 4  # a, p, p1, p2
+
+
+def test_the_tracer_gets_each_transition_with_the_event_that_selected_it():
+    doc = null_doc("""
+      <state id="a">
+        <transition event="go" target="b"><raise event="inner"/></transition>
+      </state>
+      <state id="b" initial="b1">
+        <state id="b1"><transition event="inner" target="b2"/></state>
+        <state id="b2"><transition target="c"/></state>
+      </state>
+      <final id="c"/>""")
+    seen: list[tuple[str, Event | None]] = []
+    session = Session(doc, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats())
+    session.tracer = lambda t, event: seen.append((doc.machine.labels[t], event))
+    session.start()
+    session.send("go", {"k": 1})
+    labels = [label for label, _ in seen]
+    assert labels == ["__scxml__ -> a", "a -> b", "b -> b1", "b1 -> b2", "b2 -> c"]
+    events = [event for _, event in seen]
+    assert events[0] is None and events[2] is None and events[4] is None
+    assert (events[1].name, events[1].data, events[1].type) == ("go", {"k": 1}, "external")
+    assert (events[3].name, events[3].type) == ("inner", "internal")
+    assert session.final == "c"
+
+
+def test_on_transition_receives_labels_initial_transitions_included():
+    labels: list[str] = []
+    session = Session(NESTED, limits=Limits.unlimited(), clock=VirtualClock(), on_transition=labels.append)
+    session.start()
+    session.send("go")
+    assert labels == ["__scxml__ -> a", "a -> p", "p -> p1", "p1 -> p2"]
+
+
+class BadSlotDatamodel(NullDatamodel):
+    def deadline_address(self) -> int:
+        return -1
+
+
+def test_a_datamodel_with_an_impossible_deadline_address_does_not_start_the_session():
+    session = Session(GUARDED, clock=VirtualClock(), stats=Stats())
+    session.dm = BadSlotDatamodel(session, GUARDED.expressions.items)
+    with pytest.raises(OverflowError):
+        session.start()
+    assert not session.started and not session.running
+
+
+def test_an_event_left_queued_by_an_interrupted_call_gets_a_fresh_deadline():
+    doc = null_doc("""
+      <state id="a">
+        <transition event="go"><send event="next"/><send event="next"/></transition>
+        <transition event="next" cond="In('a')" target="b"/>
+      </state>
+      <state id="b"/>""")
+    slot = ctypes.c_double(0.0)
+    session, dm = slot_session(Limits.unlimited().replace(process_event_timeout=0.2), slot, doc,
+                               fail=KeyboardInterrupt())
+    session.start()
+    with pytest.raises(KeyboardInterrupt):
+        session.send("go")  # the first "next" fails; the second stays queued
+    assert session.pending_count() == 1
+    time.sleep(0.25)
+    dm.fail = None
+    session.send("other")
+    assert session.termination is None
+    assert session.configuration == {"b"}
