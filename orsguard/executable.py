@@ -328,12 +328,10 @@ class Compiler:
 
         def send(session: Any) -> None:
             dm = session.dm
-            if sendid is not None:
-                sid = sendid
-            else:
+            sid = sendid
+            if idk >= 0:
                 sid = session.new_send_id()
-                if idk >= 0:
-                    dm.set_location(idk, sid)
+                dm.set_location(idk, sid)
             try:
                 name = event if ek < 0 else _as_str(dm.value(ek))
                 tgt = target if tk < 0 else _as_str(dm.value(tk))
