@@ -859,6 +859,31 @@ cdef class Context:
         finally:
             JS_FreeValue(self.ctx, r)
 
+    def values(self, tuple ks) -> list:
+        """:meth:`value` of each slot in ``ks``, in order, in one call from Python.
+
+        An exception carries ``index``, the position in ``ks`` that raised it.
+        """
+        cdef JSValue r
+        cdef Py_ssize_t i, n = len(ks)
+        cdef list out = []
+        for i in range(n):
+            try:
+                k = ks[i]
+                self._ready(k)
+                self._call(self.slots[k], 0, NULL, &r)
+                try:
+                    out.append(self._py(r))
+                finally:
+                    JS_FreeValue(self.ctx, r)
+            except BaseException as exc:
+                try:
+                    exc.index = i
+                except AttributeError:
+                    pass
+                raise
+        return out
+
     def call(self, Py_ssize_t k) -> None:
         """Call the function in slot ``k`` for its effect."""
         cdef JSValue r

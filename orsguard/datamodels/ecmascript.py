@@ -178,6 +178,7 @@ class EcmaScriptDatamodel(Datamodel):
         self.reads_event = any(_mentions_event(e) for e in expressions)
         self.cond = ctx.cond
         self.value = ctx.value
+        self.values = ctx.values
         self.assign = ctx.call
         self.set_location = ctx.call_with
         self.script = ctx.run
