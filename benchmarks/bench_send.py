@@ -73,7 +73,8 @@ def _sessions(case: str, n: int, clock: Any) -> tuple[list[Any], Any]:
 
     if case == "toggle":
         doc = orsguard.load_file(str(TOGGLE))
-        kwargs: dict[str, Any] = {}
+        # Every toggle enters a state: no entry limit, or the session ends mid-run.
+        kwargs: dict[str, Any] = {"limits": orsguard.Limits(max_state_entry_count=0)}
     else:
         doc = orsguard.load_file(str(PINGPONG))
         if case == "mqtt":
