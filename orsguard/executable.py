@@ -328,12 +328,10 @@ class Compiler:
 
         def send(session: Any) -> None:
             dm = session.dm
-            if sendid is not None:
-                sid = sendid
-            else:
+            sid = sendid
+            if idk >= 0:
                 sid = session.new_send_id()
-                if idk >= 0:
-                    dm.set_location(idk, sid)
+                dm.set_location(idk, sid)
             try:
                 name = event if ek < 0 else _as_str(dm.value(ek))
                 tgt = target if tk < 0 else _as_str(dm.value(tk))
@@ -425,15 +423,22 @@ class Compiler:
             counts[n] = counts.get(n, 0) + 1
         repeated = frozenset(n for n, c in counts.items() if c > 1)
 
+        keys = tuple(n for n, _, _ in pairs)
+        ks = tuple(k for _, k, _ in pairs)
+        places = tuple(at for _, _, at in pairs)
+
         def params(session: Any) -> Any:
-            dm = session.dm
+            try:
+                values = session.dm.values(ks)
+            except Exception as exc:
+                index = getattr(exc, "index", None)
+                if index is not None:
+                    locate(exc, places[index])
+                raise
+            if not repeated:
+                return dict(zip(keys, values, strict=True))
             data: dict[str, Any] = {}
-            for n, k, at in pairs:
-                try:
-                    value = dm.value(k)
-                except Exception as exc:
-                    locate(exc, at)
-                    raise
+            for n, value in zip(keys, values, strict=True):
                 if n in repeated:
                     # A name given more than once keeps every value, in document order (W3C test 178).
                     data.setdefault(n, []).append(value)

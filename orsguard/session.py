@@ -218,12 +218,14 @@ class Session(Interpreter):
     def new_send_id(self) -> str:
         return f"{self.session_id}.send{next(_send_ids)}"
 
-    def send_event(self, name: str | None, target: str | None, type_: str | None, sendid: str,
+    def send_event(self, name: str | None, target: str | None, type_: str | None, sendid: str | None,
                    delay: float, data: Any, *, public_id: bool = False) -> None:
         """``<send>``: route through the SCXML processor or a registered one.
 
         ``sendid`` keys the send for ``<cancel>``; it appears as ``_event.sendid``
-        only when ``public_id`` (the author gave ``id`` or ``idlocation``).
+        only when ``public_id`` (the author gave ``id`` or ``idlocation``). None
+        when the author gave neither: a send gets an id of its own only where one
+        is used (a delay, the outbox).
         """
         type_ = type_ or SCXML_TYPE
         local = type_ in scxml_processor.ALIASES
@@ -235,43 +237,43 @@ class Session(Interpreter):
             raise ExecutionError("<send> has no event name")
         if local and target and not target.startswith("#_"):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
+        if sendid is None and (delay > 0 or self.sends != "dispatch"):
+            sendid = self.new_send_id()
         event = Event(name, data, type="external", sendid=sendid if public_id else None,
                       origin=scxml_processor.location(self), origintype=SCXML_TYPE)
-
-        def dispatch() -> None:
-            try:
-                if local:
-                    scxml_processor.deliver(self, event, target)
-                else:
-                    self._send_out(proc, event, target, type_, delay, sendid)
-            except ExecutionError as exc:
-                if public_id:
-                    exc.sendid = sendid
-                self.raise_error("error.execution", exc)
-            except Exception as exc:
-                # Whatever a processor fails with, the event was not dispatched (spec 6.2.4).
-                error = exc if isinstance(exc, CommunicationError) else CommunicationError(
-                    f"{type(exc).__name__}: {exc}")
-                if public_id:
-                    error.sendid = sendid
-                self.raise_error("error.communication", error)
-
         if delay > 0:
             def fire() -> None:
-                dispatch()
+                self._dispatch(proc, event, target, type_, delay, sendid, public_id)
                 self.process_external()
 
             self.schedule(sendid, delay, fire)
         else:
-            dispatch()
+            self._dispatch(proc, event, target, type_, delay, sendid, public_id)
 
-    def _send_out(self, proc: EventIOProcessor | None, event: Event, target: str | None, type_: str,
-                  delay: float, sendid: str) -> None:
-        if self.sends != "dispatch":
-            self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
-                                    self.invoke_id if self.parent is not None else None, self.clock.now()))
-        if self.sends != "record" and proc is not None:
-            proc.send(self, event, target or "")
+    def _dispatch(self, proc: EventIOProcessor | None, event: Event, target: str | None, type_: str,
+                  delay: float, sendid: str | None, public_id: bool) -> None:
+        # proc is None: the SCXML processor, or a send only recorded.
+        try:
+            if proc is None and type_ in scxml_processor.ALIASES:
+                scxml_processor.deliver(self, event, target)
+                return
+            if self.sends != "dispatch":
+                self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
+                                        self.invoke_id if self.parent is not None else None, self.clock.now()))
+                if self.sends == "record" or proc is None:
+                    return
+            proc.send(self, event, target or "")  # type: ignore[union-attr]
+        except ExecutionError as exc:
+            if public_id:
+                exc.sendid = sendid
+            self.raise_error("error.execution", exc)
+        except Exception as exc:
+            # Whatever a processor fails with, the event was not dispatched (spec 6.2.4).
+            error = exc if isinstance(exc, CommunicationError) else CommunicationError(
+                f"{type(exc).__name__}: {exc}")
+            if public_id:
+                error.sendid = sendid
+            self.raise_error("error.communication", error)
 
     def cancel_send(self, sendid: str | None) -> None:
         if sendid is not None:

@@ -97,6 +97,23 @@ def test_the_innermost_element_is_named() -> None:
     assert [(e.tagname, e.line) for e in session.errors] == [("param", 6), ("if", 11)]
 
 
+def test_a_failing_param_is_named_and_the_params_before_it_ran_once() -> None:
+    document = doc("""
+<datamodel><data id="n" expr="0"/></datamodel>
+<state id="s">
+  <onentry>
+    <send event="x">
+      <param name="a" expr="++n"/>
+      <param name="b" expr="missing.field"/>
+      <param name="c" expr="++n"/>
+    </send>
+  </onentry>
+</state>""")
+    session = start(document)
+    assert [(e.tagname, e.line) for e in session.errors] == [("param", 7)]
+    assert session.data["n"] == 1
+
+
 def test_errors_of_invoked_sessions_carry_the_invoke_id() -> None:
     document = doc("""
 <state id="s">

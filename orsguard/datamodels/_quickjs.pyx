@@ -125,6 +125,7 @@ cdef extern from "quickjs.h" nogil:
     int JS_DefinePropertyValueStr(JSContext*, JSValueConst, const char*, JSValue, int)
     int JS_PreventExtensions(JSContext*, JSValueConst)
     JSAtom JS_ValueToAtom(JSContext*, JSValueConst)
+    JSAtom JS_NewAtom(JSContext*, const char*)
     JSValue JS_AtomToString(JSContext*, JSAtom)
     void JS_FreeAtom(JSContext*, JSAtom)
     int JS_GetOwnPropertyNames(JSContext*, JSPropertyEnum**, uint32_t*, JSValueConst, int)
@@ -289,6 +290,7 @@ cdef class Runtime:
     cdef Py_ssize_t live           # contexts alive
     cdef Py_ssize_t freed          # contexts freed since the last cycle collection
     cdef int* saved[64]            # terminate flags of the calls this one nests in
+    cdef JSAtom event_atoms[8]     # _event's field names, looked up once (atoms belong to the runtime)
 
     def __cinit__(self):
         memset(&self.st, 0, sizeof(RtState))
@@ -303,10 +305,16 @@ cdef class Runtime:
         self.checker = JS_NewContext(self.rt)
         if self.checker == NULL:
             raise MemoryError("cannot create a QuickJS context")
+        cdef int i
+        for i in range(8):
+            self.event_atoms[i] = JS_NewAtom(self.checker, _EVENT_FIELDS[i])
 
     def __dealloc__(self):
+        cdef int i
         self._free_deferred()
         if self.checker != NULL:
+            for i in range(8):
+                JS_FreeAtom(self.checker, self.event_atoms[i])
             JS_FreeContext(self.checker)
         if self.rt != NULL:
             JS_FreeRuntime(self.rt)
@@ -625,6 +633,12 @@ cdef JSValue _js_in(JSContext* ctx, JSValueConst this_val, int argc, JSValueCons
         return JS_ThrowTypeError(ctx, "In() failed: %s", str(exc).encode("utf-8", "replace"))
 
 
+cdef JSValue _js_event(JSContext* ctx, JSValueConst this_val, int argc, JSValueConst* argv) noexcept:
+    # The getter of _event: the object bind_event stored, with no script call per event.
+    cdef Context self = <Context>JS_GetContextOpaque(ctx)
+    return JS_DupValue(ctx, self.event)
+
+
 @cython.no_gc_clear
 @cython.final
 cdef class Context:
@@ -641,21 +655,23 @@ cdef class Context:
     cdef Py_ssize_t nslots
     cdef JSValue* slots
     cdef JSValue dom
-    cdef JSValue bind
+    cdef JSValue event             # the value of _event
     cdef JSValue bigint
     cdef public object in_state
     cdef public object xml_tree
     cdef public object compiler
+    cdef public object bind_failed
 
     def __cinit__(self, Py_ssize_t nslots, str prelude, object in_state, object xml_tree, object compiler):
         cdef Py_ssize_t i
         cdef JSValue r
         self.runtime = runtime()
         self.compiler = compiler
+        self.bind_failed = None
         self.in_state = in_state
         self.xml_tree = xml_tree
         self.dom = JS_UNDEFINED
-        self.bind = JS_UNDEFINED
+        self.event = JS_UNDEFINED
         self.bigint = JS_UNDEFINED
         self.slots = <JSValue*>malloc(sizeof(JSValue) * (nslots if nslots > 0 else 1))
         if self.slots == NULL:
@@ -679,6 +695,7 @@ cdef class Context:
             JS_SetContextOpaque(self.ctx, <void*>self)
             glob = JS_GetGlobalObject(self.ctx)
             JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, _js_in, "In", 1))
+            JS_SetPropertyStr(self.ctx, glob, "__og_event", JS_NewCFunction(self.ctx, _js_event, "get _event", 0))
             self.bigint = JS_GetPropertyStr(self.ctx, glob, "BigInt")
             JS_FreeValue(self.ctx, glob)
             r = self._load(prelude, True)
@@ -686,7 +703,6 @@ cdef class Context:
             JS_FreeValue(self.ctx, r)
             glob = JS_GetGlobalObject(self.ctx)
             self.dom = JS_GetPropertyStr(self.ctx, glob, "__og_dom")
-            self.bind = JS_GetPropertyStr(self.ctx, glob, "__og_bind")
             JS_FreeValue(self.ctx, glob)
         finally:
             self.runtime._leave()
@@ -709,7 +725,8 @@ cdef class Context:
             JS_FreeValue(ctx, self.slots[i])
             self.slots[i] = JS_UNDEFINED
         JS_FreeValue(ctx, self.dom)
-        JS_FreeValue(ctx, self.bind)
+        JS_FreeValue(ctx, self.event)
+        self.event = JS_UNDEFINED
         JS_FreeValue(ctx, self.bigint)
         JS_SetContextOpaque(ctx, NULL)
         if self.runtime.depth > 0:
@@ -842,6 +859,31 @@ cdef class Context:
         finally:
             JS_FreeValue(self.ctx, r)
 
+    def values(self, tuple ks) -> list:
+        """:meth:`value` of each slot in ``ks``, in order, in one call from Python.
+
+        An exception carries ``index``, the position in ``ks`` that raised it.
+        """
+        cdef JSValue r
+        cdef Py_ssize_t i, n = len(ks)
+        cdef list out = []
+        for i in range(n):
+            try:
+                k = ks[i]
+                self._ready(k)
+                self._call(self.slots[k], 0, NULL, &r)
+                try:
+                    out.append(self._py(r))
+                finally:
+                    JS_FreeValue(self.ctx, r)
+            except BaseException as exc:
+                try:
+                    exc.index = i
+                except AttributeError:
+                    pass
+                raise
+        return out
+
     def call(self, Py_ssize_t k) -> None:
         """Call the function in slot ``k`` for its effect."""
         cdef JSValue r
@@ -939,12 +981,13 @@ cdef class Context:
 
         Built here rather than by a script: each field is defined once with its
         final attributes, where an object literal and ``Object.freeze`` give every
-        event a shape of its own.
+        event a shape of its own. The object is kept in the context and
+        returned by ``_event``'s getter, a C function: binding runs no script.
         """
-        cdef JSValue r
         cdef JSValue ev
         cdef int i
         cdef tuple values = (name, type, sendid, origin, origintype, invokeid, data, raw)
+        cdef JSAtom* atoms = self.runtime.event_atoms
         self._check_open()
         ev = JS_NewObject(self.ctx)
         if JS_IsException(ev):
@@ -952,15 +995,30 @@ cdef class Context:
         try:
             for i in range(8):
                 v = values[i]
-                if JS_DefinePropertyValueStr(self.ctx, ev, _EVENT_FIELDS[i],
-                                             JS_UNDEFINED if v is None and i >= 2 else self._js_arg(v),
-                                             JS_PROP_ENUMERABLE) < 0:
+                if JS_DefinePropertyValue(self.ctx, ev, atoms[i],
+                                          JS_UNDEFINED if v is None and i >= 2 else self._js_arg(v),
+                                          JS_PROP_ENUMERABLE) < 0:
                     self._raise()
             JS_PreventExtensions(self.ctx, ev)
-            self._call(self.bind, 1, &ev, &r)
-            JS_FreeValue(self.ctx, r)
-        finally:
+        except BaseException:
             JS_FreeValue(self.ctx, ev)
+            raise
+        JS_FreeValue(self.ctx, self.event)
+        self.event = ev
+
+    def bind(self, event) -> None:
+        """:meth:`bind_event` with the fields of ``event`` (an ``orsguard._core.Event``).
+
+        A failure (the data has no ECMAScript form, or the conversion was
+        interrupted) goes to the ``bind_failed(event, exc)`` hook when one is set.
+        """
+        try:
+            self.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,
+                            event.invokeid, event.data, event.raw)
+        except (ExecutionError, ScriptInterrupted) as exc:
+            if self.bind_failed is None:
+                raise
+            self.bind_failed(event, exc)
 
     # ------------------------------------------------------------ conversion
 

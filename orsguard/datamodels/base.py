@@ -101,6 +101,21 @@ class Datamodel:
     def value(self, k: int) -> Any:
         raise NotImplementedError
 
+    def values(self, ks: tuple[int, ...]) -> list[Any]:
+        """:meth:`value` of each expression in ``ks``, in order; an exception carries ``index``,
+        the position in ``ks`` that raised it."""
+        out = []
+        for i, k in enumerate(ks):
+            try:
+                out.append(self.value(k))
+            except Exception as exc:
+                try:
+                    exc.index = i  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass
+                raise
+        return out
+
     def assign(self, k: int) -> None:
         raise NotImplementedError
 

@@ -30,7 +30,6 @@ from orsguard.errors import ExecutionError
 
 _PRELUDE = r"""
 (function (g) {
-  var ev;
   function readonly(name, get) {
     Object.defineProperty(g, name, {
       get: get,
@@ -39,7 +38,8 @@ _PRELUDE = r"""
     });
   }
   var sys = {};
-  readonly("_event", function () { return ev; });
+  readonly("_event", g.__og_event);
+  delete g.__og_event;
   readonly("_sessionid", function () { return sys.sessionid; });
   readonly("_name", function () { return sys.name; });
   readonly("_ioprocessors", function () { return sys.ioprocessors; });
@@ -48,7 +48,6 @@ _PRELUDE = r"""
     sys.name = name;
     sys.ioprocessors = ioprocessors;
   };
-  g.__og_bind = function (e) { ev = e; };
   g.__og_fe = [];
   function Text(t) { this.nodeType = 3; this.nodeValue = t; this.textContent = t; }
   function Element(n) {
@@ -165,10 +164,21 @@ class EcmaScriptDatamodel(Datamodel):
             method(k)
 
         self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, compiler)
+        failed_ref = weakref.WeakMethod(self._bind_failed)
+
+        def bind_failed(event: Any, exc: BaseException) -> None:
+            method = failed_ref()
+            if method is not None:
+                method(event, exc)
+
+        ctx.bind_failed = bind_failed
+        # The core calls this once per event: straight into the binding, no Python frame.
+        self.bind_event = ctx.bind  # type: ignore[method-assign]
         self._n = n
         self.reads_event = any(_mentions_event(e) for e in expressions)
         self.cond = ctx.cond
         self.value = ctx.value
+        self.values = ctx.values
         self.assign = ctx.call
         self.set_location = ctx.call_with
         self.script = ctx.run
@@ -182,9 +192,8 @@ class EcmaScriptDatamodel(Datamodel):
             text = expression_text(text)
         return _check(kind, text, location, tuple(extra))
 
-    @classmethod
-    def validate(cls, value: Any) -> None:
-        qjs.validate(value)
+    # The binding's own function: Session.send calls it for every event.
+    validate = staticmethod(qjs.validate)  # type: ignore[assignment]
 
     def deadline_address(self) -> int:
         return self._address
@@ -202,24 +211,21 @@ class EcmaScriptDatamodel(Datamodel):
                 raise ExecutionError(f"data id {data_id!r} {why}")
             self._ctx.declare(data_id)
 
-    def bind_event(self, event: Any) -> None:
+    def _bind_failed(self, event: Any, exc: BaseException) -> None:
         ctx = self._ctx
-        try:
-            ctx.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,
-                           event.invokeid, event.data, event.raw)
-        except ScriptInterrupted:
+        if isinstance(exc, ScriptInterrupted):
             # The request was meant for a script: keep it for the next one.
             ctx.terminate()
-        except ExecutionError as exc:
-            # The event still becomes _event (without its data); the failure is
-            # the document's business, not the caller's.
-            try:
-                ctx.bind_event(str(event.name), event.type, None, None, None, None, None, None)
-            except (ExecutionError, ScriptInterrupted):
-                pass
-            session = self.session
-            if session is not None:
-                session.raise_error("error.execution", exc)
+            return
+        # The event still becomes _event (without its data); the failure is
+        # the document's business, not the caller's.
+        try:
+            ctx.bind_event(str(event.name), event.type, None, None, None, None, None, None)
+        except (ExecutionError, ScriptInterrupted):
+            pass
+        session = self.session
+        if session is not None:
+            session.raise_error("error.execution", exc)
 
     # -------------------------------------------------------------- compiling
 

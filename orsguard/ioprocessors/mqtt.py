@@ -108,7 +108,8 @@ class MqttEventIOProcessor:
             topic = f"{self.topic_prefix}/sessions/{session.session_id}/{topic[2:]}"
         if "+" in topic or "#" in topic or "\0" in topic:
             raise CommunicationError(f"MQTT target {target!r}: wildcards are not a topic")
-        if len(topic.encode()) > 65535:
+        # Four bytes of UTF-8 at most per character: short topics need no encoding to check.
+        if len(topic) > 16383 and len(topic.encode()) > 65535:
             raise CommunicationError("MQTT target is longer than 65535 bytes")
         return topic
 
@@ -119,7 +120,6 @@ class MqttEventIOProcessor:
             payload = "".join(_ENCODE(event.data, 0)).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise CommunicationError(f"event data is not JSON: {exc}") from None
-        sendid = getattr(event, "sendid", None)
         try:
             self._publish(topic, payload, None)
         except Exception as exc:  # a refused hand-over is retried from a task
@@ -127,7 +127,7 @@ class MqttEventIOProcessor:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 raise CommunicationError(f"MQTT publish to {topic} refused: {exc}") from None
-            task = loop.create_task(self._retry(session, topic, payload, sendid, exc))
+            task = loop.create_task(self._retry(session, topic, payload, getattr(event, "sendid", None), exc))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
