@@ -249,10 +249,11 @@ def test_cancel_from_another_thread_stops_a_running_script_with_the_timeout_off(
 def test_cancel_from_another_thread_stops_a_pure_scxml_eventless_loop():
     # Null datamodel, no hooks: the loop runs no Python code that would hand the GIL over.
     doc = null_doc('<state id="a"><transition target="b"/></state><state id="b"><transition target="a"/></state>')
-    session = Session(doc, limits=Limits().replace(max_microstep_count=0, process_event_timeout=0),
-                      stats=Stats())
+    # max-state-entry-count off too: nothing else may stop it.
+    session = Session(doc, limits=Limits.unlimited(), stats=Stats())
     worker = run_in_thread(session.start)
-    wait_for(lambda: session.running and session.entry_count("b") > 1000, "the loop")
+    wait_for(lambda: session.entry_count("b") > 1000, "the loop")
+    assert session.running
     session.cancel()
     worker.join(30.0)
     if worker.is_alive():
