@@ -16,9 +16,15 @@ from collections import deque
 
 cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport uint64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
+
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState
+    PyThreadState* PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState*) nogil
 
 cdef extern from *:
     int ctz64 "__builtin_ctzll"(unsigned long long) noexcept nogil
@@ -712,6 +718,10 @@ cdef class Interpreter:
     cdef long peak_pending
     cdef double peak_seconds
     cdef double ended_age
+    # cancel() from another thread while a macrostep runs (see request_cancel)
+    cdef unsigned long macro_thread       # the thread running the current macrostep
+    cdef bint cancel_requested
+    cdef bint halting                     # _halt's exit: not a macrostep of the peaks
 
     def __cinit__(self, *args, **kwargs):
         self.block = NULL
@@ -839,7 +849,7 @@ cdef class Interpreter:
         cdef double elapsed = _mono() - self.tbase
         if not self.running:
             raise Halt()
-        if self.lim_timeout > 0 and elapsed >= self.lim_timeout:
+        if not self.cancel_requested and self.lim_timeout > 0 and elapsed >= self.lim_timeout:
             self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
         self._stop(R_CANCELLED)
         raise Halt()
@@ -881,8 +891,11 @@ cdef class Interpreter:
         self.internal_queue.clear()
         self.external_queue.clear()
         self.npending = 0
-        if self.in_macrostep and self.micro > self.peak_micro:
-            self.peak_micro = self.micro
+        if self.in_macrostep and not self.halting:
+            # The stopping macrostep counts now, so that on_end sees final peaks;
+            # _end_macrostep then leaves it alone.
+            self.macro_end = _mono()
+            self._record_macrostep(self.macro_end - self.macro_start)
         self.ended_age = self.clock.now() - self.born
         self.stats.observe_end(self.peak_micro, self.peak_entries, self.peak_pending, self.ended_age)
         self.stats.ended[reason] += 1
@@ -906,6 +919,8 @@ cdef class Interpreter:
             self._stop(code)
             raise Halt()
         self.in_macrostep = True
+        self.halting = True
+        self.macro_thread = PyThread_get_thread_ident()
         self.micro = 0
         self.macro_start = _mono()
         self.tbase = self.macro_start
@@ -917,6 +932,23 @@ cdef class Interpreter:
         finally:
             self.deadline_slot[0] = self.saved_deadline
             self.in_macrostep = False
+            self.halting = False
+
+    def request_cancel(self):
+        """Ask a macrostep running in another thread to stop the session as ``cancelled``.
+
+        True when one runs: the request is a C flag the step loop reads at its
+        next event or microstep (and at the macrostep's end), and the
+        datamodel's ``terminate()`` stops the script running now. False when the
+        session is idle or the macrostep is the caller's own: then halt it
+        directly. The test and the flag are one step under the GIL, so the
+        other thread cannot end its macrostep between them.
+        """
+        if not (self.running and self.in_macrostep) or self.macro_thread == PyThread_get_thread_ident():
+            return False
+        self.cancel_requested = True
+        self.dm.terminate()
+        return True
 
     # ------------------------------------------------------------ queues
 
@@ -1589,6 +1621,7 @@ cdef class Interpreter:
         """Start a macrostep; ``chained`` for an event the session sent itself (see :meth:`enqueue_external`)."""
         self.micro = 0
         self.in_macrostep = True
+        self.macro_thread = PyThread_get_thread_ident()
         self.macro_start = _mono()
         if not chained:
             self.tbase = self.macro_start
@@ -1608,18 +1641,37 @@ cdef class Interpreter:
     cdef _end_macrostep(self, bint check):
         """Record the macrostep; with ``check``, a macrostep that ran too long is a violation."""
         self.deadline_slot[0] = self.saved_deadline
+        self.in_macrostep = False
+        if not self.running:
+            return  # _stop recorded it
         self.macro_end = _mono()
         cdef double elapsed = self.macro_end - self.macro_start
-        self.in_macrostep = False
+        self._record_macrostep(elapsed)
+        if self.cancel_requested:
+            # Asked for after the loop's last look.
+            self._stop(R_CANCELLED)
+            return
+        if check and self.lim_timeout > 0:
+            elapsed = self.macro_end - self.tbase
+            if elapsed > self.lim_timeout:
+                self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+
+    cdef inline void _record_macrostep(self, double elapsed) noexcept:
         if self.micro > self.peak_micro:
             self.peak_micro = self.micro
         if elapsed > self.peak_seconds:
             self.peak_seconds = elapsed
         self.stats.observe_macrostep(self.micro, elapsed, self.stats_pending)
-        if check and self.lim_timeout > 0 and self.running:
-            elapsed = self.macro_end - self.tbase
-            if elapsed > self.lim_timeout:
-                self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
+
+    cdef inline _poll(self):
+        """Once per event or microstep: a cancel() from another thread."""
+        if (self.micro & 63) == 63:
+            # A loop without Python code in it never gives up the GIL by
+            # itself: let a cancelling thread (or any other) in.
+            PyEval_RestoreThread(PyEval_SaveThread())
+        if self.cancel_requested:
+            self._stop(R_CANCELLED)
+            raise Halt()
 
     cdef _empty_microstep(self):
         """An internal event that selected nothing: one microstep towards the limit."""
@@ -1634,6 +1686,7 @@ cdef class Interpreter:
         cdef int s
         while self.running:
             while self.running and not self.reached_final:
+                self._poll()
                 enabled = self._select(None)
                 ev = None
                 if not enabled:

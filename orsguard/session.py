@@ -164,8 +164,15 @@ class Session(Interpreter):
         return self
 
     def cancel(self) -> None:
-        """Stop the session from outside; no more content runs (end reason ``cancelled``)."""
-        self._halt("cancelled")
+        """Stop the session from outside; no more content runs (end reason ``cancelled``).
+
+        Any thread may call it. While another thread runs one of the session's
+        macrosteps, that thread stops it at its next event, microstep or
+        script instruction and this call returns at once; an idle session is
+        halted here and now, its active states exited.
+        """
+        if not self.request_cancel():
+            self._halt("cancelled")
 
     @property
     def final(self) -> str | None:

@@ -196,6 +196,138 @@ def test_terminate_cancels_a_running_script_with_the_timeout_off():
     assert session.end_reason == "cancelled" and session.termination is None
 
 
+# ---------------------------------------------------------------- cancel() from another thread
+
+
+def run_in_thread(target) -> threading.Thread:
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    return worker
+
+
+def wait_for(predicate, what: str) -> None:
+    deadline = time.monotonic() + 30.0
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_cancel_from_another_thread_stops_a_running_script_with_the_timeout_off():
+    doc = ecma_doc('<state id="a"><transition event="spin" target="b"/></state>'
+                   '<state id="b"><onentry><log expr="\'spinning\'"/><script>while (true) {}</script>'
+                   '</onentry><onexit><log expr="\'exit\'"/></onexit></state>')
+    spinning = threading.Event()
+    logs: list[object] = []
+
+    def on_log(label, value):
+        logs.append(value)
+        spinning.set()
+
+    stats = Stats()
+    box: dict[str, Session] = {}
+
+    def work() -> None:
+        # The session lives in the worker thread, with that thread's engine.
+        session = box["s"] = Session(doc, limits=Limits().replace(process_event_timeout=0), stats=stats,
+                                     on_log=on_log)
+        session.start()
+        session.send("spin")
+
+    worker = run_in_thread(work)
+    assert spinning.wait(30.0)
+    session = box["s"]
+    session.cancel()
+    worker.join(30.0)
+    if worker.is_alive():
+        session.dm.terminate()  # do not leave it spinning for the rest of the suite
+    assert not worker.is_alive()
+    assert session.end_reason == "cancelled" and session.termination is None
+    assert logs == ["spinning"]  # stopped where it was: no exit content ran
+    assert stats.snapshot()["sessions_ended"]["cancelled"] == 1
+
+
+def test_cancel_from_another_thread_stops_a_pure_scxml_eventless_loop():
+    # Null datamodel, no hooks: the loop runs no Python code that would hand the GIL over.
+    doc = null_doc('<state id="a"><transition target="b"/></state><state id="b"><transition target="a"/></state>')
+    # max-state-entry-count off too: nothing else may stop it.
+    session = Session(doc, limits=Limits.unlimited(), stats=Stats())
+    worker = run_in_thread(session.start)
+    wait_for(lambda: session.entry_count("b") > 1000, "the loop")
+    assert session.running
+    session.cancel()
+    worker.join(30.0)
+    if worker.is_alive():
+        session.limits = Limits(max_microstep_count=10)  # stop it for the rest of the suite
+    assert not worker.is_alive()
+    assert session.end_reason == "cancelled" and session.termination is None
+    assert session.stats.snapshot()["microsteps_per_macrostep"]["count"] == 1
+    assert session.peaks.microsteps > 1000
+
+
+def test_cancel_from_another_thread_while_the_session_is_in_a_hook():
+    doc = ecma_doc('<state id="a"><transition event="go" target="b"><log expr="1"/><log expr="2"/></transition>'
+                   '</state><state id="b"><onentry><log expr="3"/></onentry></state>')
+    in_hook = threading.Event()
+    resume = threading.Event()
+    logs: list[object] = []
+
+    def on_log(label, value):
+        logs.append(value)
+        if value == 1:
+            in_hook.set()
+            resume.wait(30.0)
+
+    box: dict[str, Session] = {}
+
+    def work() -> None:
+        session = box["s"] = Session(doc, limits=Limits().replace(process_event_timeout=0), on_log=on_log,
+                                     stats=Stats())
+        session.start()
+        session.send("go")
+
+    worker = run_in_thread(work)
+    assert in_hook.wait(30.0)
+    box["s"].cancel()  # returns at once: the worker stops the session itself
+    assert box["s"].running
+    resume.set()
+    worker.join(30.0)
+    assert not worker.is_alive()
+    assert box["s"].end_reason == "cancelled"
+    assert logs == [1]
+
+
+def test_cancel_from_the_sessions_own_thread_is_unchanged():
+    doc = ecma_doc('<state id="a"><transition event="go" target="b"/><onexit><log expr="\'exit a\'"/></onexit>'
+                   '</state><state id="b"><onentry><log expr="\'in b\'"/><log expr="\'more\'"/></onentry>'
+                   '<onexit><log expr="\'exit b\'"/></onexit></state>')
+    logs: list[object] = []
+    box: dict[str, Session] = {}
+
+    def on_log(label, value):
+        logs.append(value)
+        if value == "in b":
+            box["s"].cancel()  # inside its own macrostep: stops at once
+
+    session = box["s"] = Session(doc, on_log=on_log, clock=VirtualClock(), stats=Stats())
+    session.start()
+    session.send("go")
+    assert session.end_reason == "cancelled"
+    assert logs == ["exit a", "in b"]
+
+    # Idle: the active states are exited, their exit content run, from any thread.
+    for thread in (False, True):
+        logs.clear()
+        idle = Session(doc, on_log=lambda label, value: logs.append(value), clock=VirtualClock(), stats=Stats())
+        idle.start()
+        if thread:
+            worker = run_in_thread(idle.cancel)
+            worker.join(30.0)
+        else:
+            idle.cancel()
+        assert idle.end_reason == "cancelled"
+        assert logs == ["exit a"]
+
+
 # ---------------------------------------------------------------- peaks
 
 ECMA_COUNTDOWN = load(f"""<scxml {NS} initial="a">
@@ -313,6 +445,40 @@ def test_stats_observe_each_session_peaks_once_when_it_ends():
     assert age["buckets"][-1] == float("inf")
     first.cancel()
     assert stats.snapshot()["peak_microsteps"]["count"] == 2
+
+
+def test_peaks_read_in_on_end_are_final_for_a_timeout_stop():
+    seen: list[tuple[dict, float, dict]] = []
+
+    def on_end(session):
+        seen.append((session.peaks.as_dict(), session.peaks.macrostep_seconds, session.stats.snapshot()))
+
+    stats = Stats()
+    session = Session(SPINNING, limits=Limits.unlimited().replace(process_event_timeout=0.05), stats=stats,
+                      on_end=on_end)
+    session.start()
+    session.send("spin")
+    assert session.termination.option == "process-event-timeout"
+    [(peaks, seconds, snapshot)] = seen
+    assert seconds >= 0.05
+    assert peaks == session.peaks.as_dict()
+    # The stopping macrostep is in the histogram once, before on_end ran.
+    assert snapshot == stats.snapshot()
+    assert snapshot["macrostep_seconds"]["count"] == 2  # the initial macrostep and the stopped one
+    assert snapshot["macrostep_seconds"]["sum"] >= 0.05
+
+
+def test_peaks_read_in_on_end_are_final_for_a_microstep_stop():
+    seen: list[dict] = []
+    stats = Stats()
+    session = Session(ECMA_COUNTDOWN, limits=Limits.unlimited().replace(max_microstep_count=10), stats=stats,
+                      clock=VirtualClock(), on_end=lambda s: seen.append((s.peaks.as_dict(), s.stats.snapshot())))
+    session.start()
+    session.send("go", 20)
+    [(peaks, snapshot)] = seen
+    assert peaks == session.peaks.as_dict() and peaks["max-microstep-count"] == 11
+    assert peaks["process-event-timeout"] > 0
+    assert snapshot == stats.snapshot() and snapshot["microsteps_per_macrostep"]["count"] == 2
 
 
 # ---------------------------------------------------------------- coverage and tracing
