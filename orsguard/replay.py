@@ -190,7 +190,9 @@ def _records(path: str, problems: list[Problem]) -> Iterator[tuple[int, dict[str
                 bad("a traffic line must be a JSON object")
                 continue
             t = rec.get("t")
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            # An integer beyond double range (JSON allows any) is as unusable as an infinity.
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or abs(t) > 1e300 or not math.isfinite(t) \
+                    or t < 0:
                 bad(f"'t' must be a number of seconds >= 0, got {t!r}")
                 continue
             if t < last_t:

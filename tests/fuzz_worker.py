@@ -190,7 +190,10 @@ class Worker:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = main(job["argv"])
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+            # As the interpreter does: a message is printed to stderr, and the status is then 1.
+            if exc.code is not None and not isinstance(exc.code, int):
+                print(exc.code, file=err)
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         except BaseException as exc:
             return {"code": None, "exc": type(exc).__name__, "tb": traceback.format_exc(),
                     "stderr": _text(err)[-2000:]}

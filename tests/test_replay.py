@@ -308,6 +308,19 @@ def test_json_nested_too_deep_is_a_bad_line(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["documents"]["runaway"]["sessions"] == 1
 
 
+def test_a_time_beyond_double_range_is_a_bad_line(tmp_path: Path) -> None:
+    """JSON integers have no size limit: 10**400 as "t" once ended the replay with an OverflowError."""
+    traffic = tmp_path / "huge-t.jsonl"
+    traffic.write_text('{"t": 0, "session": "a", "document": "runaway", "start": true}\n'
+                       f'{{"t": {10**400}, "session": "a", "event": "call.arrived"}}\n'
+                       f'{{"t": {2**1030}, "session": "b", "document": "runaway", "start": true}}\n')
+    result = cli("replay", traffic, "--documents", "examples", "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{traffic}:2: 't' must be a number of seconds >= 0" in result.stderr
+    assert f"{traffic}:3: 't' must be a number of seconds >= 0" in result.stderr
+    assert json.loads(result.stdout)["documents"]["runaway"]["sessions"] == 1
+
+
 def test_ended_sessions_give_their_script_engine_back(tmp_path: Path) -> None:
     """400 sessions one after the other fit in a 4 MB engine heap: an ended session's context is freed."""
     from orsguard.datamodels import _quickjs
