@@ -44,7 +44,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import mqtt5
@@ -108,10 +108,16 @@ class _Error(Exception):
 ERROR_CODES: tuple[str, ...] = REJECT_CODES
 
 
+def _usage_error(message: str) -> NoReturn:
+    """A bad command-line value: the message, then exit status 2 as for the parser's own errors."""
+    print(f"orsguard serve: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def load_documents(directory: Path) -> dict[str, Any]:
     """Every ``DIR/NAME.scxml`` loaded as document ``NAME``; errors name the file."""
     if not directory.is_dir():
-        raise SystemExit(f"orsguard serve: --documents {directory}: not a directory")
+        _usage_error(f"--documents {directory}: not a directory")
     documents = {}
     for path in sorted(directory.glob("*.scxml")):
         try:
@@ -124,13 +130,16 @@ def load_documents(directory: Path) -> dict[str, Any]:
 
 
 def _parse_broker(url: str) -> tuple[str, int, str | None, str | None]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        _usage_error(f"--mqtt {url!r}: {exc}")
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise SystemExit(f"orsguard serve: --mqtt wants mqtt://HOST[:PORT], got {url!r}")
+        _usage_error(f"--mqtt wants mqtt://HOST[:PORT], got {url!r}")
     try:
         port = parts.port or 1883
     except ValueError:
-        raise SystemExit(f"orsguard serve: --mqtt {url!r}: bad port") from None
+        _usage_error(f"--mqtt {url!r}: bad port")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
     return parts.hostname, port, user, password
@@ -1073,7 +1082,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     try:
         root.setLevel(args.log_level.upper())
     except ValueError:
-        raise SystemExit(f"orsguard serve: --log-level {args.log_level!r}: not a logging level") from None
+        _usage_error(f"--log-level {args.log_level!r}: not a logging level")
 
 
 def _config_from_args(args: argparse.Namespace) -> HostConfig:

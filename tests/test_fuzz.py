@@ -787,9 +787,9 @@ SERVE_BAD = {
     "--log-format": ["xml", ""],
     "--bogus": ["1"],
 }
-#: Values the host itself rejects before it starts (see test_serve_exits_2_on_values_the_host_rejects).
+#: Values the host itself rejects before it starts: also exit 2, with a message.
 SERVE_HOST_BAD = {
-    "--mqtt": ["", "http://x", "mqtt://", "mqtt://127.0.0.1:99999", "mqtt://127.0.0.1:abc", "\x00"],
+    "--mqtt": ["", "http://x", "mqtt://", "mqtt://127.0.0.1:99999", "mqtt://127.0.0.1:abc", "\x00", "mqtt://[::1"],
     "--log-level": ["LOUD", "", "-1"],
 }
 SERVE_GOOD = {
@@ -826,13 +826,10 @@ def test_serve_command_with_invalid_arguments(worker: WorkerClient, bad: list, h
         before = _snapshot(folder)
         result = run(worker, {"kind": "cli", "argv": argv}, CLI_TIMEOUT)
         after = _snapshot(folder)
-    parser_error = bad or documents is None or not any(flag == "--mqtt" for flag, _ in [*good, *host_bad])
-    # The host's own checks exit 1 today; test_serve_exits_2_on_values_the_host_rejects tracks that.
-    assert_cli_contract(result, argv, (2,) if parser_error else (1, 2), before, after)
+    assert_cli_contract(result, argv, (2,), before, after)
     assert result["stderr"].strip(), f"orsguard {argv}: exit {result['code']} without a message"
 
 
-@pytest.mark.xfail(strict=True, reason="the host reports a bad --mqtt, --documents or --log-level with exit 1")
 def test_serve_exits_2_on_values_the_host_rejects(worker: WorkerClient, tmp_path: Path) -> None:
     for argv in (["serve", "--mqtt=http://x", f"--documents={tmp_path}"],
                  ["serve", "--mqtt=mqtt://127.0.0.1:1", f"--documents={tmp_path / 'none'}"],
@@ -841,9 +838,8 @@ def test_serve_exits_2_on_values_the_host_rejects(worker: WorkerClient, tmp_path
         assert result["code"] == 2, f"orsguard {' '.join(argv)}: exit {result['code']}: {result['stderr']}"
 
 
-@pytest.mark.xfail(strict=True, reason="an unclosed IPv6 bracket in --mqtt escapes urlsplit as a ValueError")
 def test_serve_reports_an_unclosed_ipv6_broker_address(worker: WorkerClient, tmp_path: Path) -> None:
     argv = ["serve", "--mqtt=mqtt://[::1", f"--documents={tmp_path / 'none'}", "--workers=1"]
     result = run(worker, {"kind": "cli", "argv": argv}, CLI_TIMEOUT)
-    assert result["code"] is not None, result["tb"]
+    assert result["code"] == 2, result["tb"]
     assert "Traceback" not in result["stderr"] and "--mqtt" in result["stderr"]

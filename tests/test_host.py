@@ -421,8 +421,11 @@ def test_bad_broker_url_and_empty_directory_are_refused(tmp_path: Path) -> None:
     assert empty.returncode == 1
     assert "no *.scxml documents" in empty.stderr
     bad_url = host("--mqtt", "http://127.0.0.1", "--documents", str(DOCUMENTS))
-    assert bad_url.returncode == 1
+    assert bad_url.returncode == 2  # a bad argument, as the parser's own errors
     assert "mqtt://HOST[:PORT]" in bad_url.stderr
+    not_a_directory = host("--mqtt", "mqtt://127.0.0.1:9", "--documents", str(tmp_path / "missing"))
+    assert not_a_directory.returncode == 2
+    assert "not a directory" in not_a_directory.stderr
 
 
 def test_out_of_range_numbers_are_usage_errors() -> None:
