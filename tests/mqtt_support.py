@@ -84,7 +84,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """A private Mosquitto broker in ``directory``; ``restart`` keeps its state."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, persistence: bool = True) -> None:
         self.binary = require_program("mosquitto", "/usr/sbin")
         self.directory = directory
         self.port = port or free_port()
@@ -100,7 +100,7 @@ class Mosquitto:
                 [
                     f"listener {self.port} 127.0.0.1",
                     "allow_anonymous true",
-                    "persistence true",
+                    f"persistence {'true' if persistence else 'false'}",
                     f"persistence_location {directory / 'data'}/",
                     f"user {getpass.getuser()}",
                     "max_queued_messages 1000000",
@@ -149,6 +149,14 @@ class Mosquitto:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.process = None
+
+    def crash(self) -> None:
+        """SIGKILL: the broker dies at once, saving nothing."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
         self.process = None
 
     def restart(self, down_for: float = 0.0) -> None:

@@ -251,6 +251,56 @@ def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
     assert status == 0, host.tail()
 
 
+def test_broker_crash_without_persistence_host_comes_back_and_serves(tmp_path: Path) -> None:
+    # A broker without persistence that is killed forgets every subscription and queued
+    # event: QoS 1 cannot bring back what it had acknowledged (docs/operations.md). What
+    # the host must do is reconnect at once, subscribe again, and serve its running
+    # sessions and new ones with nothing lost from then on.
+    broker = Mosquitto(tmp_path / "broker", persistence=False)
+    broker.start()
+    try:
+        host = HostProcess(broker, tmp_path, client_id="crash-host", extra=["--topic-prefix", "c"])
+    except BaseException:
+        broker.stop()
+        raise
+    try:
+
+        async def scenario() -> None:
+            loop = asyncio.get_running_loop()
+            async with Peer(broker.port, "t-crash", ["c/sessions/+/#"]) as peer:
+                await peer.publish("c/start", {"document": "pingpong", "session": "old"})
+                await peer.expect(topic_is("c/sessions/old/started"))
+                await loop.run_in_executor(None, broker.crash)
+                await loop.run_in_executor(None, broker.start)
+                # Wait until the host is back: a start request is answered again.
+                deadline = loop.time() + 30
+                while not any(t == "c/sessions/new/started" for t, _ in peer.messages):
+                    assert loop.time() < deadline, f"the host did not come back\n{host.tail()}"
+                    await peer.publish("c/start", {"document": "pingpong", "session": "new"})
+                    await asyncio.sleep(0.2)
+                total = 100
+                for seq in range(total):
+                    for sid in ("old", "new"):
+                        await peer.publish(f"c/sessions/{sid}/events/ping", {"seq": seq})
+
+                def seen(sid: str) -> set[int]:
+                    return {p["echo"]["seq"] for t, p in peer.messages if t == f"c/sessions/{sid}/pong"}
+
+                deadline = loop.time() + 30
+                while (len(seen("old")) < total or len(seen("new")) < total) and loop.time() < deadline:
+                    await asyncio.sleep(0.1)
+                assert seen("old") == set(range(total)), f"old session lost {total - len(seen('old'))} events"
+                assert seen("new") == set(range(total)), f"new session lost {total - len(seen('new'))} events"
+
+        asyncio.run(scenario())
+        assert host.alive, host.tail()
+        assert "connection lost" in host.log.read_text()
+    finally:
+        status = host.stop()
+        broker.stop()
+    assert status == 0, host.tail()
+
+
 def test_sighup_reloads_limits_for_running_and_new_sessions(broker: Mosquitto, tmp_path: Path) -> None:
     options = tmp_path / "ors.cfg"
     options.write_text("[scxml]\nmax-microstep-count=1000\n[orchestration]\nsend-retries=2\n")
