@@ -18,7 +18,7 @@ from lxml import etree
 
 from orsguard.document import Document, load
 from orsguard.errors import DocumentError
-from orsguard.executable import _Q, local, parse_delay
+from orsguard.executable import _Q, local, parse_delay, sourceline
 
 ROOT, ATOMIC, COMPOUND, PARALLEL, FINAL, HISTORY = "scxml", "state", "compound", "parallel", "final", "history"
 
@@ -134,7 +134,7 @@ class _Builder:
         self.transitions: list[Transition] = []
 
     def build(self, root: etree._Element) -> Chart:
-        self.states.append(State(0, "__scxml__", ROOT, -1, root.sourceline or 1))
+        self.states.append(State(0, "__scxml__", ROOT, -1, sourceline(root) or 1))
         self.elements.append(root)
         self._number(root, 0)
         # Document order: a state's own transitions, then its initial one (as the loader adds them).
@@ -169,7 +169,7 @@ class _Builder:
                 kind = COMPOUND if has_children else ATOMIC
             else:
                 kind = {"parallel": PARALLEL, "final": FINAL, "history": HISTORY}[name]
-            self.states.append(State(i, sid, kind, index, c.sourceline or 1, deep=c.get("type") == "deep"))
+            self.states.append(State(i, sid, kind, index, sourceline(c) or 1, deep=c.get("type") == "deep"))
             self.elements.append(c)
             if kind == HISTORY:
                 self.states[index].history_children.append(i)
@@ -183,7 +183,7 @@ class _Builder:
         targets = [index_of[x] for x in (target or "").split() if x in index_of]
         events = tuple(_descriptor(d) for d in (event or "").split())
         t = Transition(len(self.transitions), s, targets, events, cond, internal,
-                       line or (el.sourceline if el is not None else None) or self.states[s].line, initial,
+                       line or (sourceline(el) if el is not None else None) or self.states[s].line, initial,
                        _emits(el) if el is not None else [])
         self.transitions.append(t)
         return t.index
@@ -206,10 +206,10 @@ class _Builder:
             state.initial = self._add(s, t, None, None, t.get("target"), False, initial=True)
         elif el.get("initial") is not None:
             state.initial = self._add(s, None, None, None, el.get("initial"), False, initial=True,
-                                      line=el.sourceline)
+                                      line=sourceline(el))
         else:
             state.initial = self._add(s, None, None, None, self._first_child(s), False, initial=True,
-                                      line=el.sourceline)
+                                      line=sourceline(el))
 
     def _first_child(self, s: int) -> str | None:
         children = self.states[s].children
@@ -235,17 +235,18 @@ def _emits(block: etree._Element, certain: bool = True) -> list[Emit]:
         name = local(c)
         if not isinstance(c.tag, str) or not c.tag.startswith(_Q):
             continue
-        line = c.sourceline or 0
-        if name == "raise" and c.get("event"):
-            out.append(Emit(c.get("event"), line, True, certain))
-        elif name == "send" and c.get("event") and c.get("targetexpr") is None and c.get("typeexpr") is None:
+        line = sourceline(c) or 0
+        event = c.get("event")
+        if name == "raise" and event:
+            out.append(Emit(event, line, True, certain))
+        elif name == "send" and event and c.get("targetexpr") is None and c.get("typeexpr") is None:
             target = c.get("target")
             if target not in (None, "#_internal") or c.get("type") not in (None, "scxml",
                                                                            "http://www.w3.org/TR/scxml/#SCXMLEventProcessor"):
                 continue
             if target is None and not _zero_delay(c):
                 continue
-            out.append(Emit(c.get("event"), line, target == "#_internal", certain))
+            out.append(Emit(event, line, target == "#_internal", certain))
         elif name in ("if", "foreach"):
             out.extend(_emits(c, certain=False))
     return out

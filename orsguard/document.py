@@ -13,7 +13,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from lxml import etree
 
@@ -28,10 +28,20 @@ from orsguard._core import (
     Halt,
     Machine,
 )
-from orsguard.datamodels import DATAMODELS, Expressions, datamodel_class
+from orsguard.datamodels import DATAMODELS, Datamodel, Expressions, datamodel_class
 from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError
-from orsguard.executable import _Q, SCXML_NS, Compiler, content_value, local, locate, text_value, where
+from orsguard.executable import (
+    _Q,
+    SCXML_NS,
+    Compiler,
+    content_value,
+    local,
+    locate,
+    sourceline,
+    text_value,
+    where,
+)
 
 _XML_ENCODING = re.compile(r"""^(\ufeff?\s*<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
@@ -93,7 +103,7 @@ class Document:
     source: bytes | None = field(default=None, repr=False)
 
     @property
-    def datamodel_class(self) -> type:
+    def datamodel_class(self) -> type[Datamodel]:
         return datamodel_class(self.datamodel)
 
     @property
@@ -255,8 +265,8 @@ class _Loader:
 
     # ------------------------------------------------------------ errors
 
-    def fail(self, el: etree._Element | None, message: str) -> None:
-        line = el.sourceline if el is not None else None
+    def fail(self, el: etree._Element | None, message: str) -> NoReturn:
+        line = sourceline(el) if el is not None else None
         element = local(el) if el is not None else None
         raise DocumentError(message, file=self.path, line=line, element=element)
 
@@ -282,9 +292,9 @@ class _Loader:
                                 column=column or None) from None
         if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
             at = data.find(b"<!DOCTYPE")
-            line = data.count(b"\n", 0, at) + 1 if at >= 0 else None
+            doctype_line = data.count(b"\n", 0, at) + 1 if at >= 0 else None
             raise DocumentError("DOCTYPE declarations are not allowed in SCXML documents", file=self.path,
-                                line=line)
+                                line=doctype_line)
         doc = self.compile(tree.getroot())
         doc.source = data
         return doc
@@ -562,14 +572,14 @@ class _Loader:
             trans = [c for c in initial_els[0] if isinstance(c.tag, str) and c.tag == _Q + "transition"]
             if len(trans) != 1:
                 self.fail(initial_els[0], "<initial> must contain exactly one <transition>")
-            t = trans[0]
-            if t.get("event") is not None or t.get("cond") is not None:
-                self.fail(t, "the <initial> transition may not have 'event' or 'cond'")
-            targets = self._targets(t, t.get("target"))
+            initial_t = trans[0]
+            if initial_t.get("event") is not None or initial_t.get("cond") is not None:
+                self.fail(initial_t, "the <initial> transition may not have 'event' or 'cond'")
+            targets = self._targets(initial_t, initial_t.get("target"))
             if not targets:
-                self.fail(t, "the <initial> transition needs a 'target'")
-            content = self.compiler.block(t)
-            where = t
+                self.fail(initial_t, "the <initial> transition needs a 'target'")
+            content = self.compiler.block(initial_t)
+            where = initial_t
         elif initial_attr is not None:
             targets = self._targets(el, initial_attr)
             if not targets:
@@ -657,14 +667,16 @@ class _Loader:
         if el.get("namelist") and c._params(el):
             self.fail(el, "'namelist' and <param> may not be used together")
         inline = None
-        content = None
+        content: Callable[[Any], Any] | None = None
         if content_el is not None:
             scxml_children = [x for x in content_el if isinstance(x.tag, str)]
-            if content_el.get("expr") is not None:
-                ck = c.expr("value", content_el.get("expr"), content_el)
+            content_source = content_el.get("expr")
+            if content_source is not None:
+                ck = c.expr("value", content_source, content_el)
 
-                def content(session: Any, ck: int = ck) -> Any:
+                def content_expr(session: Any, ck: int = ck) -> Any:
                     return session.dm.value(ck)
+                content = content_expr
             elif scxml_children:
                 if scxml_children[0].tag != _Q + "scxml":
                     self.fail(scxml_children[0], "inline <invoke> content must be an <scxml> document")
@@ -673,8 +685,9 @@ class _Loader:
             else:
                 text = content_el.text or ""
 
-                def content(session: Any, text: str = text) -> Any:
+                def content_text(session: Any, text: str = text) -> Any:
                     return text
+                content = content_text
         finalize_el = [x for x in el if isinstance(x.tag, str) and x.tag == _Q + "finalize"]
         if len(finalize_el) > 1:
             self.fail(finalize_el[1], "only one <finalize> is allowed")
@@ -684,12 +697,13 @@ class _Loader:
         params_only = etree.Element("x")
         for p in c._params(el):
             params_only.append(_copy(p))
-        if el.get("namelist"):
-            params_only.set("namelist", el.get("namelist"))
-        data = c.payload(params_only, allow_namelist=True) if len(params_only) or el.get("namelist") else None
+        namelist = el.get("namelist")
+        if namelist:
+            params_only.set("namelist", namelist)
+        data = c.payload(params_only, allow_namelist=True) if len(params_only) or namelist else None
         idloc = el.get("idlocation")
         return Invoke(
-            element_line=el.sourceline,
+            element_line=sourceline(el),
             type=el.get("type"),
             typeexpr=c._opt_value(el, "typeexpr"),
             src=el.get("src"),

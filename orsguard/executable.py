@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, NoReturn, overload
 
 from lxml import etree
 
@@ -52,6 +52,12 @@ def local(el: etree._Element) -> str:
     return tag[len(_Q):] if tag.startswith(_Q) else tag
 
 
+def sourceline(el: etree._Element) -> int | None:
+    """The line ``el`` starts on in its document, or None when lxml does not know it."""
+    # lxml-stubs declares ``sourceline = ...`` (so EllipsisType); lxml gives int or None.
+    return el.sourceline  # type: ignore[return-value]
+
+
 def content_value(el: etree._Element, *, parse_json: bool) -> Any:
     """The value of inline ``<content>``/``<data>`` children: XML, JSON, or whitespace-normalized text."""
     children = [c for c in el if isinstance(c.tag, str)]
@@ -81,7 +87,7 @@ def text_value(text: str, *, parse_json: bool) -> Any:
 
 def where(el: etree._Element) -> tuple[str, int | None]:
     """An element's tag name and source line, for locating its run-time errors."""
-    return local(el), el.sourceline
+    return local(el), sourceline(el)
 
 
 def locate(exc: BaseException, at: tuple[str, int | None]) -> None:
@@ -117,7 +123,8 @@ class Compiler:
     ``load_src(element, src)`` reads a ``src`` resource relative to the document.
     """
 
-    def __init__(self, exprs: Expressions, fail: Callable[..., Any], check: Callable[..., None],
+    def __init__(self, exprs: Expressions, fail: Callable[[etree._Element | None, str], NoReturn],
+                 check: Callable[..., None],
                  load_src: Callable[[etree._Element, str], str], datamodel: str) -> None:
         self.exprs = exprs
         self.fail = fail
@@ -129,7 +136,13 @@ class Compiler:
     def expr(self, kind: str, text: str, el: etree._Element, *, location: str | None = None,
              extra: tuple[str, ...] = ()) -> int:
         self.check(kind, text, el, location=location, extra=extra)
-        return self.exprs.add(kind, text, line=el.sourceline, location=location, extra=extra)
+        return self.exprs.add(kind, text, line=sourceline(el), location=location, extra=extra)
+
+    @overload
+    def attr(self, el: etree._Element, name: str, required: Literal[True]) -> str: ...
+
+    @overload
+    def attr(self, el: etree._Element, name: str, required: bool = False) -> str | None: ...
 
     def attr(self, el: etree._Element, name: str, required: bool = False) -> str | None:
         value = el.get(name)
@@ -148,8 +161,8 @@ class Compiler:
         """The children of ``parent`` (an onentry, onexit, transition, ...) as one callable."""
         if parent is None:
             return None
-        items = [self.item(c) for c in parent if isinstance(c.tag, str)]
-        items = [i for i in items if i is not None]
+        compiled = [self.item(c) for c in parent if isinstance(c.tag, str)]
+        items = [i for i in compiled if i is not None]
         return run_items(items) if items else None
 
     def item(self, el: etree._Element) -> Item | None:
@@ -395,10 +408,11 @@ class Compiler:
             names.append((pname, self.expr("value", source, p, location=p.get("location")), where(p)))
         content = self._content(el)
         if content is not None:
-            if content.get("expr") is not None:
+            content_source = content.get("expr")
+            if content_source is not None:
                 if len(content) or (content.text or "").strip():
                     self.fail(content, "'expr' and child content may not be used together")
-                ck = self.expr("value", content.get("expr"), content)
+                ck = self.expr("value", content_source, content)
                 at = where(content)
 
                 def content_expr(session: Any) -> Any:

@@ -43,6 +43,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -57,6 +58,7 @@ from orsguard.ioprocessors.mqtt_protocol import MqttClient, MqttError
 from orsguard.limits import Limits
 from orsguard.metrics import REJECT_CODES, HostMetrics, OrsguardCollector, start_metrics_server
 from orsguard.options import LimitsSource, OptionsError
+from orsguard.session import Session
 
 __all__ = ["HostConfig", "SessionHost", "add_subcommand", "main", "serve"]
 
@@ -188,7 +190,7 @@ class SessionHost:
         self._source = LimitsSource(config.options) if config.options is not None else None
         self._current = self._source.limits if self._source is not None else Limits()
         retries = self._source.send_retries if self._source is not None else DEFAULT_SEND_RETRIES
-        self.sessions: dict[str, Any] = {}
+        self.sessions: dict[str, Session] = {}
         self._document_of: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: MqttClient | None = None
@@ -469,9 +471,7 @@ class SessionHost:
             # order, so the subscription exists before "started" is routed.
             if client is not None:
                 subscribed = client.subscribe([_filter(self._events_filter(sid))])
-                subscribed.add_done_callback(
-                    lambda future, sid=sid, session=session: self._subscribed(future, sid, session)
-                )
+                subscribed.add_done_callback(partial(self._subscribed, sid=sid, session=session))
             session.start()
             started = {"session": sid, "document": name, "host": self.client_id}
             self._reply(f"{self._sessions_prefix}{sid}/started", started, packet)
@@ -486,7 +486,7 @@ class SessionHost:
             self._reject(error, self.start_topic, packet)
             self._abandon(sid)
 
-    def _subscribed(self, future: asyncio.Future[list[int]], sid: str, session: Any) -> None:
+    def _subscribed(self, future: asyncio.Future[list[int]], sid: str, session: Session) -> None:
         if future.cancelled() or future.exception() is not None:
             return  # connection lost: the reconnect subscribes again
         codes = future.result()
@@ -546,7 +546,7 @@ class SessionHost:
 
     # -- outgoing --------------------------------------------------------
 
-    def _on_end(self, session: Any) -> None:
+    def _on_end(self, session: Session) -> None:
         # Called by the core, possibly in the middle of a macrostep: only
         # bookkeeping here; the report goes out after the current message.
         sid = session.session_id
@@ -586,7 +586,7 @@ class SessionHost:
         else:
             self._on_end(session)
 
-    def _deliver_late_error(self, session: Any, name: str, data: dict[str, Any]) -> None:
+    def _deliver_late_error(self, session: Session, name: str, data: dict[str, Any]) -> None:
         if self.sessions.get(session.session_id) is session and session.running:
             session.send(name, data)
 

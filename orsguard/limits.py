@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 #: ORS option name (section ``scxml``) for each field of :class:`Limits`.
 OPTION_NAMES: dict[str, str] = {
@@ -49,7 +50,10 @@ class Limits:
 
     def replace(self, **changes: float) -> Limits:
         """A copy with some fields changed (keyword names as in the constructor)."""
-        return replace(self, **changes)
+        # __post_init__ checks and converts each value (a whole float is a valid count),
+        # which the per-field types dataclasses.replace is checked against do not express.
+        unchecked: dict[str, Any] = changes
+        return replace(self, **unchecked)
 
     def by_option(self) -> dict[str, float]:
         """The values keyed by ORS option name, e.g. ``{'max-microstep-count': 1000, ...}``."""

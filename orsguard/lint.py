@@ -255,9 +255,9 @@ def _loops(chart: Chart, dead: set[int]) -> list[Finding]:
     findings = []
     for comp in _cycles(list(edges), {k: [v for v, _, _ in vs] for k, vs in edges.items()}):
         certain_edges = {k: [v for v, c, _ in vs if c and v in comp] for k, vs in edges.items() if k in comp}
-        certain = [c for c in _cycles(list(certain_edges), certain_edges)]
-        if certain:
-            cycle = _one_cycle(certain[0], certain_edges)
+        certain_cycles = [c for c in _cycles(list(certain_edges), certain_edges)]
+        if certain_cycles:
+            cycle = _one_cycle(certain_cycles[0], certain_edges)
             findings.append(_loop_finding(chart, cycle, edges, "error"))
         else:
             sub = {k: [v for v, _, _ in vs if v in comp] for k, vs in edges.items() if k in comp}

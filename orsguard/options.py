@@ -951,7 +951,8 @@ def limits_from_options(
     """
     option_file = read(source) if isinstance(source, (str, os.PathLike)) else source
     env = _environ(environ)
-    values: dict[str, float] = {}
+    # Keyed by Limits field; Limits.__post_init__ checks and converts each value.
+    values: dict[str, Any] = {}
     for option in SCHEMA.values():
         if option.limit is None:
             continue
@@ -1290,7 +1291,8 @@ def _err(message: str) -> None:
 
 
 def _report_errors(exc: OptionsError) -> None:
-    for problem in exc.problems or [exc]:
+    problems: Sequence[Problem | OptionsError] = exc.problems or [exc]
+    for problem in problems:
         _err(str(problem))
 
 

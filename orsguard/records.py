@@ -106,7 +106,8 @@ class TransitionTaken(str):
     invoked session it was taken in (None: the session itself).
     """
 
-    index: int
+    # The public name deliberately shadows str.index on these label strings.
+    index: int  # type: ignore[assignment]
     event: str | None
     invokeid: str | None
 

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TextIO
 
 from orsguard._core import Stats
@@ -338,7 +339,7 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             live[session.session_id] = entry
             by_name[name] = session.session_id
             ended.discard(name)
-            if not _guarded(lambda s=session: s.start(), problems, traffic, lineno, name):
+            if not _guarded(session.start, problems, traffic, lineno, name):
                 live.pop(session.session_id, None)
                 session.on_end = None
                 if session.running:
@@ -346,17 +347,16 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
                 session.dm.close()
         else:
             sid = by_name.get(name)
-            entry = live.get(sid) if sid is not None else None
-            if entry is None:
+            target = live.get(sid) if sid is not None else None
+            if target is None:
                 if name in ended:
                     out.dropped += 1
                 else:
                     problems.append(Problem(traffic, lineno, f"event for session {name!r}, which was never started"))
                 continue
-            entry.result.events += 1
-            out.events[entry.result.document] = out.events.get(entry.result.document, 0) + 1
-            session = entry.session
-            _guarded(lambda s=session, r=rec: s.send(r["event"], r.get("data")), problems, traffic, lineno, name)
+            target.result.events += 1
+            out.events[target.result.document] = out.events.get(target.result.document, 0) + 1
+            _guarded(partial(_send_recorded, target.session, rec), problems, traffic, lineno, name)
         if progress is not None and time.monotonic() - last_progress >= PROGRESS_EVERY:
             last_progress = time.monotonic()
             print(f"replay: line {lineno}, t={clock.now():g} s, {len(live)} sessions running, "
@@ -391,6 +391,10 @@ def _guarded(action: Callable[[], Any], problems: list[Problem], traffic: str, l
         problems.append(Problem(traffic, lineno, f"session {name!r}: {type(exc).__name__}: {exc}"))
         return False
     return True
+
+
+def _send_recorded(session: Session, rec: dict[str, Any]) -> None:
+    session.send(rec["event"], rec.get("data"))
 
 
 def _quiet(label: str | None, value: Any) -> None:

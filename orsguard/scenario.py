@@ -324,7 +324,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
         if result.passed:
             print(f"PASS {shown} ({result.steps} step{'' if result.steps == 1 else 's'})", file=out)
         else:
-            print(f"FAIL {shown}: " + result.failure.replace("\n", "\n    "), file=out)
+            print(f"FAIL {shown}: " + (result.failure or "").replace("\n", "\n    "), file=out)
     failed = sum(1 for r in results if not r.passed)
     print(f"{len(results) - failed} passed, {failed} failed in {time.perf_counter() - started:.2f} s", file=out)
     if args.junit_xml:

@@ -265,11 +265,14 @@ class Session(Interpreter):
                 scxml_processor.deliver(self, event, target)
                 return
             if self.sends != "dispatch":
+                assert sendid is not None  # send_event gives every send it does not dispatch an id
                 self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
                                         self.invoke_id if self.parent is not None else None, self.clock.now()))
                 if self.sends == "record" or proc is None:
                     return
-            proc.send(self, event, target or "")  # type: ignore[union-attr]
+            # send_event refuses a type with no processor unless sends are only recorded.
+            assert proc is not None
+            proc.send(self, event, target or "")
         except ExecutionError as exc:
             if public_id:
                 exc.sendid = sendid
@@ -551,6 +554,7 @@ class Session(Interpreter):
                 data = None
             event = Event(f"done.invoke.{child.invoke_id}", data, type="external", invokeid=child.invoke_id)
         elif child.end_reason == "limit":
+            assert child.termination is not None  # the core sets it before it ends a session on a limit
             event = Event(LIMIT_EVENT, child.termination.as_dict(), type="platform", invokeid=child.invoke_id)
             self._note_error(ErrorRecord(LIMIT_EVENT, str(child.termination), "invoke", entry[1].element_line,
                                          file=self.document.path, invokeid=child.invoke_id))

@@ -2,7 +2,7 @@
 # Install everything the test suite needs on a fresh machine and run it.
 #   - Mosquitto, promtool and Graphviz from Debian (scripts/install-services.sh)
 #   - a virtualenv in .venv with orsguard built in place (the Cython core) and the test extras
-#   - ruff over the whole tree, then pytest
+#   - ruff over the whole tree, mypy over the package, then pytest
 # Extra arguments go to pytest, e.g.  scripts/test.sh -k limits
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +17,6 @@ fi
 
 # Lint first: CI fails on any finding, as it fails on a test.
 .venv/bin/ruff check .
+.venv/bin/mypy orsguard
 
 .venv/bin/python -m pytest "$@"

@@ -172,17 +172,19 @@ class EcmaScriptDatamodel(Datamodel):
                 method(event, exc)
 
         ctx.bind_failed = bind_failed
-        # The core calls this once per event: straight into the binding, no Python frame.
-        self.bind_event = ctx.bind  # type: ignore[method-assign]
         self._n = n
         self.reads_event = any(_mentions_event(e) for e in expressions)
-        self.cond = ctx.cond
-        self.value = ctx.value
-        self.values = ctx.values
-        self.assign = ctx.call
-        self.set_location = ctx.call_with
-        self.script = ctx.run
-        self.terminate = ctx.terminate
+        # The step loop calls these straight into the binding, with no Python frame in between:
+        # each replaces the Datamodel method of the same signature on this instance, the one
+        # pattern mypy's method-assign check exists to flag.
+        self.bind_event = ctx.bind  # type: ignore[method-assign]
+        self.cond = ctx.cond  # type: ignore[method-assign]
+        self.value = ctx.value  # type: ignore[method-assign]
+        self.values = ctx.values  # type: ignore[method-assign]
+        self.assign = ctx.call  # type: ignore[method-assign]
+        self.set_location = ctx.call_with  # type: ignore[method-assign]
+        self.script = ctx.run  # type: ignore[method-assign]
+        self.terminate = ctx.terminate  # type: ignore[method-assign]
         self._address = ctx.runtime.deadline_address()
 
     @classmethod
@@ -193,7 +195,7 @@ class EcmaScriptDatamodel(Datamodel):
         return _check(kind, text, location, tuple(extra))
 
     # The binding's own function: Session.send calls it for every event.
-    validate = staticmethod(qjs.validate)  # type: ignore[assignment]
+    validate = staticmethod(qjs.validate)
 
     def deadline_address(self) -> int:
         return self._address

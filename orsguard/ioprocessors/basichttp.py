@@ -244,7 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         # The read timeout of this connection (StreamRequestHandler applies self.timeout).
-        self.timeout = self.server.processor.read_timeout
+        # typeshed types timeout as a ClassVar, but setup() reads it through the instance.
+        self.timeout = self.server.processor.read_timeout  # type: ignore[misc]
         super().setup()
 
     def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to

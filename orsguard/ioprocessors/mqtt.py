@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from _json import make_encoder
 from collections.abc import Callable
-from json.encoder import c_make_encoder, encode_basestring_ascii
+from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
 from orsguard import CommunicationError
@@ -166,12 +167,12 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} is not JSON")
 
 
-# json's C encoder, built once: JSONEncoder.encode builds a new one on every
+# json's C encoder (json.encoder's c_make_encoder), built once: JSONEncoder.encode builds a new one on every
 # call, which costs as much as encoding a small event. NaN and the infinities
 # are refused: they are not JSON, and a consumer's parser may reject the whole
 # message. No circular-reference bookkeeping (its table would be shared by
 # every thread); data that contains itself ends in RecursionError instead.
-_ENCODE = c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
+_ENCODE = make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
 
 
 def _send_to_session(session: Any, name: str, data: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import mqtt5
 
@@ -67,7 +67,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A TCP connection (loop.create_connection) is always given a stream transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.client._received(self, data)
@@ -384,9 +385,9 @@ class MqttClient:
                         if not future.done():
                             future.set_result(None)
         elif kind is mqtt5.SubAckPacket or kind is mqtt5.UnsubAckPacket:
-            future = self._acks.pop(packet.packet_id, None)
-            if future is not None and not future.done():
-                future.set_result([int(code) for code in packet.reason_codes])
+            ack = self._acks.pop(packet.packet_id, None)
+            if ack is not None and not ack.done():
+                ack.set_result([int(code) for code in packet.reason_codes])
         elif kind is mqtt5.PingRespPacket:
             pass
         elif kind is mqtt5.ConnAckPacket:
