@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from orsguard.document import Document, load
+from orsguard.document import Document, event_descriptor, load
 from orsguard.errors import DocumentError
 from orsguard.executable import _Q, local, parse_delay, sourceline
 
@@ -181,7 +181,7 @@ class _Builder:
              internal: bool, *, initial: bool, line: int | None = None) -> int:
         index_of = self.document.machine.index_of
         targets = [index_of[x] for x in (target or "").split() if x in index_of]
-        events = tuple(_descriptor(d) for d in (event or "").split())
+        events = tuple(event_descriptor(d) for d in (event or "").split())
         t = Transition(len(self.transitions), s, targets, events, cond, internal,
                        line or (sourceline(el) if el is not None else None) or self.states[s].line, initial,
                        _emits(el) if el is not None else [])
@@ -218,14 +218,6 @@ class _Builder:
 
 def _children(el: etree._Element, name: str) -> list[etree._Element]:
     return [c for c in el if isinstance(c.tag, str) and c.tag == _Q + name]
-
-
-def _descriptor(d: str) -> str:
-    if d == "*":
-        return d
-    if d.endswith(".*"):
-        d = d[:-2]
-    return d.rstrip(".")
 
 
 def _emits(block: etree._Element, certain: bool = True) -> list[Emit]:

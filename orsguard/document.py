@@ -527,7 +527,7 @@ class _Loader:
         ttype = el.get("type", "external")
         if ttype not in ("external", "internal"):
             self.fail(el, f"transition 'type' must be 'external' or 'internal', not {ttype!r}")
-        events = tuple(_descriptor(d) for d in (el.get("event") or "").split())
+        events = tuple(event_descriptor(d) for d in (el.get("event") or "").split())
         if el.get("event") is not None and not events:
             self.fail(el, "'event' is empty")
         cond = el.get("cond")
@@ -729,8 +729,8 @@ def _copy(el: etree._Element) -> etree._Element:
     return dup
 
 
-def _descriptor(d: str) -> str:
-    """Normalize an event descriptor: ``foo.*`` and ``foo.`` both mean the prefix ``foo``."""
+def event_descriptor(d: str) -> str:
+    """An event descriptor normalized: ``foo.*`` and ``foo.`` both mean the prefix ``foo``."""
     if d == "*":
         return d
     if d.endswith(".*"):

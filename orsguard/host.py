@@ -53,10 +53,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 import orsguard
 from orsguard.clock import AsyncioClock
+from orsguard.ioprocessors import is_platform_event
 from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
 from orsguard.ioprocessors.mqtt_protocol import MqttClient, MqttError
 from orsguard.limits import Limits
-from orsguard.metrics import REJECT_CODES, HostMetrics, OrsguardCollector, start_metrics_server
+from orsguard.metrics import HostMetrics, OrsguardCollector, start_metrics_server
 from orsguard.options import LimitsSource, OptionsError
 from orsguard.session import Session
 
@@ -104,10 +105,6 @@ class _Error(Exception):
         super().__init__(message)
         self.code = code
         self.detail = detail
-
-
-#: Every error code the host answers with (docs/operations.md explains each).
-ERROR_CODES: tuple[str, ...] = REJECT_CODES
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -159,10 +156,6 @@ def _valid_session_id(sid: str) -> bool:
         and not any(c in sid for c in "/+#\0")
         and sid.isprintable()
     )
-
-
-_RESERVED_PREFIXES = ("error.", "done.")
-_RESERVED_NAMES = ("error", "done")
 
 
 class SessionHost:
@@ -420,7 +413,7 @@ class SessionHost:
             raise _Error("bad-topic", f"event topics are {self.prefix}/sessions/<sid>/events/<name>")
         sid = topic[plen:slash]
         name = topic[slash + 8 :]
-        if name.startswith(_RESERVED_PREFIXES) or name in _RESERVED_NAMES:
+        if is_platform_event(name):
             raise _Error(
                 "reserved-event", f"{name!r}: error.* and done.* events come only from the platform", session=sid
             )
