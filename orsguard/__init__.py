@@ -9,6 +9,7 @@
 """
 
 from orsguard._core import Event, Stats, Termination, default_stats
+from orsguard._version import __version__
 from orsguard.clock import AsyncioClock, RealClock, VirtualClock
 from orsguard.document import Document, load, load_file, load_string
 from orsguard.errors import CommunicationError, DocumentError, ExecutionError, OrsguardError
@@ -16,6 +17,7 @@ from orsguard.limits import OPTION_NAMES, Limits
 from orsguard.session import LIMIT_EVENT, Session
 
 __all__ = [
+    "__version__",
     "LIMIT_EVENT",
     "OPTION_NAMES",
     "AsyncioClock",
@@ -36,5 +38,3 @@ __all__ = [
     "load_file",
     "load_string",
 ]
-
-__version__ = "0.1.0"

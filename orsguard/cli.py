@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orsguard import __version__
 from orsguard._core import Stats
+from orsguard._version import __version__
 from orsguard.clock import RealClock, VirtualClock
 from orsguard.document import load
 from orsguard.errors import DocumentError
