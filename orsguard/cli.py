@@ -3,7 +3,9 @@
 Exit status of ``orsguard run``: 0 when the session reached a final state or is
 still running at the end, 3 when a limit stopped it, 1 for a document or
 options error, 2 for bad arguments. ``lint``: 1 when it found errors (or
-warnings, with ``--strict``). Every command exits 2 on bad arguments.
+warnings, with ``--strict``). Every command exits 2 on bad arguments, and 1
+with ``orsguard: MESSAGE`` on stderr for a document or file it cannot use (an
+:class:`~orsguard.errors.OrsguardError`, whose message names the file).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 
 from orsguard._core import Stats
 from orsguard._version import __version__
+from orsguard.cli_options import add_subcommand as add_options_subcommand
 from orsguard.clock import RealClock, VirtualClock
 from orsguard.document import load
-from orsguard.errors import DocumentError
+from orsguard.errors import OrsguardError
 from orsguard.limits import OPTION_NAMES, Limits
-from orsguard.options import INT_MAX, OptionsError, add_subcommands, limits_from_options
+from orsguard.options.effective import limits_from_options
+from orsguard.options.schema import INT_MAX
 from orsguard.scenario import add_subcommand as add_test_subcommand
 from orsguard.session import Session
 
@@ -75,18 +79,24 @@ def limit_arg(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"--limit {option}: {value!r} is not a number") from None
     if not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"--limit {option}: {value!r} is not a finite number (0 = unlimited)")
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"--limit {option}: must be >= 0 (0 = unlimited)")
+    try:
+        # Limits' own check: not negative, and a whole number for a count.
+        checked: float = getattr(Limits().replace(**{field: int(number) if number.is_integer() else number}), field)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"--limit {exc}") from None
     if field in ("max_microstep_count", "max_state_entry_count", "max_pending_events") and number > _MAX_COUNT:
         raise argparse.ArgumentTypeError(f"--limit {option}: {value} is too large (at most {_MAX_COUNT}; "
                                          f"0 = unlimited)")
-    return field, number
+    return field, checked
 
 
 def resolve_limits(options: str | None, overrides: list[tuple[str, float]]) -> Limits:
-    """Defaults, then the options file, then ``ORSGUARD_SCXML_*`` variables, then ``--limit``."""
+    """Defaults, then the options file, then ``ORSGUARD_SCXML_*`` variables, then ``--limit``.
+
+    Raises :class:`~orsguard.errors.OptionsError` for a bad file or variable;
+    ``overrides`` come from :func:`limit_arg`, which has checked them.
+    """
     base = limits_from_options(options)
-    # Limits itself rejects a fraction for a count ("... must be a whole number").
     changes = dict(overrides)
     return base.replace(**changes) if changes else base
 
@@ -131,6 +141,17 @@ def _advance_to(session: Session, when: float) -> None:
         clock.run_until(when, stop=lambda: not session.running)
 
 
+def outcome(session: Session) -> str:
+    """How the session ended, or where it still is, in one line: ``final: ID``, ``terminated: ...``, ..."""
+    if session.termination is not None:
+        return f"terminated: {session.termination}"
+    if session.final is not None:
+        return f"final: {session.final}"
+    if session.running:
+        return f"running in: {' '.join(sorted(session.atomic_configuration))}"
+    return f"ended: {session.end_reason}"
+
+
 def format_peaks(peaks: dict[str, Any], limits: Limits) -> list[str]:
     """The peaks as aligned lines: option, observed high-water mark, configured limit."""
     configured = limits.by_option()
@@ -149,20 +170,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from orsguard.chart import require_regular_file
 
     out = sys.stdout
-    try:
-        require_regular_file(args.document)
-        doc = load(args.document)
-    except DocumentError as exc:
-        _error(str(exc))
-        return 1
-    try:
-        limits = resolve_limits(args.options, args.limit)
-    except (ValueError, TypeError) as exc:
-        _error(str(exc))
-        return 2
-    except OptionsError as exc:  # already says file and line
-        _error(str(exc))
-        return 1
+    require_regular_file(args.document)
+    doc = load(args.document)
+    limits = resolve_limits(args.options, args.limit)
     clock = VirtualClock() if args.virtual_time else RealClock()
     say = out if not args.json else sys.stderr
     trace = args.trace
@@ -193,16 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         session.send(name, data)
     if session.running and args.max_time > 0:
         session.run(args.max_time)
-    status = 0
-    if session.termination is not None:
-        outcome = f"terminated: {session.termination}"
-        status = EXIT_LIMIT
-    elif session.final is not None:
-        outcome = f"final: {session.final}"
-    elif session.running:
-        outcome = f"running in: {' '.join(sorted(session.atomic_configuration))}"
-    else:
-        outcome = f"ended: {session.end_reason}"
+    status = EXIT_LIMIT if session.termination is not None else 0
     peaks = session.peaks.as_dict()
     if args.json:
         result = {
@@ -219,7 +220,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         json.dump(json_ready(result), out, indent=2, allow_nan=False)
         out.write("\n")
         return status
-    print(outcome, file=out)
+    print(outcome(session), file=out)
     print("peaks:", file=out)
     for line in format_peaks(peaks, limits):
         print(line, file=out)
@@ -305,11 +306,7 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
     except DiagramError as exc:
         _error(str(exc))
         return 2
-    try:
-        chart = load_chart(args.document)
-    except DocumentError as exc:
-        _error(str(exc))
-        return 1
+    chart = load_chart(args.document)
     try:
         labels = read_highlight(args.highlight, args.document) if args.highlight else []
         data = diagram(chart, fmt, labels)
@@ -356,14 +353,7 @@ def _add_diagram(sub: Any) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from orsguard.replay import ReplayError, format_table, replay, write_html
 
-    try:
-        limits = resolve_limits(args.options, args.limit)
-    except (ValueError, TypeError) as exc:
-        _error(str(exc))
-        return 2
-    except OptionsError as exc:
-        _error(str(exc))
-        return 1
+    limits = resolve_limits(args.options, args.limit)
     try:
         result = replay(args.traffic, args.documents, limits, margin=args.margin, drain=args.drain,
                         progress=sys.stderr, on_problem=lambda p: print(f"orsguard: {p}", file=sys.stderr))
@@ -429,15 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     for add in SUBCOMMANDS:
         add(sub)
     try:
-        from orsguard import host
+        from orsguard.host import add_subcommand as add_serve_subcommand
     except ImportError as exc:  # the operations extra (mqtt5, prometheus-client) is not installed
         missing = str(exc)
         serve = sub.add_parser("serve", help="run the MQTT session host (needs orsguard[ops])")
         serve.add_argument("rest", nargs=argparse.REMAINDER)
         serve.set_defaults(func=lambda args: _missing_ops(missing))
     else:
-        host.add_subcommand(sub)
-    add_subcommands(sub)
+        add_serve_subcommand(sub)
+    add_options_subcommand(sub)
     return parser
 
 
@@ -451,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except OrsguardError as exc:
+        # A document or options file that cannot be used: the message names the file (and line).
+        _error(str(exc))
+        return 1
     except BrokenPipeError:
         # The reader went away (``orsguard run ... | head``): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

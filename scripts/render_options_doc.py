@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
-from typing import Any
+
+from orsguard.options import schema
+from orsguard.options.schema import Option
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "options.md"
@@ -30,14 +31,15 @@ KIND = {
 }
 
 
-def _schema() -> dict[str, Any]:
-    # Imported here, after the repository root is on sys.path, so that the
-    # script documents this checkout's schema and not an installed one.
-    sys.path.insert(0, str(ROOT))
-    return importlib.import_module("orsguard.options").SCHEMA
+def _schema() -> dict[str, Option]:
+    # The doc must describe this checkout's schema, not one installed from elsewhere.
+    if not Path(schema.__file__).resolve().is_relative_to(ROOT):
+        raise SystemExit(f"orsguard is imported from {schema.__file__}, not from {ROOT}: "
+                         f"run this script with the checkout installed (pip install -e .)")
+    return schema.SCHEMA
 
 
-def _mark(option: Any, fact: str, text: str) -> str:
+def _mark(option: Option, fact: str, text: str) -> str:
     if option.removed or not text or text == "—":
         return text
     return text if fact in option.published else f"{text} {CHOSEN}"

@@ -269,22 +269,23 @@ def test_limit_flag_overrides_the_options_file(tmp_path: Path) -> None:
     assert outcome(result.stdout).startswith("terminated: max-microstep-count=11 exceeded (observed 12)")
 
 
-def test_options_file_process_event_timeout_is_in_milliseconds(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "seconds"),
+    [
+        # The file's 300 is milliseconds ...
+        ((), "0.3"),
+        # ... and --limit, in seconds, overrides it.
+        (("--limit", "process-event-timeout=0.2"), "0.2"),
+    ],
+)
+def test_process_event_timeout_from_the_file_in_ms_and_from_the_flag_in_seconds(
+        tmp_path: Path, flags: tuple[str, ...], seconds: str) -> None:
     spin = tmp_path / "spin.scxml"
     spin.write_text(SPIN)
     cfg = options_file(tmp_path, "process-event-timeout=300\n")
-    result = orsguard("run", spin, "--event", "go", "--options", cfg)
+    result = orsguard("run", spin, "--event", "go", "--options", cfg, *flags)
     assert result.returncode == 3, result.stderr
-    assert outcome(result.stdout).startswith("terminated: process-event-timeout=0.3 exceeded")
-
-
-def test_limit_flag_overrides_the_file_process_event_timeout_in_seconds(tmp_path: Path) -> None:
-    spin = tmp_path / "spin.scxml"
-    spin.write_text(SPIN)
-    cfg = options_file(tmp_path, "process-event-timeout=300\n")
-    result = orsguard("run", spin, "--event", "go", "--options", cfg, "--limit", "process-event-timeout=0.2")
-    assert result.returncode == 3, result.stderr
-    assert outcome(result.stdout).startswith("terminated: process-event-timeout=0.2 exceeded")
+    assert outcome(result.stdout).startswith(f"terminated: process-event-timeout={seconds} exceeded")
 
 
 def test_environment_overrides_the_options_file(tmp_path: Path) -> None:
