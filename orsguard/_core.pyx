@@ -643,7 +643,7 @@ cdef class Interpreter:
     loop reaches them as C fields.
     """
 
-    cdef readonly Machine machine
+    cdef readonly Machine _machine
     cdef public object dm                 # datamodel: cond(k), bind_event(ev), init_state_data(s)
     cdef public object clock              # now(), call_at(when, callback) -> handle.cancel()
     cdef public Stats stats
@@ -671,13 +671,13 @@ cdef class Interpreter:
     cdef int[TRAIL_SIZE] trail
     cdef int trail_pos
     cdef long trail_n
-    cdef readonly object internal_queue
-    cdef readonly object external_queue
-    cdef public dict delayed              # key -> clock handle, sends waiting for their delay
+    cdef readonly object _internal_queue
+    cdef readonly object _external_queue
+    cdef public dict _delayed              # key -> clock handle, sends waiting for their delay
     cdef list states_to_invoke
     cdef readonly bint running
     cdef readonly bint started
-    cdef public object final_state
+    cdef public object _final_state
     cdef public object termination
     cdef public str end_reason
     cdef long micro
@@ -696,12 +696,12 @@ cdef class Interpreter:
     cdef object _limits
     cdef int cur_t                        # transition being taken, for a termination (-1 none)
     cdef int cur_s                        # state being entered (-1 none)
-    cdef public bint reached_final
+    cdef public bint _reached_final
     cdef long stats_pending
     cdef long npending                    # internal + external + delayed, kept in step with the queues
-    cdef readonly double macro_end        # monotonic time the last macrostep ended
+    cdef readonly double _macro_end        # monotonic time the last macrostep ended
     cdef public object final_data         # donedata of the top-level final state
-    cdef public object tracer             # tracer(t, event) for each transition taken, when set
+    cdef public object _tracer             # tracer(t, event) for each transition taken, when set
     cdef public bint coverage             # count transitions taken (set before start)
     cdef unsigned int* tcount
     cdef object __weakref__               # timers hold the session weakly (_AgeAlarm)
@@ -718,7 +718,7 @@ cdef class Interpreter:
     cdef long peak_pending
     cdef double peak_seconds
     cdef double ended_age
-    # cancel() from another thread while a macrostep runs (see request_cancel)
+    # cancel() from another thread while a macrostep runs (see _request_cancel)
     cdef unsigned long macro_thread       # the thread running the current macrostep
     cdef bint cancel_requested
     cdef bint halting                     # _halt's exit: not a macrostep of the peaks
@@ -735,7 +735,7 @@ cdef class Interpreter:
     def _core_init(self, Machine machine, limits, clock, Stats stats):
         cdef int W = machine.W
         cdef int n = machine.n
-        self.machine = machine
+        self._machine = machine
         self.clock = clock
         self.clock_is_monotonic = bool(getattr(clock, "is_monotonic", False))
         self.stats = stats if stats is not None else default_stats
@@ -759,14 +759,14 @@ cdef class Interpreter:
         self.cw_lo = W
         self.cw_hi = -1
         self.hist = {}
-        self.internal_queue = deque()
-        self.external_queue = deque()
-        self.delayed = {}
+        self._internal_queue = deque()
+        self._external_queue = deque()
+        self._delayed = {}
         self.npending = 0
         self.states_to_invoke = []
         self.running = False
         self.started = False
-        self.final_state = None
+        self._final_state = None
         self.termination = None
         self.end_reason = None
         self.age_handle = None
@@ -855,20 +855,20 @@ cdef class Interpreter:
         raise Halt()
 
     cdef _violate(self, int which, double limit, observed, object state):
-        trail = self.trail_labels()
-        transition = self.machine.labels[self.cur_t] if self.cur_t >= 0 else None
+        trail = self._trail_labels()
+        transition = self._machine.labels[self.cur_t] if self.cur_t >= 0 else None
         if state is None and self.cur_s >= 0:
-            state = self.machine.ids[self.cur_s]
+            state = self._machine.ids[self.cur_s]
         self.termination = Termination(LIMIT_OPTIONS[which], limit, observed, state, transition, trail)
         self.stats.violations[which] += 1
         self._stop(R_LIMIT)
         raise Halt()
 
-    def trail_labels(self):
+    def _trail_labels(self):
         """The last transitions taken, oldest first."""
         cdef long k
         cdef long count = min(self.trail_n, TRAIL_SIZE)
-        labels = self.machine.labels
+        labels = self._machine.labels
         out = []
         for k in range(count):
             out.append(labels[self.trail[(self.trail_pos - count + k + TRAIL_SIZE) % TRAIL_SIZE]])
@@ -885,17 +885,17 @@ cdef class Interpreter:
         if self.age_handle is not None:
             self.age_handle.cancel()
             self.age_handle = None
-        for handle in self.delayed.values():
+        for handle in self._delayed.values():
             handle.cancel()
-        self.delayed.clear()
-        self.internal_queue.clear()
-        self.external_queue.clear()
+        self._delayed.clear()
+        self._internal_queue.clear()
+        self._external_queue.clear()
         self.npending = 0
         if self.in_macrostep and not self.halting:
             # The stopping macrostep counts now, so that on_end sees final peaks;
             # _end_macrostep then leaves it alone.
-            self.macro_end = _mono()
-            self._record_macrostep(self.macro_end - self.macro_start)
+            self._macro_end = _mono()
+            self._record_macrostep(self._macro_end - self.macro_start)
         self.ended_age = self.clock.now() - self.born
         self.stats.observe_end(self.peak_micro, self.peak_entries, self.peak_pending, self.ended_age)
         self.stats.ended[reason] += 1
@@ -934,7 +934,7 @@ cdef class Interpreter:
             self.in_macrostep = False
             self.halting = False
 
-    def request_cancel(self):
+    def _request_cancel(self):
         """Ask a macrostep running in another thread to stop the session as ``cancelled``.
 
         True when one runs: the request is a C flag the step loop reads at its
@@ -971,18 +971,18 @@ cdef class Interpreter:
                     return False
         return True
 
-    def pending_count(self):
+    def _pending_count(self):
         """Events queued to the session now: internal + external + delayed."""
         return self.npending
 
     def enqueue_internal(self, Event event):
         """Place an event on the internal queue (raise, done events, errors)."""
         if self.running and self._admit():
-            self.internal_queue.append(event)
+            self._internal_queue.append(event)
             self.npending += 1
 
     def enqueue_external(self, Event event):
-        """Place an event on the external queue (processed by :meth:`process_external`); False if refused.
+        """Place an event on the external queue (processed by :meth:`_process_external`); False if refused.
 
         An event queued during one of this session's macrosteps (a ``<send>`` to
         itself without delay) continues that macrostep's work: its macrostep
@@ -991,19 +991,19 @@ cdef class Interpreter:
         """
         if self.running and self._admit():
             event.chained = self.in_macrostep
-            self.external_queue.append(event)
+            self._external_queue.append(event)
             self.npending += 1
             return True
         return False
 
-    def schedule(self, key, double delay, callback):
+    def _schedule(self, key, double delay, callback):
         """Run ``callback()`` after ``delay`` seconds on the session clock; cancellable by ``key``.
 
         Counts toward ``max-pending-events`` until it fires or is cancelled.
         """
         if not self.running:
             return
-        old = self.delayed.pop(key, None)
+        old = self._delayed.pop(key, None)
         if old is None:
             if not self._admit():
                 return
@@ -1012,16 +1012,16 @@ cdef class Interpreter:
             old.cancel()
 
         def fire():
-            if not self.running or self.delayed.pop(key, None) is None:
+            if not self.running or self._delayed.pop(key, None) is None:
                 return
             self.npending -= 1
             callback()
 
-        self.delayed[key] = self.clock.call_at(self.clock.now() + delay, fire)
+        self._delayed[key] = self.clock.call_at(self.clock.now() + delay, fire)
 
-    def unschedule(self, key):
+    def _unschedule(self, key):
         """Cancel a delayed send; True when one was waiting."""
-        handle = self.delayed.pop(key, None)
+        handle = self._delayed.pop(key, None)
         if handle is None:
             return False
         self.npending -= 1
@@ -1048,14 +1048,14 @@ cdef class Interpreter:
 
     def is_active(self, str state_id):
         """``In(state_id)``: whether the state is in the configuration."""
-        cdef object idx = self.machine.index_of.get(state_id)
+        cdef object idx = self._machine.index_of.get(state_id)
         if idx is None:
             return False
         return self.in_config(<int>idx)
 
     cdef list _active(self, bint descending):
         """Indices of the active states (the root excluded), ascending or descending."""
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int w, i
         cdef uint64_t word
         cdef list out = []
@@ -1074,31 +1074,31 @@ cdef class Interpreter:
     @property
     def configuration(self):
         """All active state ids."""
-        ids = self.machine.ids
+        ids = self._machine.ids
         return frozenset([ids[s] for s in self._active(False)])
 
     @property
     def atomic_configuration(self):
         """The active atomic states' ids."""
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int s
         return frozenset([m.ids[s] for s in self._active(False) if (m.atomic[s >> 6] >> (s & 63)) & 1])
 
     def entry_count(self, str state_id):
         """How many times the state has been entered in this session."""
-        return self.entries[self.machine.index_of[state_id]]
+        return self.entries[self._machine.index_of[state_id]]
 
     def state_entry_counts(self):
         """Entries per state index (index 0 is the ``<scxml>`` root), as :meth:`entry_count` counts them."""
         cdef int s
-        return [self.entries[s] for s in range(self.machine.n)]
+        return [self.entries[s] for s in range(self._machine.n)]
 
     def transition_counts(self):
         """Times each transition index was taken; all zeros unless :attr:`coverage` was set before start."""
         cdef int t
         if self.tcount == NULL:
-            return [0] * self.machine.ntrans
-        return [self.tcount[t] for t in range(self.machine.ntrans)]
+            return [0] * self._machine.ntrans
+        return [self.tcount[t] for t in range(self._machine.ntrans)]
 
     @property
     def peaks(self):
@@ -1106,7 +1106,7 @@ cdef class Interpreter:
         cdef double age = 0.0
         if self.started:
             age = self.clock.now() - self.born if self.running else self.ended_age
-        state = self.machine.ids[self.peak_state] if self.peak_state >= 0 else None
+        state = self._machine.ids[self.peak_state] if self.peak_state >= 0 else None
         return Peaks(self.peak_micro, self.peak_entries, state, self.peak_pending, self.peak_seconds, age)
 
     # ------------------------------------------------------------ executable content
@@ -1125,7 +1125,7 @@ cdef class Interpreter:
             self._error_event("error.execution", exc)
 
     cdef bint _cond(self, int t):
-        cdef int k = self.machine.t_cond[t]
+        cdef int k = self._machine.t_cond[t]
         if k < 0:
             return True
         try:
@@ -1142,7 +1142,7 @@ cdef class Interpreter:
 
     cdef list _select(self, bytes table):
         """selectTransitions / selectEventlessTransitions (table None = eventless)."""
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef list enabled = []
         cdef int a, i, t, w
         cdef int s = -1
@@ -1193,7 +1193,7 @@ cdef class Interpreter:
 
         False (nothing written) for an empty range. Words outside wlo..whi are left as they are.
         """
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int d = self._domain(t)
         cdef int lo, hi, w
         if d < 0 or m.size[d] == 0:
@@ -1215,7 +1215,7 @@ cdef class Interpreter:
         whose exit set misses it cannot conflict with any of them. Only on an
         actual intersection is the spec's pairwise preemption rule applied.
         """
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef uint64_t* union = self.tmp_b
         cdef uint64_t* e1 = self.tmp_a
         cdef uint64_t* e2 = self.tmp_c
@@ -1277,7 +1277,7 @@ cdef class Interpreter:
     # ------------------------------------------------------------ domains and targets
 
     cdef list _effective_targets(self, int t):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef list out = []
         cdef int s
         for s in m.targets[t]:
@@ -1285,7 +1285,7 @@ cdef class Interpreter:
         return out
 
     cdef _add_effective(self, int s, list out):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int j
         cdef tuple recorded
         if m.kind[s] == K_HISTORY_SHALLOW or m.kind[s] == K_HISTORY_DEEP:
@@ -1301,7 +1301,7 @@ cdef class Interpreter:
             out.append(s)
 
     cdef int _domain(self, int t):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int d = m.t_domain[t]
         cdef int s, j
         cdef list targets
@@ -1328,12 +1328,12 @@ cdef class Interpreter:
         """Count and trace transition ``t``, taken for event ``ev`` (None: eventless or initial)."""
         if self.coverage and self.tcount != NULL:
             self.tcount[t] += 1
-        if self.tracer is not None:
-            self.tracer(t, ev)
+        if self._tracer is not None:
+            self._tracer(t, ev)
 
     cdef _microstep(self, list enabled, ev):
         cdef int t
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         self.micro += 1
         if self.lim_micro > 0 and self.micro > self.lim_micro:
             self.cur_t = enabled[0]
@@ -1347,7 +1347,7 @@ cdef class Interpreter:
             self.trail[self.trail_pos] = t
             self.trail_pos = (self.trail_pos + 1) % TRAIL_SIZE
             self.trail_n += 1
-            if self.coverage or self.tracer is not None:
+            if self.coverage or self._tracer is not None:
                 self._took(t, ev)
         self.cur_t = enabled[0] if len(enabled) == 1 else -1
         self._exit_states(enabled)
@@ -1359,7 +1359,7 @@ cdef class Interpreter:
         self.cur_t = -1
 
     cdef _exit_states(self, list enabled):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int w, i, s, h, t, lo, hi
         cdef unsigned char f
         cdef int xlo = m.W, xhi = -1
@@ -1402,7 +1402,7 @@ cdef class Interpreter:
 
     cdef tuple _recorded(self, int s, bint deep):
         """What a history state of ``s`` records: its active atomic descendants (deep) or children."""
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int lo = s + 1, hi = s + m.size[s], w, i, j
         cdef uint64_t word
         cdef list out = []
@@ -1421,7 +1421,7 @@ cdef class Interpreter:
         return tuple(out)
 
     cdef _enter_states(self, list enabled):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int w, i, s, t, a, p, gp
         cdef unsigned char f
         cdef uint64_t word
@@ -1491,7 +1491,7 @@ cdef class Interpreter:
             if m.kind[s] == K_FINAL:
                 p = m.parent[s]
                 if p == 0:
-                    self.final_state = m.ids[s]
+                    self._final_state = m.ids[s]
                     self.final_data = self._done_data(s)
                     self.running_final()
                 else:
@@ -1505,10 +1505,10 @@ cdef class Interpreter:
 
     cdef running_final(self):
         # The step loop sees this flag and finishes with exitInterpreter.
-        self.reached_final = True
+        self._reached_final = True
 
     cdef _done_data(self, int s):
-        f = self.machine.donedata[s]
+        f = self._machine.donedata[s]
         if f is None:
             return None
         try:
@@ -1517,14 +1517,14 @@ cdef class Interpreter:
             raise
         except ScriptInterrupted:
             # Not an error: the session ends by the limit or cancelled, not in its final state.
-            self.final_state = None
+            self._final_state = None
             self._interrupted()
         except Exception as exc:
             self._error_event("error.execution", exc)
             return None
 
     cdef bint _in_final(self, int s):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int c
         if m.kind[s] == K_COMPOUND:
             for c in m.children[s]:
@@ -1547,7 +1547,7 @@ cdef class Interpreter:
             self.enter_hi = s
 
     cdef inline bint _has_desc_in(self, uint64_t* bits, int s) noexcept:
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int lo = s + 1, hi = s + m.size[s], w
         if hi < lo:
             return False
@@ -1557,7 +1557,7 @@ cdef class Interpreter:
         return False
 
     cdef _add_descendants(self, int s, uint64_t* enter, uint64_t* default_entry, dict history_content):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int j, c, it
         cdef tuple hv
         if m.kind[s] == K_HISTORY_SHALLOW or m.kind[s] == K_HISTORY_DEEP:
@@ -1590,7 +1590,7 @@ cdef class Interpreter:
 
     cdef _add_ancestors(self, int s, int ancestor, uint64_t* enter, uint64_t* default_entry,
                         dict history_content):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int a = m.parent[s], c
         while a >= 0 and a != ancestor:
             self._set(enter, a)
@@ -1644,15 +1644,15 @@ cdef class Interpreter:
         self.in_macrostep = False
         if not self.running:
             return  # _stop recorded it
-        self.macro_end = _mono()
-        cdef double elapsed = self.macro_end - self.macro_start
+        self._macro_end = _mono()
+        cdef double elapsed = self._macro_end - self.macro_start
         self._record_macrostep(elapsed)
         if self.cancel_requested:
             # Asked for after the loop's last look.
             self._stop(R_CANCELLED)
             return
         if check and self.lim_timeout > 0:
-            elapsed = self.macro_end - self.tbase
+            elapsed = self._macro_end - self.tbase
             if elapsed > self.lim_timeout:
                 self._violate(L_TIMEOUT, self.lim_timeout, elapsed, None)
 
@@ -1685,14 +1685,14 @@ cdef class Interpreter:
         cdef list enabled
         cdef int s
         while self.running:
-            while self.running and not self.reached_final:
+            while self.running and not self._reached_final:
                 self._poll()
                 enabled = self._select(None)
                 ev = None
                 if not enabled:
-                    if not self.internal_queue:
+                    if not self._internal_queue:
                         break
-                    ev = self.internal_queue.popleft()
+                    ev = self._internal_queue.popleft()
                     self.npending -= 1
                     self.stats.events_internal += 1
                     # An event loop may take no microstep at all (a throwing
@@ -1701,12 +1701,12 @@ cdef class Interpreter:
                     self._check_timeout()
                     if self.bind_events:
                         self.dm.bind_event(ev)
-                    enabled = self._select(self.machine.match_table(ev.name))
+                    enabled = self._select(self._machine.match_table(ev.name))
                     if not enabled:
                         self._empty_microstep()
                         continue
                 self._microstep(enabled, ev)
-            if self.reached_final:
+            if self._reached_final:
                 self._exit_interpreter()
                 return
             if not self.running:
@@ -1717,7 +1717,7 @@ cdef class Interpreter:
                 for s in todo:
                     if self.in_config(s):
                         self._invoke_start(s)
-            if not self.internal_queue:
+            if not self._internal_queue:
                 return
 
     cdef _exit_interpreter(self):
@@ -1725,7 +1725,7 @@ cdef class Interpreter:
 
     cdef _exit_all(self, int reason):
         """exitInterpreter: exit every active state in exit order, then stop."""
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         cdef int s
         cdef list order = self._active(True)
         for s in order:
@@ -1736,7 +1736,7 @@ cdef class Interpreter:
             self.config[s >> 6] &= ~((<uint64_t>1) << (s & 63))
         self._stop(reason)
 
-    def start_core(self):
+    def _start_core(self):
         """The initial macrostep: data model, global script, initial transition, settle."""
         if self.started:
             raise RuntimeError("session already started")
@@ -1744,14 +1744,14 @@ cdef class Interpreter:
         address_of = getattr(self.dm, "deadline_address", None)
         cdef size_t address = address_of() if address_of is not None else 0
         if self.coverage and self.tcount == NULL:
-            self.tcount = <unsigned int*>PyMem_Calloc(self.machine.ntrans + 1, sizeof(unsigned int))
+            self.tcount = <unsigned int*>PyMem_Calloc(self._machine.ntrans + 1, sizeof(unsigned int))
             if self.tcount == NULL:
                 raise MemoryError()
         self.deadline_slot = <double*>address if address else &self.own_deadline
         self.bind_events = bool(getattr(self.dm, "reads_event", True))
         self.started = True
         self.running = True
-        self.reached_final = False
+        self._reached_final = False
         self.stats.sessions_started += 1
         self.stats.sessions_active += 1
         self.born = self.clock.now()
@@ -1771,17 +1771,17 @@ cdef class Interpreter:
             pass
 
     cdef _initial_entry(self):
-        cdef Machine m = self.machine
+        cdef Machine m = self._machine
         self.first_entry_done[0] |= 1
         if m.data_init[0] is not None:
             self._run_block(m.data_init[0])
         for block in m.onentry[0]:
             self._run_block(block)
-        if self.coverage or self.tracer is not None:
+        if self.coverage or self._tracer is not None:
             self._took(m.initial[0], None)
         self._enter_states([m.initial[0]])
 
-    def process_external(self):
+    def _process_external(self):
         """Run one macrostep per queued external event until the queue is empty."""
         cdef list enabled
         cdef bint chained
@@ -1791,8 +1791,8 @@ cdef class Interpreter:
         if not self.running or self.in_macrostep:
             return
         try:
-            while self.running and self.external_queue:
-                ev = self.external_queue.popleft()
+            while self.running and self._external_queue:
+                ev = self._external_queue.popleft()
                 self.npending -= 1
                 chained = (<Event>ev).chained and not first
                 first = False
@@ -1804,8 +1804,8 @@ cdef class Interpreter:
                     self.stats.events_external += 1
                     if self.bind_events:
                         self.dm.bind_event(ev)
-                    if not self.machine.has_invokes or self._external_preprocess(ev) is not False:
-                        enabled = self._select(self.machine.match_table(ev.name))
+                    if not self._machine.has_invokes or self._external_preprocess(ev) is not False:
+                        enabled = self._select(self._machine.match_table(ev.name))
                         if enabled:
                             self._microstep(enabled, ev)
                         self._settle()

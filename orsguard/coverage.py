@@ -106,7 +106,7 @@ class Coverage:
     def _record(self, session: Any) -> None:
         key = document_key(session.document)
         doc = self.documents.get(key)
-        machine = session.machine
+        machine = session._machine
         if doc is None or len(doc.taken) != machine.ntrans:
             states, index, transitions = _describe(machine)
             doc = DocumentCoverage(key, states, index, transitions, [0] * len(states), [0] * len(transitions))

@@ -114,8 +114,8 @@ class Session(Interpreter):
             self.dm.setup(system, self.document.data_ids)
         except ExecutionError as exc:
             raise DocumentError(str(exc), file=self.document.path) from None
-        self.start_core()
-        self.process_external()
+        self._start_core()
+        self._process_external()
 
     def send(self, name: str, data: Any = None) -> bool:
         """Queue an external event and process until stable.
@@ -130,7 +130,7 @@ class Session(Interpreter):
             self.dm.validate(data)
         if not self.enqueue_external(Event(name, data, type="external")):
             return False
-        self.process_external()
+        self._process_external()
         self._flush()
         return True
 
@@ -171,13 +171,13 @@ class Session(Interpreter):
         script instruction and this call returns at once; an idle session is
         halted here and now, its active states exited.
         """
-        if not self.request_cancel():
+        if not self._request_cancel():
             self._halt("cancelled")
 
     @property
     def final(self) -> str | None:
         """Id of the top-level ``<final>`` the session ended in, or None."""
-        return self.final_state
+        return self._final_state
 
     def _flush(self) -> None:
         # Run what became due meanwhile: cross-session deliveries posted for "now",
@@ -189,7 +189,7 @@ class Session(Interpreter):
             if clock._due_now:
                 clock.advance(0)
         elif cls is RealClock:
-            if clock.earliest <= self.macro_end and clock.has_due(self.macro_end):
+            if clock.earliest <= self._macro_end and clock.has_due(self._macro_end):
                 clock.run_due()
         elif isinstance(clock, VirtualClock) and clock.has_due():
             clock.advance(0)
@@ -251,9 +251,9 @@ class Session(Interpreter):
         if delay > 0:
             def fire() -> None:
                 self._dispatch(proc, event, target, type_, delay, sendid, public_id)
-                self.process_external()
+                self._process_external()
 
-            self.schedule(sendid, delay, fire)
+            self._schedule(sendid, delay, fire)
         else:
             self._dispatch(proc, event, target, type_, delay, sendid, public_id)
 
@@ -287,7 +287,7 @@ class Session(Interpreter):
 
     def cancel_send(self, sendid: str | None) -> None:
         if sendid is not None:
-            self.unschedule(sendid)
+            self._unschedule(sendid)
 
     # ------------------------------------------------------------ for tests
 
@@ -325,15 +325,15 @@ class Session(Interpreter):
         self._source_lines: list[str] | None = None
         hook = self._on_transition
         if hook is None:
-            self.tracer = None
+            self._tracer = None
             return
-        labels = self.machine.labels
+        labels = self._machine.labels
         invokeid = self.invoke_id if parent is not None else None
 
         def trace(t: int, event: Event | None) -> None:
             hook(TransitionTaken(labels[t], t, event.name if event is not None else None, invokeid))
 
-        self.tracer = _shielded(trace, "on_transition")
+        self._tracer = _shielded(trace, "on_transition")
 
     @property
     def _root(self) -> Session:
@@ -414,7 +414,7 @@ class Session(Interpreter):
         if tagname is None and k >= 0:
             tagname = "transition"
             line = self.document.expressions.items[k].line
-            transition = self.machine.labels[t] if t >= 0 else None
+            transition = self._machine.labels[t] if t >= 0 else None
         elif tagname is None:
             inv = _invoke_of(exc)
             if inv is not None:
@@ -448,7 +448,7 @@ class Session(Interpreter):
         return entry[0] if entry is not None else None
 
     def _invoke_start(self, s: int) -> None:
-        for inv in self.machine.invokes[s]:
+        for inv in self._machine.invokes[s]:
             try:
                 self._start_one(inv)
             except ScriptInterrupted:
@@ -502,7 +502,7 @@ class Session(Interpreter):
         child._boot()
 
     def _invoke_exit(self, s: int) -> None:
-        state_id = self.machine.ids[s]
+        state_id = self._machine.ids[s]
         for invoke_id, (child, inv) in list(self._children.items()):
             if inv.state_id == state_id:
                 del self._children[invoke_id]

@@ -394,7 +394,7 @@ def test_a_failing_session_does_not_end_the_loop(http: BasicHTTPProcessor) -> No
     def explode() -> None:
         raise RuntimeError("a session failed")
 
-    broken.process_external = explode  # type: ignore[method-assign]
+    broken._process_external = explode  # type: ignore[method-assign]
     assert post(http.location(broken), b"x=1") == 200
     assert post(http.location(healthy), b"y=2") == 200
     settle(http, healthy)

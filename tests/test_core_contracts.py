@@ -528,7 +528,7 @@ def test_a_history_default_is_a_transition_taken():
     session = Session(NESTED, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats())
     session.coverage = True
     seen: list[tuple[str, object]] = []
-    session.tracer = lambda t, event: seen.append((NESTED.machine.labels[t], event))
+    session._tracer = lambda t, event: seen.append((NESTED.machine.labels[t], event))
     session.start()
     session.send("hist")
     counts = session.transition_counts()
@@ -558,7 +558,7 @@ def test_the_tracer_gets_each_transition_with_the_event_that_selected_it():
       <final id="c"/>""")
     seen: list[tuple[str, Event | None]] = []
     session = Session(doc, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats())
-    session.tracer = lambda t, event: seen.append((doc.machine.labels[t], event))
+    session._tracer = lambda t, event: seen.append((doc.machine.labels[t], event))
     session.start()
     session.send("go", {"k": 1})
     labels = [label for label, _ in seen]
@@ -604,7 +604,7 @@ def test_an_event_left_queued_by_an_interrupted_call_gets_a_fresh_deadline():
     session.start()
     with pytest.raises(KeyboardInterrupt):
         session.send("go")  # the first "next" fails; the second stays queued
-    assert session.pending_count() == 1
+    assert session._pending_count() == 1
     time.sleep(0.25)
     dm.fail = None
     session.send("other")

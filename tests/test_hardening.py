@@ -367,7 +367,7 @@ def test_data_that_cannot_cross_is_error_communication_for_the_sender() -> None:
     assert child is not None
     for data in (object(), {"f": print}, [b"bytes"]):
         child.send_event("x", "#_parent", None, child.new_send_id(), 0.0, data)
-        error = child.internal_queue.pop()
+        error = child._internal_queue.pop()
         assert error.name == "error.communication"
         assert "cannot be sent to another session" in error.data["message"]
     parent.run(1)

@@ -114,7 +114,7 @@ def test_pending_counts_internal_and_delayed_events_together():
     session = start(RAISER, max_pending_events=5)
     session.send("burst", 4)  # 4 internal + 1 delayed = 5: allowed
     assert session.running
-    assert session.pending_count() == 1  # the internal ones were processed; the delayed one waits
+    assert session._pending_count() == 1  # the internal ones were processed; the delayed one waits
     session.send("burst", 4)  # 1 waiting + 4 internal = 5, then the new delayed send makes 6
     t = session.termination
     assert (t.option, t.limit, t.observed) == ("max-pending-events", 5, 6)
@@ -334,7 +334,7 @@ def test_a_violation_stops_all_executable_content_and_cancels_delayed_sends():
     # four microsteps ran their onexit; the fifth (the violation) ran nothing
     assert [v for _, v in logs] == ["a", "b", "a", "b"]
     assert clock.next_due() is None
-    assert session.pending_count() == 0
+    assert session._pending_count() == 0
     assert session.send("anything") is False
     snap = stats.snapshot()
     assert snap["microsteps"] == 4  # taken; the refused fifth is not counted

@@ -487,7 +487,7 @@ def test_event_data_without_an_ecmascript_form_inside_a_session_is_error_executi
       <state id="c"/></scxml>""")
     session.start()
     assert session.enqueue_external(Event("e", {"bad": {1, 2}}))
-    session.process_external()
+    session._process_external()
     assert logs == [("name", "e")]
     assert session.is_active("c")
 

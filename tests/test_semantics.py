@@ -444,7 +444,7 @@ def test_send_to_internal_target_is_an_internal_event() -> None:
 def test_delayed_send_fires_on_advance_and_not_before() -> None:
     run = Run('<state id="wait"><onentry><send event="tick" delay="2s"/></onentry>'
               '<transition event="tick" target="done"/></state><final id="done"/>')
-    assert run.session.pending_count() == 1
+    assert run.session._pending_count() == 1
     run.session.advance(1.9)
     assert run.atomic == {"wait"}
     run.session.advance(0.1)
@@ -474,7 +474,7 @@ def test_cancel_stops_a_delayed_send() -> None:
               '<transition event="stop"><cancel sendid="t"/></transition>'
               '<transition event="tick" target="fired"/></state><final id="fired"/>')
     run.send("stop")
-    assert run.session.pending_count() == 0
+    assert run.session._pending_count() == 0
     run.session.advance(5)
     assert run.atomic == {"a"}
 
@@ -804,7 +804,7 @@ def test_leaving_the_invoking_state_cancels_the_child() -> None:
     run.session.advance(10)
     assert run.atomic == {"after"}
     assert "child timer" not in run.logs
-    assert run.session.pending_count() == 0
+    assert run.session._pending_count() == 0
 
 
 def test_invoke_does_not_start_when_its_state_is_left_in_the_same_macrostep() -> None:
@@ -980,7 +980,7 @@ def test_host_cancel_ends_the_session_and_its_timers() -> None:
     run.session.cancel()
     assert not run.session.running
     assert run.session.end_reason == "cancelled"
-    assert run.session.pending_count() == 0
+    assert run.session._pending_count() == 0
     # cancelling exits the active states (their onexit runs once), as the spec's cancellation does
     assert run.logs == ["exit"]
     run.session.advance(5)

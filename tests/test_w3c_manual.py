@@ -269,7 +269,7 @@ def test_415_top_level_final_halts_before_the_raised_event() -> None:
     assert run.session.end_reason == "final"
     assert stats.events_internal == 0
     assert run.transitions == ["__scxml__ -> final"]  # the initial transition only
-    assert run.session.pending_count() == 0
+    assert run.session._pending_count() == 0
     assert run.session.send("event1") is False
     assert stats.events_external == 0
 

@@ -30,7 +30,7 @@ def post(target: Any, event: Event) -> None:
     if not target.running:
         return
     target.enqueue_external(event)
-    target.clock.call_at(target.clock.now(), target.process_external)
+    target.clock.call_at(target.clock.now(), target._process_external)
 
 
 def post_portable(target: Any, event: Event) -> None:
@@ -42,7 +42,7 @@ def post_portable(target: Any, event: Event) -> None:
     if not target.running:
         return
     target.enqueue_external(event)
-    target.clock.call_at(target.clock.now(), target.process_external)
+    target.clock.call_at(target.clock.now(), target._process_external)
 
 
 def deliver(session: Any, event: Event, target: str | None) -> None:
