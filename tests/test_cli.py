@@ -189,8 +189,10 @@ def test_limit_zero_switches_a_limit_off() -> None:
         ("bogus=5", "max-microstep-count"),
         ("max-microstep-count", "OPTION=VALUE"),
         ("max-microstep-count=abc", "not a number"),
-        ("max-microstep-count=-1", ">= 0"),
-        ("max-microstep-count=2.5", "whole number"),
+        # Limits' own messages: the same check as for Limits(...) in Python.
+        ("max-microstep-count=-1", "max-microstep-count must be >= 0 (0 = unlimited), got -1\n"),
+        ("process-event-timeout=-0.5", "process-event-timeout must be >= 0 (0 = unlimited), got -0.5\n"),
+        ("max-microstep-count=2.5", "max-microstep-count must be a whole number, got 2.5\n"),
         ("max-microstep-count=inf", "finite"),
         ("max-session-age=-inf", "finite"),
         ("process-event-timeout=nan", "finite"),
@@ -301,13 +303,15 @@ def test_environment_applies_without_an_options_file() -> None:
     assert "max-microstep-count=9 exceeded" in outcome(result.stdout)
 
 
-def test_bad_value_in_the_options_file_exits_1_naming_file_and_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [("run", RUNAWAY, "--event", "call.arrived"),
+                                     ("replay", "traffic.jsonl", "--documents", "examples")])
+def test_bad_value_in_the_options_file_exits_1_naming_file_and_line(tmp_path: Path, command: tuple[str, ...]) -> None:
     cfg = options_file(tmp_path, "max-pending-events=10\nmax-microstep-count=-5\n")
-    result = orsguard("run", RUNAWAY, "--event", "call.arrived", "--options", cfg)
+    result = orsguard(*command, "--options", cfg)
     assert result.returncode == 1
-    assert f"{cfg}:6:" in result.stderr
-    assert "max-microstep-count" in result.stderr
-    assert "terminated" not in result.stdout
+    assert result.stderr == f"orsguard: {cfg}:6: scxml/max-microstep-count: must not be negative, got '-5'; " \
+                            "0 means no limit\n"
+    assert result.stdout == ""
 
 
 def test_missing_options_file_exits_1(tmp_path: Path) -> None:
