@@ -38,11 +38,12 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import pytest
-from fuzz_support import CHILD_MEMORY
-from fuzz_worker import decode, encode
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from w3c_runner import w3c_dir
+
+from tests.fuzz_support import CHILD_MEMORY
+from tests.fuzz_worker import decode, encode
+from tests.w3c_runner import w3c_dir
 
 EXAMPLES = int(os.environ.get("ORSGUARD_FUZZ_EXAMPLES", "0"))
 #: Seconds a worker may take for one job before the job counts as a hang.

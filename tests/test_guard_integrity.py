@@ -21,9 +21,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fuzz_support import finish, isolated, spawn
 
 import orsguard
+from tests.conftest import load_error
+from tests.fuzz_support import finish, isolated, spawn
 
 HEAD = '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="a">'
 CHILD = '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="f"><final id="f"/></scxml>'
@@ -32,12 +33,6 @@ LOOP = "(function () { for (;;) {} })()"
 
 def doc(body: str) -> str:
     return HEAD + body + "</scxml>"
-
-
-def load_error(text: str, **kw: object) -> orsguard.DocumentError:
-    with pytest.raises(orsguard.DocumentError) as info:
-        orsguard.load(text, **kw)
-    return info.value
 
 
 # ---------------------------------------------------------------- eventless loops that throw
@@ -115,7 +110,7 @@ def test_script_deadline_is_wall_time_not_cpu_time() -> None:
 
 # ---------------------------------------------------------------- code that ran unguarded
 
-@pytest.mark.parametrize("script, cond", [
+@pytest.mark.parametrize(('script', 'cond'), [
     # valueOf reached from a loop-free cond
     ("var o = {['value' + 'Of']() { while (true) {} }};", "o &gt; 1"),
     # toString through a template-free string concatenation

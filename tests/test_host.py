@@ -18,10 +18,7 @@ from paho.mqtt.properties import Properties
 
 import orsguard
 from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
-
-# The helper module sits beside the tests; this works under any --import-mode.
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
+from tests.mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is
 
 
 @pytest.fixture(scope="module")

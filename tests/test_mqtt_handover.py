@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,7 @@ import mqtt5
 
 from orsguard.clock import AsyncioClock
 from orsguard.host import HostConfig, SessionHost, load_documents
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer  # noqa: E402
+from tests.mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer
 
 
 def test_clean_stop_mid_stream_loses_no_start_request(tmp_path: Path) -> None:

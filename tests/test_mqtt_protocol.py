@@ -9,7 +9,6 @@ maximum. Against a real Mosquitto for ordering and session handling.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,7 @@ import mqtt5
 import pytest
 
 from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import Mosquitto  # noqa: E402
+from tests.mqtt_support import Mosquitto
 
 
 class ScriptedBroker:

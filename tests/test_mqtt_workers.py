@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
+from tests.mqtt_support import HostProcess, Mosquitto, Peer, free_port, topic_is
 
 
 def metric(port: int, line_start: str) -> float:

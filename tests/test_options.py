@@ -24,8 +24,8 @@ import pytest
 from orsguard import options
 from orsguard.limits import Limits
 from orsguard.options import OptionsError, Problem
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "options"
 OLD = DATA / "ors-8.1.2.cfg"
 NEW = DATA / "ors-8.1.3.cfg"
