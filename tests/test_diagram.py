@@ -155,6 +155,7 @@ def test_bad_highlight_file_exits_1_naming_it(tmp_path: Path, content: str, mess
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_arguments_and_documents(tmp_path: Path) -> None:
     assert cli("diagram", RUNAWAY, "-o", tmp_path / "x.gif").returncode == 2
     assert cli("diagram", RUNAWAY, "--format", "gif").returncode == 2

@@ -76,6 +76,7 @@ def test_error_spinning_loop_without_a_microstep_limit_is_stopped_by_the_timeout
 
 # ---------------------------------------------------------------- the script deadline
 
+@pytest.mark.slow
 def test_script_deadline_is_wall_time_not_cpu_time() -> None:
     """A stopped (descheduled) process still reaches its deadline: the limit is wall time.
 
@@ -509,6 +510,7 @@ def test_bad_invoke_srcexpr_is_an_error_execution(attr: str) -> None:
     assert out == {"state": ["err"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expr", ["10n", "2n ** 100n", "Symbol('s')", "function () {}"])
 def test_invoke_param_that_cannot_cross_is_an_error_or_a_value(expr: str) -> None:
     child = ('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="f">'

@@ -194,6 +194,7 @@ def test_two_hosts_share_start_requests_and_report_on_shutdown(broker: Mosquitto
             host.stop()
 
 
+@pytest.mark.slow
 def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()

@@ -179,6 +179,7 @@ def test_published_json_is_always_valid(broker: Mosquitto, host: HostProcess) ->
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_ten_thousand_start_requests_at_once(broker: Mosquitto, host: HostProcess) -> None:
     total = 10_000
 

@@ -152,6 +152,7 @@ def test_receive_maximum_bounds_publishes_in_flight() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_keepalive_pings_when_idle_and_drops_a_silent_broker() -> None:
     async def scenario() -> None:
         async with ScriptedBroker() as broker:

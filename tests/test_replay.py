@@ -264,6 +264,7 @@ def test_bad_lines_and_documents_are_reported_with_file_and_line(tmp_path: Path)
     assert len(report["problems"]) == 13
 
 
+@pytest.mark.slow
 def test_unusable_arguments(tmp_path: Path) -> None:
     traffic = runaway_traffic(tmp_path)
     assert cli("replay", traffic).returncode == 2                                    # no --documents
