@@ -36,6 +36,13 @@ def sessions() -> Iterator[list[Any]]:
         session.cancel()
 
 
+def started(sessions: list[Any], text: str) -> Any:
+    """A session of ``text`` under loose limits on a virtual clock, started; ``sessions`` cancels it afterwards."""
+    session = orsguard.Session(orsguard.load(text), limits=LIMITS["limits-on"], clock=orsguard.VirtualClock())
+    sessions.append(session.start())
+    return session
+
+
 def test_counter(benchmark: Any, limits: Any) -> None:
     """counter.scxml: 10,000 eventless microsteps in one macrostep, session creation included."""
     document = orsguard.load(read_document("counter.scxml"))
@@ -87,10 +94,7 @@ def test_session_start(benchmark: Any, sessions: list[Any], document_name: str) 
 @pytest.mark.parametrize("regions", [10, 100])
 def test_parallel_regions_event(benchmark: Any, sessions: list[Any], regions: int) -> None:
     """One ``send("t")`` that moves every region of a ``<parallel>``: ``regions`` transitions at once."""
-    session = orsguard.Session(
-        orsguard.load(scaling.parallel(regions)), limits=LIMITS["limits-on"], clock=orsguard.VirtualClock()
-    )
-    sessions.append(session.start())
+    session = started(sessions, scaling.parallel(regions))
     benchmark(session.send, "t")
     assert session.running and len(session.atomic_configuration) == regions
 
@@ -98,10 +102,7 @@ def test_parallel_regions_event(benchmark: Any, sessions: list[Any], regions: in
 @pytest.mark.parametrize("states", [1_000, 50_000])
 def test_flat_document_event(benchmark: Any, sessions: list[Any], states: int) -> None:
     """One ``send("t")`` in a flat document of ``states`` sibling states."""
-    session = orsguard.Session(
-        orsguard.load(scaling.chain(states)), limits=LIMITS["limits-on"], clock=orsguard.VirtualClock()
-    )
-    sessions.append(session.start())
+    session = started(sessions, scaling.chain(states))
     benchmark(session.send, "t")
     assert session.running and len(session.atomic_configuration) == 1
 

@@ -1,6 +1,6 @@
 """Run the W3C SCXML conformance tests and write docs/conformance.md from the results.
 
-    python scripts/conformance_table.py [--output docs/conformance.md]
+    python -m scripts.conformance_table [--output docs/conformance.md]    # from the repository root
 
 Uses the same runner as ``tests/test_w3c.py`` (``tests/w3c_runner.py``), so the
 table says what the test suite measures. Prints the counts as well.
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.w3c_runner import MAX_TIME, Case, load_cases, run_test
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from w3c_runner import MAX_TIME, Case, load_cases, run_test  # noqa: E402
 
 #: Other implementations' results, as each project published them (not re-run here).
 PEERS = (

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh machine and run it.
+# Install everything the test suite needs on a fresh machine, check the tree and run the tests.
 #   - Mosquitto, promtool and Graphviz from Debian (scripts/install-services.sh)
 #   - a virtualenv in .venv with orsguard built in place (the Cython core) and the test extras
-#   - ruff over the whole tree, mypy over the package, then pytest
+#   - the checks, each failing the run on any finding: ruff check, ruff format --check,
+#     mypy --strict over the package, cython-lint over the Cython sources, the stub check
+#     (scripts/check-stubs.sh, when present); then pytest
 # Extra arguments go to pytest, e.g.  scripts/test.sh -k limits
+# A quicker local run leaves out the long cases (fuzzing, brokers restarted, wall-clock waits):
+#   scripts/test.sh -m "not slow"
+# CI (.ci/run) passes no arguments, so it runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +20,16 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# Lint first: CI fails on any finding, as it fails on a test.
-.venv/bin/ruff check .
-.venv/bin/mypy orsguard
+# The tools of the virtualenv first: cython-lint runs pycodestyle by name.
+export PATH="$PWD/.venv/bin:$PATH"
 
-.venv/bin/python -m pytest "$@"
+# Checks first: CI fails on any finding, as it fails on a test.
+ruff check .
+ruff format --check .
+mypy --strict -p orsguard
+cython-lint orsguard
+if [ -f scripts/check-stubs.sh ]; then
+    bash scripts/check-stubs.sh
+fi
+
+python -m pytest "$@"

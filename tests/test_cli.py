@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import cli as orsguard
+
 RUNAWAY = "examples/runaway.scxml"
 RETRY = "examples/retry-with-delay.scxml"
 
@@ -20,14 +19,6 @@ SPIN = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">
   <state id="s"><transition event="go"><script>while (true) {}</script></transition></state>
 </scxml>
 """
-
-
-def orsguard(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m orsguard.cli ARGS``; limits come only from the arguments unless ``env`` adds some."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ORSGUARD_")}
-    clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "orsguard.cli", *map(str, args)], cwd=ROOT, env=clean,
-                          capture_output=True, text=True, timeout=120)
 
 
 def outcome(text: str) -> str:

@@ -10,16 +10,9 @@ import weakref
 import pytest
 
 from orsguard import AsyncioClock, Limits, RealClock, Session, Stats, VirtualClock, load
+from tests.conftest import NS, delayed
 
-NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0"'
-
-DELAYED = load(f"""<scxml {NS} initial="a">
-  <state id="a">
-    <onentry><send event="t" delay="20ms"/></onentry>
-    <transition event="t" target="done"/>
-  </state>
-  <final id="done"/>
-</scxml>""")
+DELAYED = delayed("20ms", "done", final=True)
 
 IDLE = load(f'<scxml {NS}><state id="a"/></scxml>')
 

@@ -11,13 +11,7 @@ import pytest
 from orsguard import Limits, Session, Stats, VirtualClock, load
 from orsguard._core import Event, Peaks, monotonic
 from orsguard.datamodels.null import NullDatamodel
-
-NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0"'
-
-
-def null_doc(body: str, initial: str = "a") -> object:
-    return load(f'<scxml {NS} datamodel="null" initial="{initial}">{body}</scxml>')
-
+from tests.conftest import NS, countdown, null_doc, run
 
 # ---------------------------------------------------------------- the script deadline slot
 
@@ -330,26 +324,11 @@ def test_cancel_from_the_sessions_own_thread_is_unchanged():
 
 # ---------------------------------------------------------------- peaks
 
-ECMA_COUNTDOWN = load(f"""<scxml {NS} initial="a">
-  <datamodel><data id="n" expr="0"/></datamodel>
-  <state id="a">
-    <transition event="go" target="b"><assign location="n" expr="_event.data"/></transition>
-    <transition event="burst"><foreach array="new Array(_event.data).fill(0)" item="x"><raise event="tick"/></foreach>
-    </transition>
-    <transition event="later"><send event="wake" delay="10s"/></transition>
-  </state>
-  <state id="b">
-    <transition cond="n &gt; 0" target="b"><assign location="n" expr="n - 1"/></transition>
-    <transition event="back" target="a"/>
-  </state>
-</scxml>""")
-
-
-def run(doc, limits=None, stats=None, clock=None) -> Session:
-    session = Session(doc, limits=limits or Limits.unlimited(), clock=clock or VirtualClock(),
-                      stats=stats or Stats())
-    session.start()
-    return session
+ECMA_COUNTDOWN = countdown(
+    '<transition event="burst"><foreach array="new Array(_event.data).fill(0)" item="x"><raise event="tick"/>'
+    "</foreach></transition>",
+    '<transition event="later"><send event="wake" delay="10s"/></transition>',
+)
 
 
 def test_peaks_are_high_water_marks_over_the_session():

@@ -7,16 +7,15 @@ import tracemalloc
 
 import pytest
 
-from orsguard import Limits, Session, Stats, VirtualClock, load
+from orsguard import Session, VirtualClock, load
 from orsguard._core import KIND_ATOMIC, KIND_COMPOUND, KIND_ROOT, Machine
+from tests import conftest
 
-NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="null"'
+NS = f'{conftest.NS} datamodel="null"'
 
 
 def run(body: str, initial: str) -> Session:
-    session = Session(load(f'<scxml {NS} initial="{initial}">{body}</scxml>'), limits=Limits.unlimited(),
-                      clock=VirtualClock(), stats=Stats())
-    return session.start()
+    return conftest.run(conftest.null_doc(body, initial))
 
 
 def padding(prefix: str, count: int) -> str:

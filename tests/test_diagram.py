@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,9 @@ from lxml import etree
 
 from orsguard.chart import load_chart
 from orsguard.diagram import RED, highlight_labels, to_dot, to_mermaid, trail_loop
+from tests.conftest import ROOT, cli
+from tests.w3c_runner import w3c_dir
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import orsguard as cli  # noqa: E402
-from w3c_runner import w3c_dir  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 RUNAWAY = ROOT / "examples/runaway.scxml"
 
 NESTED = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="outer">
@@ -159,6 +155,7 @@ def test_bad_highlight_file_exits_1_naming_it(tmp_path: Path, content: str, mess
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_arguments_and_documents(tmp_path: Path) -> None:
     assert cli("diagram", RUNAWAY, "-o", tmp_path / "x.gif").returncode == 2
     assert cli("diagram", RUNAWAY, "--format", "gif").returncode == 2

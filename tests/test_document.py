@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import orsguard
 from orsguard import DocumentError, Session, VirtualClock, load
-
-NS = 'xmlns="http://www.w3.org/2005/07/scxml"'
-HEAD = f'<scxml {NS} version="1.0">'
-
-
-def doc(*lines: str, head: str = HEAD) -> str:
-    """A document whose first line is the ``<scxml>`` tag, so line numbers are easy to count."""
-    return "\n".join((head, *lines, "</scxml>"))
-
-
-def load_error(source: Any, **kwargs: Any) -> DocumentError:
-    with pytest.raises(DocumentError) as info:
-        load(source, **kwargs)
-    assert type(info.value) is DocumentError
-    return info.value
-
+from tests.conftest import HEAD, doc, load_error
+from tests.conftest import XMLNS as NS
 
 # ---------------------------------------------------------------- malformed XML
 

@@ -38,11 +38,12 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import pytest
-from fuzz_support import CHILD_MEMORY
-from fuzz_worker import decode, encode
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from w3c_runner import w3c_dir
+
+from tests.fuzz_support import CHILD_MEMORY
+from tests.fuzz_worker import decode, encode
+from tests.w3c_runner import w3c_dir
 
 EXAMPLES = int(os.environ.get("ORSGUARD_FUZZ_EXAMPLES", "0"))
 #: Seconds a worker may take for one job before the job counts as a hang.
@@ -391,6 +392,7 @@ def assert_load_contract(result: dict) -> None:
         assert result["line_ok"], result["message"]
 
 
+@pytest.mark.slow
 @fuzz_settings(1000)
 @given(doc=st.sampled_from(W3C), mutations=st.lists(mutation, min_size=1, max_size=4), check=st.booleans(),
        as_file=st.booleans())
@@ -401,6 +403,7 @@ def test_load_of_mutated_w3c_documents(worker: WorkerClient, doc: bytes, mutatio
     assert_load_contract(run(worker, {"kind": "load", "text": text, "as_file": as_file, "check": check}))
 
 
+@pytest.mark.slow
 @fuzz_settings(200)
 @given(chart=charts(), check=st.booleans())
 def test_load_of_generated_charts(worker: WorkerClient, chart: str, check: bool) -> None:
@@ -409,6 +412,7 @@ def test_load_of_generated_charts(worker: WorkerClient, chart: str, check: bool)
 
 # ---------------------------------------------------------------- (b) sessions
 
+@pytest.mark.slow
 @fuzz_settings(200)
 @given(doc=st.sampled_from(W3C), mutations=st.lists(attribute_mutation, max_size=3), plan=plans)
 def test_sessions_of_mutated_w3c_documents(worker: WorkerClient, doc: bytes, mutations: list, plan: dict) -> None:
@@ -419,6 +423,7 @@ def test_sessions_of_mutated_w3c_documents(worker: WorkerClient, doc: bytes, mut
         assert_session_contract(result["session"])
 
 
+@pytest.mark.slow
 @fuzz_settings(300)
 @given(chart=charts(), plan=plans)
 def test_sessions_of_generated_charts(worker: WorkerClient, chart: str, plan: dict) -> None:
@@ -504,6 +509,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, str]]:
     return {p.name: _digest(p) for p in folder.iterdir()}
 
 
+@pytest.mark.slow
 @fuzz_settings(200)
 @given(data=option_files, kind=st.sampled_from(["file", "file", "file", "symlink", "fifo", "directory", "missing"]),
        command=st.sampled_from(["check", "check -q", "show", "migrate -o OUT", "migrate -o -", "migrate --in-place",
@@ -539,6 +545,7 @@ def test_options_commands_on_generated_files(worker: WorkerClient, data: bytes, 
             assert digest_after == digest_before, f"orsguard {' '.join(argv)} changed {name}"
 
 
+@pytest.mark.slow
 @fuzz_settings(150)
 @given(doc=st.sampled_from(RUN_DOCS), opts=st.one_of(st.none(), option_files),
        limits=st.lists(st.tuples(st.sampled_from(OPTIONS[:5] + ["x", "max_microstep_count"]),
@@ -623,6 +630,7 @@ def assert_cli_contract(result: dict, argv: list[str], codes: tuple[int, ...], b
             assert after.get(name) == state, f"orsguard {shown} changed {name}"
 
 
+@pytest.mark.slow
 @fuzz_settings(200)
 @given(docs=st.lists(cli_documents, min_size=1, max_size=2), flags=st.sets(st.sampled_from(["--json", "--strict"])),
        missing=st.booleans())
@@ -656,6 +664,7 @@ highlight_files = _mutated_json(st.one_of(
 ))
 
 
+@pytest.mark.slow
 @fuzz_settings(150)
 @given(doc=cli_documents, fmt=st.sampled_from([None, "dot", "mermaid", "svg"]),
        output=st.sampled_from([None, "-", "out.dot", "out.mmd", "out.svg", "out.txt", "DIR", "missing/out.svg"]),
@@ -703,6 +712,7 @@ traffic_files = st.tuples(st.lists(_mutated_json(traffic_lines), max_size=12), s
     lambda t: t[1].join(t[0]))
 
 
+@pytest.mark.slow
 @fuzz_settings(200)
 @given(traffic=traffic_files, json_out=st.booleans(), report=st.sampled_from([None, "r.html", "DIR", "missing/r.html"]),
        limits=st.lists(st.tuples(st.sampled_from(OPTIONS[:5] + ["x"]), st.sampled_from(VALUES)), max_size=2),
@@ -756,6 +766,7 @@ scenarios = st.one_of(
 )
 
 
+@pytest.mark.slow
 @fuzz_settings(200)
 @given(doc=st.one_of(st.sampled_from([*REPLAY_DOCS.values()]).map(str.encode), cli_documents),
        scenario=_mutated_json(scenarios), junit=st.sampled_from([None, "out.xml", "DIR", "missing/out.xml"]),
@@ -806,6 +817,7 @@ def _options_of(table: dict[str, list[str]]) -> Any:
     return st.sampled_from(sorted(table)).flatmap(lambda k: st.tuples(st.just(k), st.sampled_from(table[k])))
 
 
+@pytest.mark.slow
 @fuzz_settings(100)
 @given(bad=st.lists(_options_of(SERVE_BAD), max_size=2), host_bad=st.lists(_options_of(SERVE_HOST_BAD), max_size=1),
        good=st.lists(_options_of(SERVE_GOOD), max_size=3), documents=st.sampled_from(["NODIR", "FILE", None]),

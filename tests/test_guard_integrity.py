@@ -21,9 +21,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fuzz_support import finish, isolated, spawn
 
 import orsguard
+from tests.conftest import load_error
+from tests.fuzz_support import finish, isolated, spawn
 
 HEAD = '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="a">'
 CHILD = '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="f"><final id="f"/></scxml>'
@@ -32,12 +33,6 @@ LOOP = "(function () { for (;;) {} })()"
 
 def doc(body: str) -> str:
     return HEAD + body + "</scxml>"
-
-
-def load_error(text: str, **kw: object) -> orsguard.DocumentError:
-    with pytest.raises(orsguard.DocumentError) as info:
-        orsguard.load(text, **kw)
-    return info.value
 
 
 # ---------------------------------------------------------------- eventless loops that throw
@@ -81,6 +76,7 @@ def test_error_spinning_loop_without_a_microstep_limit_is_stopped_by_the_timeout
 
 # ---------------------------------------------------------------- the script deadline
 
+@pytest.mark.slow
 def test_script_deadline_is_wall_time_not_cpu_time() -> None:
     """A stopped (descheduled) process still reaches its deadline: the limit is wall time.
 
@@ -115,7 +111,7 @@ def test_script_deadline_is_wall_time_not_cpu_time() -> None:
 
 # ---------------------------------------------------------------- code that ran unguarded
 
-@pytest.mark.parametrize("script, cond", [
+@pytest.mark.parametrize(('script', 'cond'), [
     # valueOf reached from a loop-free cond
     ("var o = {['value' + 'Of']() { while (true) {} }};", "o &gt; 1"),
     # toString through a template-free string concatenation
@@ -514,6 +510,7 @@ def test_bad_invoke_srcexpr_is_an_error_execution(attr: str) -> None:
     assert out == {"state": ["err"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expr", ["10n", "2n ** 100n", "Symbol('s')", "function () {}"])
 def test_invoke_param_that_cannot_cross_is_an_error_or_a_value(expr: str) -> None:
     child = ('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="f">'

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
+
 pytest_plugins = ("pytester",)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 IVR = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="menu">
   <datamodel><data id="tries" expr="0"/></datamodel>

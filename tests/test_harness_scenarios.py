@@ -15,8 +15,7 @@ import pytest
 
 from orsguard import scenario
 from orsguard.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 TOGGLE = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="a">
   <datamodel><data id="flips" expr="0"/></datamodel>
@@ -112,7 +111,7 @@ def test_a_file_path_runs_that_scenario_alone(orsguard: Run, tmp_path: Path) -> 
         assert result.stdout.startswith("PASS ")
 
 
-@pytest.mark.parametrize("spec, message", [
+@pytest.mark.parametrize(("spec", "message"), [
     ("{not json", "is not JSON"),
     ("[1, 2]", "a scenario is a JSON object"),
     ({"initialConfiguration": ["a"], "evnets": []}, "unknown key 'evnets'"),
@@ -168,7 +167,7 @@ def test_an_unexpected_error_fails_the_scenario_unless_expected_or_not_strict(or
     assert "<assign>: ReferenceError: nosuch is not defined" in failed[0]
 
 
-@pytest.mark.parametrize("args, status, message", [
+@pytest.mark.parametrize(("args", "status", "message"), [
     (["nowhere"], 2, "nowhere: no such file or directory"),
     (["empty"], 1, "no scenarios"),
     (["lonely.scxml"], 2, "needs both lonely.scxml and lonely.json"),

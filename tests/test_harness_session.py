@@ -161,7 +161,7 @@ def test_a_session_that_is_not_strict_only_checks_expectations() -> None:
     assert [e.event for e in session.errors] == ["error.execution"]
 
 
-@pytest.mark.parametrize("event, match", [("error.execution", None), ("error", None), ("error.*", "x"),
+@pytest.mark.parametrize(('event', 'match'), [("error.execution", None), ("error", None), ("error.*", "x"),
                                           ("error.execution", "not defined")])
 def test_expected_errors_pass(event: str, match: str | None) -> None:
     session = start(doc(BROKEN), strict=True).expect_error(event, match=match)
@@ -169,7 +169,7 @@ def test_expected_errors_pass(event: str, match: str | None) -> None:
     session.check()
 
 
-@pytest.mark.parametrize("event, match", [("error.communication", None), ("error.exec", None),
+@pytest.mark.parametrize(('event', 'match'), [("error.communication", None), ("error.exec", None),
                                           ("error.execution", "TypeError")])
 def test_an_expectation_that_does_not_match_fails_both_ways(event: str, match: str | None) -> None:
     session = start(doc(BROKEN), strict=True).expect_error(event, match=match)
@@ -219,7 +219,7 @@ SENDS = """
 <state id="u"/>"""
 
 
-@pytest.mark.parametrize("mode, recorded, dispatched", [("record", True, False), ("both", True, True),
+@pytest.mark.parametrize(('mode', 'recorded', 'dispatched'), [("record", True, False), ("both", True, True),
                                                         ("dispatch", False, True)])
 def test_sends_that_leave_are_recorded_or_dispatched(mode: str, recorded: bool, dispatched: bool) -> None:
     fake = FakeProcessor()

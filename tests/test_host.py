@@ -18,10 +18,7 @@ from paho.mqtt.properties import Properties
 
 import orsguard
 from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
-
-# The helper module sits beside the tests; this works under any --import-mode.
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
+from tests.mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +194,7 @@ def test_two_hosts_share_start_requests_and_report_on_shutdown(broker: Mosquitto
             host.stop()
 
 
+@pytest.mark.slow
 def test_broker_restart_loses_no_qos1_event(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orsguard import Limits, Session, Stats, VirtualClock, load
-
-NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0"'
+from tests.conftest import NS, countdown, delayed, start
 
 PING_PONG = load(f"""<scxml {NS} initial="a">
   <state id="a"><transition target="b"/></state>
@@ -14,22 +13,7 @@ PING_PONG = load(f"""<scxml {NS} initial="a">
 </scxml>""")
 
 # An event takes a -> b; then n eventless b -> b steps run while n counts down.
-COUNTDOWN = load(f"""<scxml {NS} initial="a">
-  <datamodel><data id="n" expr="0"/></datamodel>
-  <state id="a">
-    <transition event="go" target="b"><assign location="n" expr="_event.data"/></transition>
-  </state>
-  <state id="b">
-    <transition cond="n &gt; 0" target="b"><assign location="n" expr="n - 1"/></transition>
-    <transition event="back" target="a"/>
-  </state>
-</scxml>""")
-
-
-def start(doc, **limits):
-    session = Session(doc, limits=Limits.unlimited().replace(**limits), clock=VirtualClock(), stats=Stats())
-    session.start()
-    return session
+COUNTDOWN = countdown()
 
 
 # ---------------------------------------------------------------- max-microstep-count
@@ -271,13 +255,7 @@ def test_each_event_sent_to_itself_is_still_a_macrostep_of_its_own():
 
 # ---------------------------------------------------------------- max-session-age
 
-WAITER = load(f"""<scxml {NS} initial="a">
-  <state id="a">
-    <onentry><send event="wake" delay="100s"/></onentry>
-    <transition event="wake" target="b"/>
-  </state>
-  <state id="b"/>
-</scxml>""")
+WAITER = delayed("100s")
 
 
 def test_session_age_fires_while_the_session_is_idle():
@@ -396,7 +374,7 @@ def test_lowering_max_session_age_reschedules_the_timer():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
         ({"max_microstep_count": -1}, "max-microstep-count must be >= 0"),
         ({"max_pending_events": 1.5}, "max-pending-events must be a whole number"),

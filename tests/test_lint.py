@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 import orsguard
 from orsguard.lint import Finding, lint_file
+from tests.conftest import ROOT, cli
+from tests.w3c_runner import load_cases
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import orsguard as cli  # noqa: E402
-from w3c_runner import load_cases  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 HEAD = '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript"'
 
 

@@ -8,10 +8,8 @@ import json
 import math
 import re
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,10 +26,7 @@ from orsguard.metrics import (
     make_registry,
     start_metrics_server,
 )
-
-# The helper module sits beside the tests; this works under any --import-mode.
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import REPO, HostProcess, Mosquitto, Peer, free_port, require_program, topic_is  # noqa: E402
+from tests.mqtt_support import REPO, HostProcess, Mosquitto, Peer, free_port, require_program, topic_is
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import mqtt5
+import pytest
 
 from orsguard.clock import AsyncioClock
 from orsguard.host import HostConfig, SessionHost, load_documents
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer  # noqa: E402
+from tests.mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer
 
 
+@pytest.mark.slow
 def test_clean_stop_mid_stream_loses_no_start_request(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()

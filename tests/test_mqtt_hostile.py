@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
+from tests.mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is
 
 NAN_DOCUMENT = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
   <state id="s">
@@ -181,6 +179,7 @@ def test_published_json_is_always_valid(broker: Mosquitto, host: HostProcess) ->
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_ten_thousand_start_requests_at_once(broker: Mosquitto, host: HostProcess) -> None:
     total = 10_000
 

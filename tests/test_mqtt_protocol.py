@@ -9,7 +9,6 @@ maximum. Against a real Mosquitto for ordering and session handling.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,7 @@ import mqtt5
 import pytest
 
 from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import Mosquitto  # noqa: E402
+from tests.mqtt_support import Mosquitto
 
 
 class ScriptedBroker:
@@ -155,6 +152,7 @@ def test_receive_maximum_bounds_publishes_in_flight() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_keepalive_pings_when_idle_and_drops_a_silent_broker() -> None:
     async def scenario() -> None:
         async with ScriptedBroker() as broker:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mqtt_support import HostProcess, Mosquitto, Peer, free_port, topic_is  # noqa: E402
+import pytest
+
+from tests.mqtt_support import HostProcess, Mosquitto, Peer, free_port, topic_is
 
 
 def metric(port: int, line_start: str) -> float:
@@ -31,6 +31,7 @@ def wait_for_count(host: HostProcess, text: str, count: int, timeout: float = 30
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_sessions_behind_one_metrics_endpoint(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()

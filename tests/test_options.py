@@ -26,8 +26,8 @@ from orsguard.cli import main
 from orsguard.errors import OptionsError, OrsguardError
 from orsguard.limits import Limits
 from orsguard.options import Problem
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "options"
 OLD = DATA / "ors-8.1.2.cfg"
 NEW = DATA / "ors-8.1.3.cfg"

@@ -8,7 +8,6 @@ import os
 import random
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,8 @@ from lxml import etree
 import orsguard
 import orsguard.replay
 from orsguard.replay import UNITS, percentile, replay, suggest
+from tests.conftest import ROOT, cli
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import orsguard as cli  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 METER = ROOT / "tests/data/replay/meter.scxml"
 COUNTS = ("max-microstep-count", "max-state-entry-count", "max-pending-events")
 
@@ -268,6 +264,7 @@ def test_bad_lines_and_documents_are_reported_with_file_and_line(tmp_path: Path)
     assert len(report["problems"]) == 13
 
 
+@pytest.mark.slow
 def test_unusable_arguments(tmp_path: Path) -> None:
     traffic = runaway_traffic(tmp_path)
     assert cli("replay", traffic).returncode == 2                                    # no --documents

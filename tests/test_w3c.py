@@ -8,14 +8,9 @@ its session ends in ``<final id="pass">``; the runner is shared with
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# The runner sits beside the tests; this works under any --import-mode.
-sys.path.insert(0, str(Path(__file__).parent))
-from w3c_runner import Case, load_cases, run_test, w3c_dir  # noqa: E402
+from tests.w3c_runner import Case, load_cases, run_test, w3c_dir
 
 try:
     CASES = load_cases()

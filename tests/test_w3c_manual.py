@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from orsguard import DocumentError, Session, Stats, VirtualClock, load
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 W3C = Path(os.environ.get("ORSGUARD_W3C_DIR") or ROOT.parent / "shared" / "w3c-irp")
 ECMA = W3C / "ecma"
 

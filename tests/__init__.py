@@ -1,0 +1,1 @@
+"""orsguard's test suite; shared builders and fixtures are in ``conftest.py``."""
