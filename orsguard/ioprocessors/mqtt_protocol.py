@@ -24,6 +24,8 @@ loop turn, goes out in one ``transport.write``.
 
 Reconnecting is the caller's business (the host does it with backoff); this
 client only keeps the unacknowledged messages across connections.
+:class:`RetryingPublisher` is the one rule for a publish the client refuses
+(its queue is full): tried again from a task, with a doubling pause.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any, cast
 
 import mqtt5
 
-__all__ = ["ConnectionLost", "MqttClient", "MqttError", "QueueFull"]
+__all__ = ["ConnectionLost", "MqttClient", "MqttError", "QueueFull", "RetryingPublisher"]
 
 _log = logging.getLogger("orsguard.mqtt")
 
@@ -445,3 +447,58 @@ class MqttClient:
             self._pinged = True
         self._sent_since_tick = self._heard_since_tick = False
         self._ping_timer = self._loop.call_later(self.keepalive / 2, self._tick)
+
+
+class RetryingPublisher:
+    """Tries a refused publish again from a task: ``retries`` more times, the pause doubling from ``delay``.
+
+    Both the host's own messages and the MQTT I/O processor's go through
+    this: a publish runs inside a callback that must not wait, so the caller
+    makes the first attempt itself and hands a refusal here. ``retries`` may be
+    changed while running (the host does so on SIGHUP); a retry reads it when
+    it starts.
+    """
+
+    def __init__(self, retries: int = 3, delay: float = 0.2) -> None:
+        self.retries = retries
+        self.delay = delay
+        # Strong references: the loop keeps only weak ones to running tasks.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def retry(
+        self,
+        attempt: Callable[[], object],
+        refusal: BaseException,
+        give_up: Callable[[str], None],
+        topic: str,
+    ) -> None:
+        """Call ``attempt()`` again later until it does not raise; else ``give_up(last reason)``.
+
+        Needs a running event loop (``RuntimeError`` otherwise).
+        """
+        task = asyncio.get_running_loop().create_task(self._run(attempt, refusal, give_up, topic))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self,
+        attempt: Callable[[], object],
+        refusal: BaseException,
+        give_up: Callable[[str], None],
+        topic: str,
+    ) -> None:
+        reason = str(refusal) or type(refusal).__name__
+        for number in range(self.retries):
+            await asyncio.sleep(self.delay * 2**number)
+            try:
+                attempt()
+                return
+            except Exception as exc:  # any refusal counts as one failed retry
+                reason = str(exc) or type(exc).__name__
+                _log.debug("publish to %s refused (retry %d): %s", topic, number + 1, reason)
+        give_up(reason)
+
+    async def drain(self) -> None:
+        """Wait until every refused publish has been retried or given up."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
