@@ -411,6 +411,11 @@ def test_event_payload_numbers_are_checked_however_they_are_written() -> None:
     big = loads(b"[9007199254740993, 123456789012345678901234567890]")
     assert big == [9007199254740992.0, 1.2345678901234568e29] and all(type(v) is float for v in big)
     assert loads(b"[1E3, 2e-3, 9007199254740992]") == [1000.0, 0.002, 9007199254740992]
+    assert loads(b' \n{"a": [1, "x"]}\t') == {"a": [1, "x"]}
+    assert loads(b'"text"') == "text"
+    for broken, where in ((b'{"a":1} x', "Extra data"), (b'{"a":1', "Expecting"), (b" ", "Expecting value")):
+        with pytest.raises(RequestError, match=where):
+            loads(broken)
     for bad in (b"[1" + b"0" * 400 + b"]", b"[1E400]", b"[-1e999]", b"[NaN]", b"[-Infinity]", b'{"a": Infinity}'):
         with pytest.raises(RequestError, match="beyond the double range|is not JSON"):
             loads(bad)

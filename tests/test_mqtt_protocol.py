@@ -16,7 +16,7 @@ from typing import Any
 import mqtt5
 import pytest
 
-from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull
+from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull, _plain_publish
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mqtt_support import Mosquitto  # noqa: E402
@@ -153,6 +153,42 @@ def test_receive_maximum_bounds_publishes_in_flight() -> None:
             assert [p.payload for p in broker.of(mqtt5.PublishPacket)] == [b"0", b"1", b"2", b"3"]
 
     asyncio.run(scenario())
+
+
+def test_acknowledgements_split_across_reads_or_with_a_reason_code_are_counted() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker() as broker:
+            broker.auto_ack = False
+            client = client_for(broker.port)
+            await client.connect(clean_start=True)
+            for i in range(3):
+                client.publish("t/a", b"%d" % i)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 3)
+            first, second, third = (p.packet_id for p in broker.of(mqtt5.PublishPacket))
+            plain = mqtt5.PubAckPacket(first).write()
+            assert plain == b"\x40\x02" + first.to_bytes(2, "big")
+            # Half a PUBACK, then its rest with a whole one and one with a reason code.
+            broker.writers[0].write(plain[:3])
+            await asyncio.sleep(0.05)
+            assert client.unacknowledged == 3
+            refused = mqtt5.PubAckPacket(third, reason_code=mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS)
+            broker.writers[0].write(plain[3:] + mqtt5.PubAckPacket(second).write() + refused.write())
+            assert await client.wait_acknowledged(5)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("topic_size", [1, 60, 122, 123, 300, 16_380, 16_381, 60_000])
+def test_plain_publishes_are_encoded_as_the_codec_reads_them(topic_size: int) -> None:
+    # Sizes around the one-, two- and three-byte remaining lengths; a multi-byte character in the topic.
+    topic = "é/" + "t" * topic_size
+    payload = b"p" * (topic_size % 7)
+    data = _plain_publish(topic.encode(), payload, 4660)
+    packet, size = mqtt5.read(data)
+    assert size == len(data)
+    assert (packet.topic, packet.payload, packet.packet_id, packet.qos) == (topic, payload, 4660, 1)
+    assert not packet.retain and not packet.duplicate
+    assert data == mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=4660).write()
 
 
 def test_keepalive_pings_when_idle_and_drops_a_silent_broker() -> None:

@@ -245,7 +245,7 @@ class MqttClient:
         (``content_type``, ``response_topic``, ``correlation_data``, ...).
         Raises :class:`QueueFull` when ``max_queued`` messages are waiting.
         """
-        if self._conn is not None and self.connack is not None and len(self._inflight) < self._quota:
+        if self.connack is not None and len(self._inflight) < self._quota:
             self._send_publish(topic, payload, retain, properties)
             return
         if len(self._inflight) + len(self._waiting) >= self.max_queued:
@@ -254,10 +254,10 @@ class MqttClient:
 
     def _send_publish(self, topic: str, payload: bytes, retain: bool, properties: dict[str, Any] | None) -> None:
         pid = self._next_pid()
-        if properties is None:
-            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid).write()
+        if properties is None and not retain:
+            data = _plain_publish(topic.encode(), payload, pid)
         else:
-            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid, **properties).write()
+            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid, **(properties or {})).write()
         self._inflight[pid] = data
         self._write(data)
 
@@ -350,6 +350,12 @@ class MqttClient:
             with memoryview(buf) as view:
                 end = len(view)
                 while pos < end:
+                    # A PUBACK without reason code, one per event published, is
+                    # read here; mqtt5 would build an object for each.
+                    if buf[pos] == 0x40 and end - pos >= 4 and buf[pos + 1] == 2:
+                        self._acknowledged(buf[pos + 2] << 8 | buf[pos + 3])
+                        pos += 4
+                        continue
                     try:
                         packet, size = mqtt5.read(view[pos:])
                     except IndexError:  # an incomplete packet: wait for more
@@ -379,13 +385,7 @@ class MqttClient:
                 # Never subscribed above QoS 1; answer anyway so the broker moves on.
                 self._write(mqtt5.PubRecPacket(packet.packet_id).write())
         elif kind is _PUBACK:
-            if self._inflight.pop(packet.packet_id, None) is not None:
-                if self._waiting:
-                    self._pump()
-                elif not self._inflight and self._idle:
-                    for future in self._idle:
-                        if not future.done():
-                            future.set_result(None)
+            self._acknowledged(packet.packet_id)
         elif kind is mqtt5.SubAckPacket or kind is mqtt5.UnsubAckPacket:
             ack = self._acks.pop(packet.packet_id, None)
             if ack is not None and not ack.done():
@@ -403,6 +403,15 @@ class MqttClient:
             self._abort()
         else:
             _log.debug("ignored %s from the broker", kind.__name__)
+
+    def _acknowledged(self, pid: int) -> None:
+        if self._inflight.pop(pid, None) is not None:
+            if self._waiting:
+                self._pump()
+            elif not self._inflight and self._idle:
+                for future in self._idle:
+                    if not future.done():
+                        future.set_result(None)
 
     def _lost(self, conn: _Connection, exc: Exception | None) -> None:
         if conn is not self._conn:
@@ -447,6 +456,19 @@ class MqttClient:
             self._pinged = True
         self._sent_since_tick = self._heard_since_tick = False
         self._ping_timer = self._loop.call_later(self.keepalive / 2, self._tick)
+
+
+def _plain_publish(topic: bytes, payload: bytes, pid: int) -> bytes:
+    # A QoS 1 PUBLISH without properties, encoded here: building an
+    # mqtt5.PublishPacket and writing it costs more than the bytes themselves.
+    size = len(topic) + len(payload) + 5  # topic length, packet id, property length
+    length = bytearray()
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length.append(byte | 0x80 if size else byte)
+        if not size:
+            break
+    return b"".join((b"\x32", length, len(topic).to_bytes(2, "big"), topic, pid.to_bytes(2, "big"), b"\x00", payload))
 
 
 class RetryingPublisher:
