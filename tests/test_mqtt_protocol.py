@@ -178,6 +178,28 @@ def test_acknowledgements_split_across_reads_or_with_a_reason_code_are_counted()
     asyncio.run(scenario())
 
 
+def test_packets_larger_than_the_read_buffer_arrive_whole() -> None:
+    async def scenario() -> None:
+        got: list[tuple[str, bytes]] = []
+        async with ScriptedBroker() as broker:
+            client = client_for(broker.port, on_message=lambda p: got.append((p.topic, p.payload)))
+            await client.connect(clean_start=True)
+            big = bytes(range(256)) * 1200  # 300 KB, several times the first read buffer
+            stream = b"".join(
+                mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=pid).write()
+                for pid, (topic, payload) in enumerate([("t/1", b"a"), ("t/big", big), ("t/2", b"b"), ("t/3", big)], 1)
+            )
+            # Written in uneven pieces, so reads end inside packets and headers.
+            for start in range(0, len(stream), 70_001):
+                broker.writers[0].write(stream[start : start + 70_001])
+                await asyncio.sleep(0.01)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PubAckPacket)) == 4)
+            assert got == [("t/1", b"a"), ("t/big", big), ("t/2", b"b"), ("t/3", big)]
+            assert [p.packet_id for p in broker.of(mqtt5.PubAckPacket)] == [1, 2, 3, 4]
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("topic_size", [1, 60, 122, 123, 300, 16_380, 16_381, 60_000])
 def test_plain_publishes_are_encoded_as_the_codec_reads_them(topic_size: int) -> None:
     # Sizes around the one-, two- and three-byte remaining lengths; a multi-byte character in the topic.

@@ -46,6 +46,8 @@ _QOS1 = mqtt5.QoS.AT_LEAST_ONCE
 _PUBLISH = mqtt5.PublishPacket
 _PUBACK = mqtt5.PubAckPacket
 _PINGREQ = b"\xc0\x00"
+#: Initial read buffer (bytes); it grows to hold the largest packet received.
+_READ_SIZE = 1 << 16
 _DUP = 0x08
 
 
@@ -61,8 +63,11 @@ class QueueFull(MqttError):
     """More outgoing messages are waiting than the client keeps."""
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     # One TCP connection; the client outlives it and keeps the session state.
+    # Buffered: the transport reads into the client's buffer. A plain Protocol
+    # gets a new bytes object per read, allocated at the transport's 256 KiB
+    # read size, which costs more than handling a few events.
 
     def __init__(self, client: MqttClient) -> None:
         self.client = client
@@ -72,8 +77,11 @@ class _Connection(asyncio.Protocol):
         # A TCP connection (loop.create_connection) is always given a stream transport.
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
-        self.client._received(self, data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.client._free_space()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.client._received(self, nbytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._lost(self, exc)
@@ -120,7 +128,9 @@ class MqttClient:
         self._conn: _Connection | None = None
         self._connack_waiter: asyncio.Future[mqtt5.ConnAckPacket] | None = None
         self._closed: asyncio.Future[Exception | None] | None = None
-        self._inbuf = bytearray()
+        # Incoming bytes: _inbuf[:_inlen] holds what is not yet parsed.
+        self._inbuf = bytearray(_READ_SIZE)
+        self._inlen = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._receiving = False
@@ -168,7 +178,7 @@ class MqttClient:
         except (OSError, TimeoutError) as exc:
             raise MqttError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from None
         self._conn = conn
-        self._inbuf.clear()
+        self._inlen = 0
         self._closed = loop.create_future()
         self._connack_waiter = loop.create_future()
         packet = mqtt5.ConnectPacket(
@@ -338,17 +348,22 @@ class MqttClient:
 
     # -- incoming --------------------------------------------------------
 
-    def _received(self, conn: _Connection, data: bytes) -> None:
+    def _free_space(self) -> memoryview:
+        buf = self._inbuf
+        if self._inlen == len(buf):  # a packet larger than the buffer: make room for the rest
+            buf += bytes(len(buf))
+        return memoryview(buf)[self._inlen :]
+
+    def _received(self, conn: _Connection, nbytes: int) -> None:
         if conn is not self._conn:
             return
         self._heard_since_tick = True
         buf = self._inbuf
-        buf += data
+        end = self._inlen + nbytes
         self._receiving = True
         pos = 0
         try:
             with memoryview(buf) as view:
-                end = len(view)
                 while pos < end:
                     # A PUBACK without reason code, one per event published, is
                     # read here; mqtt5 would build an object for each.
@@ -357,7 +372,7 @@ class MqttClient:
                         pos += 4
                         continue
                     try:
-                        packet, size = mqtt5.read(view[pos:])
+                        packet, size = mqtt5.read(view[pos:end])
                     except IndexError:  # an incomplete packet: wait for more
                         break
                     pos += size
@@ -367,7 +382,11 @@ class MqttClient:
             self._abort()
         finally:
             self._receiving = False
-            del buf[:pos]
+            # Keep the start of an incomplete packet at the front of the buffer.
+            rest = end - pos
+            if rest and pos:
+                buf[:rest] = buf[pos:end]
+            self._inlen = rest
             self._flush()
 
     def _handle(self, packet: Any) -> None:
