@@ -474,6 +474,9 @@ def test_out_of_range_numbers_are_usage_errors() -> None:
         (["--workers", "-1"], "--workers: -1 is not between"),
         (["--max-sessions", "lots"], "--max-sessions: 'lots' is not a whole number"),
         (["--log-format", "xml"], "--log-format: invalid choice"),
+        (["--read-pause", "-1"], "--read-pause: -1 is not between 0 and 1000 ms"),
+        (["--read-pause", "nan"], "--read-pause: nan is not between 0 and 1000 ms"),
+        (["--read-pause", "soon"], "--read-pause: 'soon' is not a number of milliseconds"),
     ):
         command = [sys.executable, "-m", "orsguard.host", "--mqtt", "mqtt://127.0.0.1:9", "--documents", str(DOCUMENTS)]
         run = subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)

@@ -174,6 +174,7 @@ def test_acknowledgements_split_across_reads_or_with_a_reason_code_are_counted()
             refused = mqtt5.PubAckPacket(third, reason_code=mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS)
             broker.writers[0].write(plain[3:] + mqtt5.PubAckPacket(second).write() + refused.write())
             assert await client.wait_acknowledged(5)
+            await client.disconnect()
 
     asyncio.run(scenario())
 
@@ -196,6 +197,33 @@ def test_packets_larger_than_the_read_buffer_arrive_whole() -> None:
             await broker.wait_for(lambda: len(broker.of(mqtt5.PubAckPacket)) == 4)
             assert got == [("t/1", b"a"), ("t/big", big), ("t/2", b"b"), ("t/3", big)]
             assert [p.packet_id for p in broker.of(mqtt5.PubAckPacket)] == [1, 2, 3, 4]
+            await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_read_pause_gathers_what_arrives_meanwhile_into_one_read() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        got: list[tuple[bytes, float]] = []
+        async with ScriptedBroker() as broker:
+            client = client_for(broker.port, read_pause=0.2, on_message=lambda p: got.append((p.payload, loop.time())))
+            await client.connect(clean_start=True)
+            # After the CONNACK's read the connection is paused: these wait, then come in one read.
+            await asyncio.sleep(0.3)
+            for pid, payload in enumerate((b"1", b"2", b"3"), 1):
+                message = mqtt5.PublishPacket("t/p", payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=pid)
+                broker.writers[0].write(message.write())
+                await asyncio.sleep(0.02)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PubAckPacket)) == 3)
+            assert [payload for payload, _ in got] == [b"1", b"2", b"3"]
+            # The first is read at once (after a quiet spell); the next two wait out the pause together.
+            assert got[1][1] - got[0][1] >= 0.15
+            assert got[2][1] == pytest.approx(got[1][1], abs=0.01)
+            # Acknowledgements and the next read still come.
+            client.publish("t/out", b"x")
+            assert await client.wait_acknowledged(5)
+            await client.disconnect()
 
     asyncio.run(scenario())
 

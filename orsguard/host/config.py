@@ -46,6 +46,9 @@ class HostConfig:
     max_sessions: int = 100_000
     #: Largest payload (bytes) the host decodes; larger ones are refused.
     max_payload: int = 1 << 20
+    #: Least time (ms) between two reads of the broker connection: the host
+    #: handles what arrived meanwhile in one go (see ``MqttClient``).
+    read_pause_ms: float = 2.0
 
 
 def usage_error(message: str) -> NoReturn:
@@ -102,6 +105,16 @@ def _whole(highest: int) -> Callable[[str], int]:
 _positive = _whole(2**31 - 1)
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds") from None
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1000 ms")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``orsguard serve`` (and ``python -m orsguard.host``)."""
     parser.add_argument("--mqtt", required=True, metavar="URL", help="broker, mqtt://[USER:PASS@]HOST[:PORT]")
@@ -154,6 +167,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest start request or event payload accepted (default 1048576)",
     )
     parser.add_argument(
+        "--read-pause",
+        type=_milliseconds,
+        default=2.0,
+        metavar="MS",
+        help="least time between two reads of the broker connection: under steady traffic the host "
+        "handles what arrived meanwhile in one go, for far less CPU per event and at most MS more "
+        "latency (default 2; 0 = read at once)",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive,
         default=0,
@@ -182,6 +204,7 @@ def config_from_args(args: argparse.Namespace) -> HostConfig:
         session_expiry=args.session_expiry,
         max_sessions=args.max_sessions,
         max_payload=args.max_payload,
+        read_pause_ms=args.read_pause,
     )
 
 

@@ -92,6 +92,7 @@ class Connection:
             session_expiry=self.config.session_expiry,
             will=self._will,
             max_queued=_MAX_QUEUED,
+            read_pause=self.config.read_pause_ms / 1000,
         )
         stopper = loop.create_task(stopping.wait())
         delay = _FIRST_RETRY

@@ -97,7 +97,8 @@ def _worker_argv(config: HostConfig, client_id: str, metrics_port: int | None, a
     argv = [sys.executable, "-m", "orsguard.host", "--workers", "1", "--mqtt", config.broker]
     argv += ["--documents", str(config.documents), "--topic-prefix", config.topic_prefix, "--client-id", client_id]
     argv += ["--session-expiry", str(config.session_expiry), "--max-sessions", str(config.max_sessions)]
-    argv += ["--max-payload", str(config.max_payload), "--log-level", args.log_level, "--log-format", args.log_format]
+    argv += ["--max-payload", str(config.max_payload), "--read-pause", str(config.read_pause_ms)]
+    argv += ["--log-level", args.log_level, "--log-format", args.log_format]
     if config.options is not None:
         argv += ["--options", str(config.options)]
     if metrics_port is not None:
