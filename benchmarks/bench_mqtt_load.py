@@ -19,7 +19,10 @@ much cheaper than the system under test.
 CPU per event is read from each process's own counters
 (``/proc/<pid>/task/*/schedstat``: time on a CPU, all threads, and children
 for ``--workers``), separately for the host, the broker and the generator, so
-that it does not depend on what else the machine runs. With two or more CPUs
+that other work on the machine is not counted in it. It still shows in it: a
+process that shares its CPU with other work finds its caches cold at every
+wake-up, so the last column gives the CPUs that processes outside the
+benchmark used meanwhile (from ``/proc/stat``). With two or more CPUs
 and one host process, the host is pinned to CPU 0 and the broker and the
 generator to CPU 1 (``--no-pin`` leaves placement to the kernel); the table
 header states the layout used.
@@ -69,6 +72,8 @@ class Result:
     host_us: float = 0.0
     broker_us: float = 0.0
     generator_us: float = 0.0
+    #: CPUs (on average) the machine spent on processes outside the benchmark meanwhile.
+    other_cpus: float = 0.0
 
 
 class Generator:
@@ -219,6 +224,14 @@ def cpu_ns(pid: int, children: bool = False) -> int:
     return total
 
 
+def machine_busy_ns() -> int:
+    """CPU time all processes of the machine have spent, in ns (``/proc/stat``, idle and iowait left out)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # guest time is already counted in user time
+    return busy * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Pin every thread of ``pid`` to ``cpus``."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -233,11 +246,13 @@ class CpuMeter:
         self.hosts = hosts
         self.broker = broker
 
-    def read(self) -> tuple[int, int, int]:
+    def read(self) -> tuple[int, int, int, int]:
+        """Host(s), broker, generator, and the whole machine's busy CPU time, in ns."""
         return (
             sum(cpu_ns(pid, children=True) for pid in self.hosts),
             cpu_ns(self.broker),
             cpu_ns(os.getpid()),
+            machine_busy_ns(),
         )
 
 
@@ -259,15 +274,18 @@ def _result(
     gen: Generator,
     events: int,
     seconds: float,
-    cpu: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
+    cpu: tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None = None,
 ) -> Result:
     lat = sorted(gen.latencies_ns)
     if not lat:
         return Result(mode, events, seconds, 0.0, 0.0, 0.0, 0.0, events)
     per_event = [0.0, 0.0, 0.0]
+    other = 0.0
     if cpu is not None:
         before, after = cpu
-        per_event = [round((b - a) / len(lat) / 1e3, 1) for a, b in zip(before, after, strict=True)]
+        spent = [b - a for a, b in zip(before, after, strict=True)]
+        per_event = [round(ns / len(lat) / 1e3, 1) for ns in spent[:3]]
+        other = round(max(0, spent[3] - sum(spent[:3])) / 1e9 / seconds, 2)
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6
@@ -284,6 +302,7 @@ def _result(
         host_us=per_event[0],
         broker_us=per_event[1],
         generator_us=per_event[2],
+        other_cpus=other,
     )
 
 
@@ -447,12 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} CPUs, {args.sessions} sessions, QoS 1; {layout}; load average {os.getloadavg()[0]:.1f}")
     print(
         f"{'mode':<26}{'events':>8}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}{'lost':>5}"
-        f"{'host us':>9}{'broker us':>10}{'gen us':>8}"
+        f"{'host us':>9}{'broker us':>10}{'gen us':>8}{'other CPUs':>11}"
     )
     for r in results:
         print(
             f"{r.mode:<26}{r.events:>8}{r.events_per_second:>10.0f}{r.p50_ms:>8.2f}"
             f"{r.p99_ms:>8.2f}{r.max_ms:>9.2f}{r.lost:>5}{r.host_us:>9.1f}{r.broker_us:>10.1f}{r.generator_us:>8.1f}"
+            f"{r.other_cpus:>11.2f}"
         )
     return 0
 

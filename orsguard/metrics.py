@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
@@ -35,7 +35,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from orsguard._core import END_REASONS, default_stats
 from orsguard.limits import OPTION_NAMES, Limits
@@ -50,6 +50,9 @@ __all__ = [
     "make_registry",
     "start_metrics_server",
 ]
+
+# prometheus_client leaves this helper unannotated.
+_float_to_go_string = cast(Callable[[float], str], _untyped_float_to_go_string)
 
 #: Event queues; the values of ``orsguard_events_total{queue}``.
 QUEUES: tuple[str, ...] = ("internal", "external")
@@ -178,7 +181,8 @@ def _families(snap: Mapping[str, Any] | None, limits: Limits | None) -> Iterator
     )
     yield _histogram(
         "orsguard_pending_events",
-        "External queue depth at the start of each macrostep; compare with the max-pending-events limit.",
+        "Events pending in a session (internal, external and delayed together) at the start of each "
+        "macrostep; compare with the max-pending-events limit.",
         None if snap is None else snap["pending_events"],
     )
 
@@ -215,7 +219,7 @@ def _histogram(name: str, documentation: str, hist: Mapping[str, Any] | None) ->
     total = 0
     for bound, count in zip(bounds, counts, strict=True):
         total += count
-        cumulative.append((floatToGoString(bound), total))
+        cumulative.append((_float_to_go_string(bound), total))
     return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=hist["sum"])
 
 

@@ -6,6 +6,8 @@
 * :class:`Peer` - the test's side of the conversation: an MQTT 5 client with a
   persistent session that reconnects and re-publishes until acknowledged, so
   it survives a broker restart like a well-behaved production client.
+* the ``broker`` fixture (one Mosquitto per test module; import ``broker_fixture``) and :func:`metric`,
+  one sample read from a host's ``/metrics``.
 
 Mosquitto comes from ``scripts/install-services.sh``. Without it the tests
 skip, except under CI (``CI`` set), where a missing broker is a failure.
@@ -26,7 +28,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +173,26 @@ class Mosquitto:
         if not self.log.exists():
             return "(no log)"
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module", name="broker")
+def broker_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A Mosquitto of the test module's own, started once and stopped after its last test."""
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker"))
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """The value of sample ``name{labels}`` scraped from ``127.0.0.1:port/metrics``; fails if absent."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {wanted} in:\n{text}")
 
 
 class HostProcess:

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,16 +16,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import orsguard
+from orsguard.host.payload import RequestError, loads
 from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
-from tests.mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker"))
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
+from tests.mqtt_support import (
+    DOCUMENTS,
+    HostProcess,
+    Mosquitto,
+    Peer,
+    broker_fixture,  # noqa: F401 (the broker fixture)
+    free_port,
+    metric,
+    topic_is,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +35,6 @@ def host(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     process = HostProcess(broker, tmp_path_factory.mktemp("host"), client_id="host-a", metrics_port=free_port())
     yield process
     assert process.stop() == 0, process.tail()
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a text exposition (0 when absent)."""
-    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
-    for line in text.splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_session_round_trip(broker: Mosquitto, host: HostProcess) -> None:
@@ -96,7 +83,7 @@ def test_null_datamodel_document(broker: Mosquitto, host: HostProcess) -> None:
 
 def test_limit_violation_ends_session_and_is_counted(broker: Mosquitto, host: HostProcess) -> None:
     assert host.metrics_port is not None
-    before = sample(scrape(host.metrics_port), "orsguard_limit_violations_total", option="max-microstep-count")
+    before = metric(host.metrics_port, "orsguard_limit_violations_total", option="max-microstep-count")
 
     async def scenario() -> None:
         async with Peer(broker.port, "t-spin", ["orsguard/sessions/spin-1/#"]) as peer:
@@ -111,11 +98,10 @@ def test_limit_violation_ends_session_and_is_counted(broker: Mosquitto, host: Ho
             assert termination["trail"]
 
     asyncio.run(scenario())
-    text = scrape(host.metrics_port)
-    after = sample(text, "orsguard_limit_violations_total", option="max-microstep-count")
+    after = metric(host.metrics_port, "orsguard_limit_violations_total", option="max-microstep-count")
     assert after == before + 1
-    assert sample(text, "orsguard_sessions_ended_total", reason="limit") >= 1
-    assert sample(text, "orsguard_limit", option="max-microstep-count") == 1000
+    assert metric(host.metrics_port, "orsguard_sessions_ended_total", reason="limit") >= 1
+    assert metric(host.metrics_port, "orsguard_limit", option="max-microstep-count") == 1000
 
 
 def test_bad_requests_are_answered_and_the_host_survives(broker: Mosquitto, host: HostProcess) -> None:
@@ -327,7 +313,7 @@ def test_sighup_reloads_limits_for_running_and_new_sessions(broker: Mosquitto, t
                 options.write_text("[scxml]\nmax-microstep-count=50\n")
                 host.signal(signal.SIGHUP)
                 host.wait_for_log("options reloaded")
-                assert sample(scrape(metrics_port), "orsguard_limit", option="max-microstep-count") == 50
+                assert metric(metrics_port, "orsguard_limit", option="max-microstep-count") == 50
                 # A session started before the reload uses the new limit too.
                 assert (await spin(peer, "running"))["limit"] == 50
 
@@ -414,20 +400,23 @@ def test_processor_encodes_data_as_json_and_refuses_what_is_not() -> None:
 
 
 def test_event_payload_numbers_are_checked_however_they_are_written() -> None:
-    from orsguard.host import _Error, _loads
-
-    assert _loads(b'{"n":12345,"f":1.5,"t":true,"s":"NaN Infinity 1e999"}') == {
+    assert loads(b'{"n":12345,"f":1.5,"t":true,"s":"NaN Infinity 1e999"}') == {
         "n": 12345,
         "f": 1.5,
         "t": True,
         "s": "NaN Infinity 1e999",
     }
-    big = _loads(b"[9007199254740993, 123456789012345678901234567890]")
+    big = loads(b"[9007199254740993, 123456789012345678901234567890]")
     assert big == [9007199254740992.0, 1.2345678901234568e29] and all(type(v) is float for v in big)
-    assert _loads(b"[1E3, 2e-3, 9007199254740992]") == [1000.0, 0.002, 9007199254740992]
+    assert loads(b"[1E3, 2e-3, 9007199254740992]") == [1000.0, 0.002, 9007199254740992]
+    assert loads(b' \n{"a": [1, "x"]}\t') == {"a": [1, "x"]}
+    assert loads(b'"text"') == "text"
+    for broken, where in ((b'{"a":1} x', "Extra data"), (b'{"a":1', "Expecting"), (b" ", "Expecting value")):
+        with pytest.raises(RequestError, match=where):
+            loads(broken)
     for bad in (b"[1" + b"0" * 400 + b"]", b"[1E400]", b"[-1e999]", b"[NaN]", b"[-Infinity]", b'{"a": Infinity}'):
-        with pytest.raises(_Error, match="beyond the double range|is not JSON"):
-            _loads(bad)
+        with pytest.raises(RequestError, match="beyond the double range|is not JSON"):
+            loads(bad)
 
 
 def test_processor_retries_a_refused_publish_then_reports_it() -> None:
@@ -483,6 +472,9 @@ def test_out_of_range_numbers_are_usage_errors() -> None:
         (["--workers", "-1"], "--workers: -1 is not between"),
         (["--max-sessions", "lots"], "--max-sessions: 'lots' is not a whole number"),
         (["--log-format", "xml"], "--log-format: invalid choice"),
+        (["--read-pause", "-1"], "--read-pause: -1 is not between 0 and 1000 ms"),
+        (["--read-pause", "nan"], "--read-pause: nan is not between 0 and 1000 ms"),
+        (["--read-pause", "soon"], "--read-pause: 'soon' is not a number of milliseconds"),
     ):
         command = [sys.executable, "-m", "orsguard.host", "--mqtt", "mqtt://127.0.0.1:9", "--documents", str(DOCUMENTS)]
         run = subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)

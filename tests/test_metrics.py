@@ -26,7 +26,16 @@ from orsguard.metrics import (
     make_registry,
     start_metrics_server,
 )
-from tests.mqtt_support import REPO, HostProcess, Mosquitto, Peer, free_port, require_program, topic_is
+from tests.mqtt_support import (
+    REPO,
+    HostProcess,
+    Mosquitto,
+    Peer,
+    broker_fixture,  # noqa: F401 (the broker fixture)
+    free_port,
+    require_program,
+    topic_is,
+)
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
@@ -169,15 +178,15 @@ def test_host_counters_exist_at_zero_from_start_up() -> None:
 
 
 def test_reject_codes_cover_every_code_the_host_answers_with() -> None:
-    # The host answers with _Error(code, ...); a code missing here would appear
-    # on dashboards only after its first rejection.
-    tree = ast.parse((REPO / "orsguard" / "host.py").read_text())
+    # The host answers with RequestError(code, ...); a code missing here would
+    # appear on dashboards only after its first rejection.
     codes = {
         node.args[0].value
-        for node in ast.walk(tree)
+        for path in (REPO / "orsguard" / "host").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
-        and node.func.id == "_Error"
+        and node.func.id == "RequestError"
         and node.args
         and isinstance(node.args[0], ast.Constant)
     }
@@ -307,17 +316,12 @@ def test_alert_rules_name_exported_metrics_and_cover_every_limit() -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mosquitto, HostProcess]]:
-    broker = Mosquitto(tmp_path_factory.mktemp("broker"))
-    broker.start()
+def served(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mosquitto, HostProcess]]:
+    host = HostProcess(broker, tmp_path_factory.mktemp("host"), client_id="metrics-host", metrics_port=free_port())
     try:
-        host = HostProcess(broker, tmp_path_factory.mktemp("host"), client_id="metrics-host", metrics_port=free_port())
-        try:
-            yield broker, host
-        finally:
-            host.stop()
+        yield broker, host
     finally:
-        broker.stop()
+        host.stop()
 
 
 def test_a_real_scrape_passes_promtool_check_metrics(served: tuple[Mosquitto, HostProcess]) -> None:

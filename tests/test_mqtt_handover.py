@@ -147,7 +147,7 @@ def test_start_requests_arriving_while_stopping_are_handed_back_with_their_prope
         host = SessionHost(config, load_documents(DOCUMENTS))
         host._loop = asyncio.get_running_loop()
         host._clock = AsyncioClock(host._loop)
-        client = host._client = FakeClient()  # type: ignore[assignment]
+        client = host.connection.client = FakeClient()  # type: ignore[assignment]
         host._on_message(start_packet("before"))
         assert "before" in host.sessions
         shutdown = asyncio.get_running_loop().create_task(host._shutdown(client))  # type: ignore[arg-type]
@@ -187,7 +187,7 @@ def test_an_event_for_a_session_that_has_ended_is_answered() -> None:
         host = SessionHost(config, load_documents(DOCUMENTS))
         host._loop = asyncio.get_running_loop()
         host._clock = AsyncioClock(host._loop)
-        client = host._client = FakeClient()  # type: ignore[assignment]
+        client = host.connection.client = FakeClient()  # type: ignore[assignment]
         host._on_message(start_packet("gone"))
         bye = mqtt5.PublishPacket("hb/sessions/gone/events/bye", b"", qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=3)
         host._on_message(bye)

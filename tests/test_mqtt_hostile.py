@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.mqtt_support import DOCUMENTS, HostProcess, Mosquitto, Peer, free_port, topic_is
+from tests.mqtt_support import (
+    DOCUMENTS,
+    HostProcess,
+    Mosquitto,
+    Peer,
+    broker_fixture,  # noqa: F401 (the broker fixture)
+    free_port,
+    metric,
+    topic_is,
+)
 
 NAN_DOCUMENT = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
   <state id="s">
@@ -26,14 +34,6 @@ NAN_DOCUMENT = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" d
     </transition>
   </state>
 </scxml>"""
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker"))
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,7 @@ def host(broker: Mosquitto, documents: Path, tmp_path_factory: pytest.TempPathFa
 
 def rejected(port: int | None, code: str) -> float:
     assert port is not None
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    wanted = f'orsguard_mqtt_rejected_messages_total{{code="{code}"}} '
-    for line in text.splitlines():
-        if line.startswith(wanted):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {wanted!r} in the exposition")
+    return metric(port, "orsguard_mqtt_rejected_messages_total", code=code)
 
 
 def error_answer(peer: Peer, code: str, **fields: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import mqtt5
 import pytest
 
-from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull
+from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull, _plain_publish
 from tests.mqtt_support import Mosquitto
 
 
@@ -150,6 +150,92 @@ def test_receive_maximum_bounds_publishes_in_flight() -> None:
             assert [p.payload for p in broker.of(mqtt5.PublishPacket)] == [b"0", b"1", b"2", b"3"]
 
     asyncio.run(scenario())
+
+
+def test_acknowledgements_split_across_reads_or_with_a_reason_code_are_counted() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker() as broker:
+            broker.auto_ack = False
+            client = client_for(broker.port)
+            await client.connect(clean_start=True)
+            for i in range(3):
+                client.publish("t/a", b"%d" % i)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 3)
+            first, second, third = (p.packet_id for p in broker.of(mqtt5.PublishPacket))
+            plain = mqtt5.PubAckPacket(first).write()
+            assert plain == b"\x40\x02" + first.to_bytes(2, "big")
+            # Half a PUBACK, then its rest with a whole one and one with a reason code.
+            broker.writers[0].write(plain[:3])
+            await asyncio.sleep(0.05)
+            assert client.unacknowledged == 3
+            refused = mqtt5.PubAckPacket(third, reason_code=mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS)
+            broker.writers[0].write(plain[3:] + mqtt5.PubAckPacket(second).write() + refused.write())
+            assert await client.wait_acknowledged(5)
+            await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_packets_larger_than_the_read_buffer_arrive_whole() -> None:
+    async def scenario() -> None:
+        got: list[tuple[str, bytes]] = []
+        async with ScriptedBroker() as broker:
+            client = client_for(broker.port, on_message=lambda p: got.append((p.topic, p.payload)))
+            await client.connect(clean_start=True)
+            big = bytes(range(256)) * 1200  # 300 KB, several times the first read buffer
+            stream = b"".join(
+                mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=pid).write()
+                for pid, (topic, payload) in enumerate([("t/1", b"a"), ("t/big", big), ("t/2", b"b"), ("t/3", big)], 1)
+            )
+            # Written in uneven pieces, so reads end inside packets and headers.
+            for start in range(0, len(stream), 70_001):
+                broker.writers[0].write(stream[start : start + 70_001])
+                await asyncio.sleep(0.01)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PubAckPacket)) == 4)
+            assert got == [("t/1", b"a"), ("t/big", big), ("t/2", b"b"), ("t/3", big)]
+            assert [p.packet_id for p in broker.of(mqtt5.PubAckPacket)] == [1, 2, 3, 4]
+            await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_read_pause_gathers_what_arrives_meanwhile_into_one_read() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        got: list[tuple[bytes, float]] = []
+        async with ScriptedBroker() as broker:
+            client = client_for(broker.port, read_pause=0.2, on_message=lambda p: got.append((p.payload, loop.time())))
+            await client.connect(clean_start=True)
+            # After the CONNACK's read the connection is paused: these wait, then come in one read.
+            await asyncio.sleep(0.3)
+            for pid, payload in enumerate((b"1", b"2", b"3"), 1):
+                message = mqtt5.PublishPacket("t/p", payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=pid)
+                broker.writers[0].write(message.write())
+                await asyncio.sleep(0.02)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PubAckPacket)) == 3)
+            assert [payload for payload, _ in got] == [b"1", b"2", b"3"]
+            # The first is read at once (after a quiet spell); the next two wait out the pause together.
+            assert got[1][1] - got[0][1] >= 0.15
+            assert got[2][1] == pytest.approx(got[1][1], abs=0.01)
+            # Acknowledgements and the next read still come.
+            client.publish("t/out", b"x")
+            assert await client.wait_acknowledged(5)
+            await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("topic_size", [1, 60, 122, 123, 300, 16_380, 16_381, 60_000])
+def test_plain_publishes_are_encoded_as_the_codec_reads_them(topic_size: int) -> None:
+    # Sizes around the one-, two- and three-byte remaining lengths; a multi-byte character in the topic.
+    topic = "é/" + "t" * topic_size
+    payload = b"p" * (topic_size % 7)
+    data = _plain_publish(topic.encode(), payload, 4660)
+    packet, size = mqtt5.read(data)
+    assert size == len(data)
+    assert (packet.topic, packet.payload, packet.packet_id, packet.qos) == (topic, payload, 4660, 1)
+    assert not packet.retain and not packet.duplicate
+    assert data == mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=4660).write()
 
 
 @pytest.mark.slow

@@ -6,21 +6,11 @@ import asyncio
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.mqtt_support import HostProcess, Mosquitto, Peer, free_port, topic_is
-
-
-def metric(port: int, line_start: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {line_start} in:\n{text}")
+from tests.mqtt_support import HostProcess, Mosquitto, Peer, free_port, metric, topic_is
 
 
 def wait_for_count(host: HostProcess, text: str, count: int, timeout: float = 30) -> None:
@@ -68,14 +58,14 @@ def test_two_workers_share_the_sessions_behind_one_metrics_endpoint(tmp_path: Pa
         assert metric(port, "orsguard_workers_up") == 2
         assert metric(port, "orsguard_sessions_started_total") == count
         assert metric(port, "orsguard_sessions_active") == count
-        assert metric(port, 'orsguard_events_total{queue="external"}') == count
+        assert metric(port, "orsguard_events_total", queue="external") == count
         # The limit gauge is the workers' common value, not their sum.
-        assert metric(port, 'orsguard_limit{option="max-microstep-count"}') == 1000
+        assert metric(port, "orsguard_limit", option="max-microstep-count") == 1000
 
         options.write_text("[scxml]\nmax-microstep-count=70\n")
         host.signal(signal.SIGHUP)
         wait_for_count(host, "options reloaded", 2)
-        assert metric(port, 'orsguard_limit{option="max-microstep-count"}') == 70
+        assert metric(port, "orsguard_limit", option="max-microstep-count") == 70
 
         # A worker that dies is started again, under the same client id.
         workers = Path(f"/proc/{host.process.pid}/task/{host.process.pid}/children").read_text().split()

@@ -32,14 +32,15 @@ docs/operations.md describes the topics this processor shares with the host.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from _json import make_encoder
 from collections.abc import Callable
+from functools import partial
 from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
-from orsguard import CommunicationError
+from orsguard.errors import CommunicationError
+from orsguard.ioprocessors.mqtt_protocol import RetryingPublisher
 
 __all__ = ["MQTT_TYPE_URI", "MqttEventIOProcessor", "Publish"]
 
@@ -82,13 +83,10 @@ class MqttEventIOProcessor:
             raise ValueError(f"send_retries must be >= 0, got {send_retries!r}")
         self._publish = publish
         self.topic_prefix = topic_prefix.rstrip("/")
-        self.send_retries = send_retries
-        self.retry_delay = retry_delay
+        self._retrier = RetryingPublisher(send_retries, retry_delay)
         # The host routes late error.communication events through its own
         # session bookkeeping; alone, the processor calls session.send.
         self._deliver_error = deliver_error or _send_to_session
-        # Strong references: the loop keeps only weak ones to running tasks.
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def location(self, session: Any) -> str:
         """The topic prefix other parties publish to in order to reach ``session``.
@@ -114,6 +112,15 @@ class MqttEventIOProcessor:
             raise CommunicationError("MQTT target is longer than 65535 bytes")
         return topic
 
+    @property
+    def send_retries(self) -> int:
+        """Retries of a refused hand-over (``orchestration/send-retries``)."""
+        return self._retrier.retries
+
+    @send_retries.setter
+    def send_retries(self, retries: int) -> None:
+        self._retrier.retries = retries
+
     def send(self, session: Any, event: Any, target: str) -> None:
         """Check the message and hand it to the MQTT client (see the module docstring)."""
         topic = self.resolve(session, target, event.name)
@@ -125,30 +132,16 @@ class MqttEventIOProcessor:
             self._publish(topic, payload, None)
         except Exception as exc:  # a refused hand-over is retried from a task
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
+                self._retrier.retry(
+                    partial(self._publish, topic, payload, None),
+                    exc,
+                    partial(self._gave_up, session, topic, getattr(event, "sendid", None)),
+                    topic,
+                )
+            except RuntimeError:  # no running loop to retry from
                 raise CommunicationError(f"MQTT publish to {topic} refused: {exc}") from None
-            task = loop.create_task(self._retry(session, topic, payload, getattr(event, "sendid", None), exc))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
-    async def _retry(
-        self,
-        session: Any,
-        topic: str,
-        payload: bytes,
-        sendid: str | None,
-        first: Exception,
-    ) -> None:
-        reason = str(first) or type(first).__name__
-        for attempt in range(self.send_retries):
-            await asyncio.sleep(self.retry_delay * 2**attempt)
-            try:
-                self._publish(topic, payload, None)
-                return
-            except Exception as exc:  # any refusal counts as one failed retry
-                reason = str(exc) or type(exc).__name__
-                _log.debug("publish to %s refused (retry %d): %s", topic, attempt + 1, reason)
+    def _gave_up(self, session: Any, topic: str, sendid: str | None, reason: str) -> None:
         _log.warning("giving up on %s after %d retries: %s", topic, self.send_retries, reason)
         if session.running:
             self._deliver_error(
@@ -159,8 +152,7 @@ class MqttEventIOProcessor:
 
     async def drain(self) -> None:
         """Wait until every refused publish has been retried or given up."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._retrier.drain()
 
 
 def _not_json(value: Any) -> Any:

@@ -24,6 +24,8 @@ loop turn, goes out in one ``transport.write``.
 
 Reconnecting is the caller's business (the host does it with backoff); this
 client only keeps the unacknowledged messages across connections.
+:class:`RetryingPublisher` is the one rule for a publish the client refuses
+(its queue is full): tried again from a task, with a doubling pause.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any, cast
 
 import mqtt5
 
-__all__ = ["ConnectionLost", "MqttClient", "MqttError", "QueueFull"]
+__all__ = ["ConnectionLost", "MqttClient", "MqttError", "QueueFull", "RetryingPublisher"]
 
 _log = logging.getLogger("orsguard.mqtt")
 
@@ -44,6 +46,8 @@ _QOS1 = mqtt5.QoS.AT_LEAST_ONCE
 _PUBLISH = mqtt5.PublishPacket
 _PUBACK = mqtt5.PubAckPacket
 _PINGREQ = b"\xc0\x00"
+#: Initial read buffer (bytes); it grows to hold the largest packet received.
+_READ_SIZE = 1 << 16
 _DUP = 0x08
 
 
@@ -59,8 +63,11 @@ class QueueFull(MqttError):
     """More outgoing messages are waiting than the client keeps."""
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     # One TCP connection; the client outlives it and keeps the session state.
+    # Buffered: the transport reads into the client's buffer. A plain Protocol
+    # gets a new bytes object per read, allocated at the transport's 256 KiB
+    # read size, which costs more than handling a few events.
 
     def __init__(self, client: MqttClient) -> None:
         self.client = client
@@ -70,8 +77,20 @@ class _Connection(asyncio.Protocol):
         # A TCP connection (loop.create_connection) is always given a stream transport.
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
-        self.client._received(self, data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.client._free_space()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.client._received(self, nbytes)
+        pause = self.client.read_pause
+        transport = self.transport
+        if pause > 0 and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            asyncio.get_running_loop().call_later(pause, self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._lost(self, exc)
@@ -84,7 +103,12 @@ class MqttClient:
     on the event loop; its QoS 1 acknowledgement goes out after it returns, even
     if it raises (the exception is logged). ``max_queued`` bounds the outgoing
     messages kept (in flight and waiting); :meth:`publish` raises
-    :class:`QueueFull` beyond it.
+    :class:`QueueFull` beyond it. ``read_pause`` (s) is the least time between
+    two reads of the connection: under steady traffic the client wakes at most
+    that often and handles what arrived meanwhile at once, which costs far less
+    CPU than a wake-up per message; a message adds at most that much latency,
+    and one arriving after a quiet spell is read at once. 0 reads as soon as
+    data arrives.
     """
 
     def __init__(
@@ -101,6 +125,7 @@ class MqttClient:
         will: mqtt5.Will | None = None,
         max_queued: int = 100_000,
         timeout: float = 10.0,
+        read_pause: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -113,12 +138,15 @@ class MqttClient:
         self.will = will
         self.max_queued = max_queued
         self.timeout = timeout
+        self.read_pause = read_pause
         #: The CONNACK of the current connection (None while disconnected).
         self.connack: mqtt5.ConnAckPacket | None = None
         self._conn: _Connection | None = None
         self._connack_waiter: asyncio.Future[mqtt5.ConnAckPacket] | None = None
         self._closed: asyncio.Future[Exception | None] | None = None
-        self._inbuf = bytearray()
+        # Incoming bytes: _inbuf[:_inlen] holds what is not yet parsed.
+        self._inbuf = bytearray(_READ_SIZE)
+        self._inlen = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._receiving = False
@@ -166,7 +194,7 @@ class MqttClient:
         except (OSError, TimeoutError) as exc:
             raise MqttError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from None
         self._conn = conn
-        self._inbuf.clear()
+        self._inlen = 0
         self._closed = loop.create_future()
         self._connack_waiter = loop.create_future()
         packet = mqtt5.ConnectPacket(
@@ -243,7 +271,7 @@ class MqttClient:
         (``content_type``, ``response_topic``, ``correlation_data``, ...).
         Raises :class:`QueueFull` when ``max_queued`` messages are waiting.
         """
-        if self._conn is not None and self.connack is not None and len(self._inflight) < self._quota:
+        if self.connack is not None and len(self._inflight) < self._quota:
             self._send_publish(topic, payload, retain, properties)
             return
         if len(self._inflight) + len(self._waiting) >= self.max_queued:
@@ -252,10 +280,10 @@ class MqttClient:
 
     def _send_publish(self, topic: str, payload: bytes, retain: bool, properties: dict[str, Any] | None) -> None:
         pid = self._next_pid()
-        if properties is None:
-            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid).write()
+        if properties is None and not retain:
+            data = _plain_publish(topic.encode(), payload, pid)
         else:
-            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid, **properties).write()
+            data = _PUBLISH(topic, payload, qos=_QOS1, retain=retain, packet_id=pid, **(properties or {})).write()
         self._inflight[pid] = data
         self._write(data)
 
@@ -336,20 +364,31 @@ class MqttClient:
 
     # -- incoming --------------------------------------------------------
 
-    def _received(self, conn: _Connection, data: bytes) -> None:
+    def _free_space(self) -> memoryview:
+        buf = self._inbuf
+        if self._inlen == len(buf):  # a packet larger than the buffer: make room for the rest
+            buf += bytes(len(buf))
+        return memoryview(buf)[self._inlen :]
+
+    def _received(self, conn: _Connection, nbytes: int) -> None:
         if conn is not self._conn:
             return
         self._heard_since_tick = True
         buf = self._inbuf
-        buf += data
+        end = self._inlen + nbytes
         self._receiving = True
         pos = 0
         try:
             with memoryview(buf) as view:
-                end = len(view)
                 while pos < end:
+                    # A PUBACK without reason code, one per event published, is
+                    # read here; mqtt5 would build an object for each.
+                    if buf[pos] == 0x40 and end - pos >= 4 and buf[pos + 1] == 2:
+                        self._acknowledged(buf[pos + 2] << 8 | buf[pos + 3])
+                        pos += 4
+                        continue
                     try:
-                        packet, size = mqtt5.read(view[pos:])
+                        packet, size = mqtt5.read(view[pos:end])
                     except IndexError:  # an incomplete packet: wait for more
                         break
                     pos += size
@@ -359,7 +398,11 @@ class MqttClient:
             self._abort()
         finally:
             self._receiving = False
-            del buf[:pos]
+            # Keep the start of an incomplete packet at the front of the buffer.
+            rest = end - pos
+            if rest and pos:
+                buf[:rest] = buf[pos:end]
+            self._inlen = rest
             self._flush()
 
     def _handle(self, packet: Any) -> None:
@@ -377,13 +420,7 @@ class MqttClient:
                 # Never subscribed above QoS 1; answer anyway so the broker moves on.
                 self._write(mqtt5.PubRecPacket(packet.packet_id).write())
         elif kind is _PUBACK:
-            if self._inflight.pop(packet.packet_id, None) is not None:
-                if self._waiting:
-                    self._pump()
-                elif not self._inflight and self._idle:
-                    for future in self._idle:
-                        if not future.done():
-                            future.set_result(None)
+            self._acknowledged(packet.packet_id)
         elif kind is mqtt5.SubAckPacket or kind is mqtt5.UnsubAckPacket:
             ack = self._acks.pop(packet.packet_id, None)
             if ack is not None and not ack.done():
@@ -401,6 +438,15 @@ class MqttClient:
             self._abort()
         else:
             _log.debug("ignored %s from the broker", kind.__name__)
+
+    def _acknowledged(self, pid: int) -> None:
+        if self._inflight.pop(pid, None) is not None:
+            if self._waiting:
+                self._pump()
+            elif not self._inflight and self._idle:
+                for future in self._idle:
+                    if not future.done():
+                        future.set_result(None)
 
     def _lost(self, conn: _Connection, exc: Exception | None) -> None:
         if conn is not self._conn:
@@ -445,3 +491,71 @@ class MqttClient:
             self._pinged = True
         self._sent_since_tick = self._heard_since_tick = False
         self._ping_timer = self._loop.call_later(self.keepalive / 2, self._tick)
+
+
+def _plain_publish(topic: bytes, payload: bytes, pid: int) -> bytes:
+    # A QoS 1 PUBLISH without properties, encoded here: building an
+    # mqtt5.PublishPacket and writing it costs more than the bytes themselves.
+    size = len(topic) + len(payload) + 5  # topic length, packet id, property length
+    length = bytearray()
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length.append(byte | 0x80 if size else byte)
+        if not size:
+            break
+    return b"".join((b"\x32", length, len(topic).to_bytes(2, "big"), topic, pid.to_bytes(2, "big"), b"\x00", payload))
+
+
+class RetryingPublisher:
+    """Tries a refused publish again from a task: ``retries`` more times, the pause doubling from ``delay``.
+
+    Both the host's own messages and the MQTT I/O processor's go through
+    this: a publish runs inside a callback that must not wait, so the caller
+    makes the first attempt itself and hands a refusal here. ``retries`` may be
+    changed while running (the host does so on SIGHUP); a retry reads it when
+    it starts.
+    """
+
+    def __init__(self, retries: int = 3, delay: float = 0.2) -> None:
+        self.retries = retries
+        self.delay = delay
+        # Strong references: the loop keeps only weak ones to running tasks.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def retry(
+        self,
+        attempt: Callable[[], object],
+        refusal: BaseException,
+        give_up: Callable[[str], None],
+        topic: str,
+    ) -> None:
+        """Call ``attempt()`` again later until it does not raise; else ``give_up(last reason)``.
+
+        Needs a running event loop (``RuntimeError`` otherwise).
+        """
+        task = asyncio.get_running_loop().create_task(self._run(attempt, refusal, give_up, topic))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self,
+        attempt: Callable[[], object],
+        refusal: BaseException,
+        give_up: Callable[[str], None],
+        topic: str,
+    ) -> None:
+        reason = str(refusal) or type(refusal).__name__
+        for number in range(self.retries):
+            await asyncio.sleep(self.delay * 2**number)
+            try:
+                attempt()
+                return
+            except Exception as exc:  # any refusal counts as one failed retry
+                reason = str(exc) or type(exc).__name__
+                _log.debug("publish to %s refused (retry %d): %s", topic, number + 1, reason)
+        give_up(reason)
+
+    async def drain(self) -> None:
+        """Wait until every refused publish has been retried or given up."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
