@@ -9,8 +9,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats
-from orsguard.clock import RealClock, VirtualClock
+from orsguard._core import Event, Interpreter, Stats
+from orsguard.clock import Clock, RealClock
 from orsguard.datamodels.base import Expression
 from orsguard.document import Document, Invoke, load_file, load_string, resolve_src
 from orsguard.errors import CommunicationError, DocumentError, ExecutionError
@@ -27,6 +27,7 @@ from orsguard.records import (
     TransitionTaken,
     element_column,
 )
+from orsguard.runtime import ExecutionContext, execution_failed
 
 log = logging.getLogger("orsguard")
 
@@ -65,7 +66,9 @@ class Session(Interpreter):
     share their invoker's settings, outbox and error list.
     """
 
-    def __init__(self, document: Document, *, limits: Limits | None = None, clock: Any = None,
+    clock: Clock
+
+    def __init__(self, document: Document, *, limits: Limits | None = None, clock: Clock | None = None,
                  session_id: str | None = None, ioprocessors: Iterable[EventIOProcessor] = (),
                  stats: Stats | None = None, on_end: Callable[[Session], None] | None = None,
                  data: Mapping[str, Any] | None = None, on_log: Callable[[str | None, Any], None] | None = None,
@@ -136,13 +139,7 @@ class Session(Interpreter):
 
     def advance(self, seconds: float) -> None:
         """Move the clock on and process the delayed events that become due."""
-        clock = self.clock
-        if isinstance(clock, VirtualClock):
-            clock.advance(seconds)
-        elif isinstance(clock, RealClock):
-            clock.run_until(clock.now() + seconds)
-        else:
-            raise TypeError("advance() needs a VirtualClock or the default real clock")
+        self.clock.advance(seconds)
 
     def run(self, max_time: float) -> Session:
         """Process until the session ends or nothing more can happen within ``max_time`` seconds.
@@ -150,17 +147,7 @@ class Session(Interpreter):
         On a virtual clock time jumps from timer to timer; on the real clock it passes.
         """
         clock = self.clock
-        if isinstance(clock, VirtualClock):
-            deadline = clock.now() + max_time
-            while self.running:
-                due = clock.next_due()
-                if due is None or due > deadline:
-                    break
-                clock.advance_to(due)
-        elif isinstance(clock, RealClock):
-            clock.run_until(clock.now() + max_time, stop=lambda: not self.running)
-        else:
-            raise TypeError("run() needs a VirtualClock or the default real clock")
+        clock.run_until(clock.now() + max_time, stop=lambda: not self.running)
         return self
 
     def cancel(self) -> None:
@@ -182,19 +169,8 @@ class Session(Interpreter):
     def _flush(self) -> None:
         # Run what became due meanwhile: cross-session deliveries posted for "now",
         # and on the real clock any timer that came due. Checked after every event,
-        # so the common case is one comparison (the core already read the time).
-        clock = self.clock
-        cls = clock.__class__
-        if cls is VirtualClock:
-            if clock._due_now:
-                clock.advance(0)
-        elif cls is RealClock:
-            if clock.earliest <= self._macro_end and clock.has_due(self._macro_end):
-                clock.run_due()
-        elif isinstance(clock, VirtualClock) and clock.has_due():
-            clock.advance(0)
-        elif isinstance(clock, RealClock) and clock.has_due():
-            clock.run_due()
+        # so the clock makes the common case one comparison (the core already read the time).
+        self.clock.settle(self._macro_end)
 
     # ------------------------------------------------------------ services for executable content
 
@@ -398,12 +374,12 @@ class Session(Interpreter):
         if exc[0] is None:
             self.check()
 
-    def _error_data(self, name: str, exc: Any, t: int, k: int) -> Any:
+    def _error_data(self, name: str, exc: BaseException | None, t: int, k: int) -> dict[str, Any]:
         record = self._error_record(name, exc, t, k)
         self._note_error(record)
         return record.as_data()
 
-    def _error_record(self, name: str, exc: Any, t: int, k: int) -> ErrorRecord:
+    def _error_record(self, name: str, exc: BaseException | None, t: int, k: int) -> ErrorRecord:
         invokeid = self.invoke_id if self.parent is not None else None
         if isinstance(exc, DocumentError):  # a document to invoke did not load: its own location
             return ErrorRecord(name, exc.message, exc.element, exc.line, exc.column, exc.file, None, invokeid)
@@ -451,11 +427,9 @@ class Session(Interpreter):
         for inv in self._machine.invokes[s]:
             try:
                 self._start_one(inv)
-            except ScriptInterrupted:
-                self.script_interrupted()
             except Exception as exc:
                 # Evaluating the invoke or loading its document failed: spec 6.4.1, error.execution.
-                self.raise_error("error.execution", exc)
+                execution_failed(self, exc)
 
     def _start_one(self, inv: Invoke) -> None:
         dm = self.dm
@@ -531,13 +505,11 @@ class Session(Interpreter):
                 scxml_processor.post(child, copy)
         return True
 
-    def _run_finalize(self, block: Callable[[Any], None]) -> None:
+    def _run_finalize(self, block: Callable[[ExecutionContext], None]) -> None:
         try:
             block(self)
-        except ScriptInterrupted:
-            self.script_interrupted()
         except Exception as exc:
-            self.raise_error("error.execution", exc)
+            execution_failed(self, exc)
 
     def _child_ended(self, child: Session) -> None:
         # The record stays until the invoking state exits, so that <finalize>
@@ -596,7 +568,7 @@ def _invoke_of(exc: BaseException | None) -> Invoke | None:
     return None
 
 
-def _shielded(hook: Callable[..., Any], name: str) -> Callable[..., None]:
+def _shielded(hook: Callable[..., object], name: str) -> Callable[..., None]:
     """A host's hook that cannot break the step loop: its exceptions are logged."""
 
     def call(*args: Any) -> None:
