@@ -93,12 +93,12 @@ class Coverage:
 
     def __init__(self) -> None:
         self.documents: dict[str, DocumentCoverage] = {}
-        self._live: list[Any] = []
+        self._live: list[Session] = []
 
-    def add(self, session: Any) -> None:
+    def add(self, session: Session) -> None:
         """Count ``session`` (not yet started) and the sessions it invokes."""
         session.coverage = True
-        session.coverage_sink = self
+        session._coverage_sink = self.add
         self._live.append(session)
 
     def harvest(self) -> None:

@@ -88,16 +88,16 @@ class Session(Interpreter):
         self.on_end = on_end
         self.on_log = on_log
         self._init_harness(on_transition, strict, sends)
-        self.initial_data = dict(data) if data else {}
+        self._initial_data = dict(data) if data else {}
         if parent is None:
             # The API boundary; an invoking parent's values come from its own datamodel.
-            for value in self.initial_data.values():
+            for value in self._initial_data.values():
                 document.datamodel_class.validate(value)
-        self.child_limits = child_limits
-        self.ioprocessors: dict[str, EventIOProcessor] = {}
+        self._child_limits = child_limits
+        self._ioprocessors: dict[str, EventIOProcessor] = {}
         for proc in ioprocessors:
             for uri in (proc.type_uri, *proc.aliases):
-                self.ioprocessors[uri] = proc
+                self._ioprocessors[uri] = proc
         self._children: dict[str, tuple[Session, Invoke]] = {}
         self._cancelled: set[str] = set()
         self.dm = document.datamodel_class(self, document.expressions.items + self._data_readers())
@@ -112,7 +112,7 @@ class Session(Interpreter):
         return self
 
     def _boot(self) -> None:
-        system = {"sessionid": self.session_id, "name": self.document.name, "ioprocessors": self.io_locations()}
+        system = {"sessionid": self.session_id, "name": self.document.name, "ioprocessors": self._io_locations()}
         try:
             self.dm.setup(system, self.document.data_ids)
         except ExecutionError as exc:
@@ -174,17 +174,17 @@ class Session(Interpreter):
 
     # ------------------------------------------------------------ services for executable content
 
-    def io_locations(self) -> dict[str, dict[str, str]]:
+    def _io_locations(self) -> dict[str, dict[str, str]]:
         here = {"location": scxml_processor.location(self)}
         out = {uri: dict(here) for uri in scxml_processor.ALIASES}
-        for uri, proc in self.ioprocessors.items():
+        for uri, proc in self._ioprocessors.items():
             out[uri] = {"location": proc.location(self)}
         return out
 
     def apply_initial_data(self) -> None:
         """Called after top-level data is initialized: invoke parameters override it."""
         setters = self.document.data_setters
-        for name, value in self.initial_data.items():
+        for name, value in self._initial_data.items():
             k = setters.get(name)
             if k is not None:
                 self.dm.set_location(k, value)
@@ -212,15 +212,15 @@ class Session(Interpreter):
         """
         type_ = type_ or SCXML_TYPE
         local = type_ in scxml_processor.ALIASES
-        proc = None if local else self.ioprocessors.get(type_)
-        if not local and proc is None and self.sends != "record":
+        proc = None if local else self._ioprocessors.get(type_)
+        if not local and proc is None and self._sends != "record":
             raise ExecutionError(f"unsupported event I/O processor type {type_!r}")
         # Other processors may name the event themselves (BasicHTTP: HTTP.POST).
         if name is None and local:
             raise ExecutionError("<send> has no event name")
         if local and target and not target.startswith("#_"):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
-        if sendid is None and (delay > 0 or self.sends != "dispatch"):
+        if sendid is None and (delay > 0 or self._sends != "dispatch"):
             sendid = self.new_send_id()
         event = Event(name, data, type="external", sendid=sendid if public_id else None,
                       origin=scxml_processor.location(self), origintype=SCXML_TYPE)
@@ -240,11 +240,11 @@ class Session(Interpreter):
             if proc is None and type_ in scxml_processor.ALIASES:
                 scxml_processor.deliver(self, event, target)
                 return
-            if self.sends != "dispatch":
+            if self._sends != "dispatch":
                 assert sendid is not None  # send_event gives every send it does not dispatch an id
                 self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
                                         self.invoke_id if self.parent is not None else None, self.clock.now()))
-                if self.sends == "record" or proc is None:
+                if self._sends == "record" or proc is None:
                     return
             # send_event refuses a type with no processor unless sends are only recorded.
             assert proc is not None
@@ -276,28 +276,29 @@ class Session(Interpreter):
             # is freed by reference counting when the last reference goes).
             self._invoker_root: weakref.ref[Session] | None = None
             self.strict = strict
-            self.sends = sends
+            self._sends = sends
             #: Every ``<send>`` that left the session tree, in order (:class:`~orsguard.records.Sent`).
             self.outbox: list[Sent] = []
             #: The ``error.*`` events the platform raised in the session tree (the first ``MAX_ERRORS``).
             self.errors: list[ErrorRecord] = []
-            self.errors_dropped = 0
+            self._errors_dropped = 0
             self._expected: list[ExpectedError] = []
             self._checked = 0
             self._on_transition = on_transition
-            self.coverage_sink: Any = None
+            # Coverage.add, once coverage counts this session tree.
+            self._coverage_sink: Callable[[Session], None] | None = None
         else:
             root = parent._root
             self._invoker_root = weakref.ref(root)
             self.strict = root.strict
-            self.sends = root.sends
+            self._sends = root._sends
             self.outbox = root.outbox
             self.errors = root.errors
             self._on_transition = root._on_transition
             self.coverage = parent.coverage
-            self.coverage_sink = root.coverage_sink
-            if self.coverage_sink is not None:
-                self.coverage_sink.add(self)
+            self._coverage_sink = root._coverage_sink
+            if self._coverage_sink is not None:
+                self._coverage_sink(self)
         self._source_lines: list[str] | None = None
         hook = self._on_transition
         if hook is None:
@@ -356,9 +357,9 @@ class Session(Interpreter):
         problems = []
         if root.strict:
             problems += [f"unexpected {r}" for r in fresh if not any(e.matches(r) for e in root._expected)]
-            if root.errors_dropped:
-                problems.append(f"... and {root.errors_dropped} more error events")
-                root.errors_dropped = 0
+            if root._errors_dropped:
+                problems.append(f"... and {root._errors_dropped} more error events")
+                root._errors_dropped = 0
         for e in root._expected if expectations else ():
             if not any(e.matches(r) for r in root.errors):
                 problems.append(f"expected {e} in {self.document.path or 'the SCXML text'}, but no such "
@@ -415,7 +416,7 @@ class Session(Interpreter):
         if len(root.errors) < MAX_ERRORS:
             root.errors.append(record)
         else:
-            root.errors_dropped += 1
+            root._errors_dropped += 1
 
     # ------------------------------------------------------------ invocations
 
@@ -467,9 +468,9 @@ class Session(Interpreter):
             except ValueError as exc:
                 raise ExecutionError(f"<invoke> src: {exc}") from None
             doc = load_file(path, roots=inv.roots, check_expressions=False)
-        limits = self.child_limits if self.child_limits is not None else self.limits
-        child = Session(doc, limits=limits, clock=self.clock, stats=self.stats, child_limits=self.child_limits,
-                        ioprocessors=set(self.ioprocessors.values()), data=data if isinstance(data, dict) else None,
+        limits = self._child_limits if self._child_limits is not None else self.limits
+        child = Session(doc, limits=limits, clock=self.clock, stats=self.stats, child_limits=self._child_limits,
+                        ioprocessors=set(self._ioprocessors.values()), data=data if isinstance(data, dict) else None,
                         on_log=self.on_log, parent=self, invoke_id=invoke_id)
         self._children[invoke_id] = (child, inv)
         self._cancelled.discard(invoke_id)
