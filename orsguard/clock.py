@@ -212,6 +212,7 @@ class RealClock(_HeapClock):
         return time.monotonic()
 
     def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        """Run ``callback`` once ``when`` has come, while the owner waits or settles."""
         if when < self.earliest:
             self.earliest = when
         return super().call_at(when, callback)
@@ -272,9 +273,11 @@ class AsyncioClock:
         return self._loop
 
     def now(self) -> float:
+        """The loop's time."""
         return self.loop.time()
 
     def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        """``loop.call_at``: the callback runs on the loop while the session is idle."""
         return self.loop.call_at(when, callback)
 
     def advance(self, seconds: float) -> None:

@@ -190,15 +190,18 @@ class Session(Interpreter):
                 self.dm.set_location(k, value)
 
     def raise_internal(self, name: str) -> None:
+        """``<raise>``: queue ``name`` on the internal queue."""
         self.enqueue_internal(Event(name, None, type="internal"))
 
     def log(self, label: str | None, value: Any) -> None:
+        """``<log>``: to ``on_log`` when given, else to the ``orsguard`` logger."""
         if self.on_log is not None:
             self.on_log(label, value)
         else:
             log.info("%s: %r", label or "log", value)
 
     def new_send_id(self) -> str:
+        """A send id unique in this process."""
         return f"{self.session_id}.send{next(_send_ids)}"
 
     def send_event(self, name: str | None, target: str | None, type_: str | None, sendid: str | None,
@@ -262,6 +265,7 @@ class Session(Interpreter):
             self.raise_error("error.communication", error)
 
     def cancel_send(self, sendid: str | None) -> None:
+        """``<cancel>``: drop the delayed send ``sendid`` if it has not left yet."""
         if sendid is not None:
             self._unschedule(sendid)
 
@@ -421,6 +425,7 @@ class Session(Interpreter):
     # ------------------------------------------------------------ invocations
 
     def child(self, invoke_id: str) -> Session | None:
+        """The session this one invoked as ``invoke_id``, until the invoking state exits; else None."""
         entry = self._children.get(invoke_id)
         return entry[0] if entry is not None else None
 

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NoReturn
 
 from orsguard._core import Event
 from orsguard.clock import RealClock
@@ -164,7 +164,7 @@ def decode_request(method: str, path: str, content_type: str | None, body: bytes
     return session_id, name, fields or None
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
