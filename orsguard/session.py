@@ -108,7 +108,7 @@ class Session(Interpreter):
     def start(self) -> Session:
         """Run the initial macrostep (datamodel, global scripts, initial states)."""
         self._boot()
-        self._flush()
+        self.clock.settle(self._macro_end)
         return self
 
     def _boot(self) -> None:
@@ -134,7 +134,10 @@ class Session(Interpreter):
         if not self.enqueue_external(Event(name, data, type="external")):
             return False
         self._process_external()
-        self._flush()
+        # Run what became due meanwhile: cross-session deliveries posted for "now",
+        # and on the real clock any timer that came due. Asked after every event, so
+        # the clock answers "nothing" with one comparison (the core already read the time).
+        self.clock.settle(self._macro_end)
         return True
 
     def advance(self, seconds: float) -> None:
@@ -165,12 +168,6 @@ class Session(Interpreter):
     def final(self) -> str | None:
         """Id of the top-level ``<final>`` the session ended in, or None."""
         return self._final_state
-
-    def _flush(self) -> None:
-        # Run what became due meanwhile: cross-session deliveries posted for "now",
-        # and on the real clock any timer that came due. Checked after every event,
-        # so the clock makes the common case one comparison (the core already read the time).
-        self.clock.settle(self._macro_end)
 
     # ------------------------------------------------------------ services for executable content
 
