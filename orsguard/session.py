@@ -42,6 +42,7 @@ LIMIT_EVENT = "error.limit"
 SEND_MODES = ("dispatch", "record", "both")
 
 _send_ids = itertools.count(1)
+_CLOCK_METHODS = ("now", "call_at", "advance", "run_until", "settle")
 
 
 class Session(Interpreter):
@@ -77,8 +78,14 @@ class Session(Interpreter):
                  sends: str = "dispatch") -> None:
         if not isinstance(document, Document):
             raise TypeError(f"Session needs a Document from orsguard.load(), not {type(document).__name__}")
-        self._core_init(document.machine, limits if limits is not None else Limits(),
-                        clock if clock is not None else RealClock(), stats)
+        if clock is None:
+            clock = RealClock()
+        else:
+            missing = [m for m in _CLOCK_METHODS if not callable(getattr(clock, m, None))]
+            if missing:
+                raise TypeError(f"a session clock needs the methods of orsguard.clock.Clock; "
+                                f"{type(clock).__name__} has no {', '.join(missing)}")
+        self._core_init(document.machine, limits if limits is not None else Limits(), clock, stats)
         self.document = document
         self.session_id = session_id or uuid.uuid4().hex
         # Weak: the parent holds its children; a strong way back would be a cycle

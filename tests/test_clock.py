@@ -200,3 +200,15 @@ def test_an_asyncio_clock_refuses_advance_and_run_clearly():
         session.cancel()
 
     asyncio.run(main())
+
+
+def test_a_clock_without_the_protocol_is_refused_at_once():
+    class Bare:
+        def now(self) -> float:
+            return 0.0
+
+        def call_at(self, when: float, callback: object) -> object:
+            return None
+
+    with pytest.raises(TypeError, match="Bare has no advance, run_until, settle"):
+        Session(IDLE, clock=Bare(), stats=Stats())  # type: ignore[arg-type]

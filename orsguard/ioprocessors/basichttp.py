@@ -465,9 +465,9 @@ class BasicHTTPProcessor:
 
     def run_until(self, clock: RealClock, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
         """Run a :class:`~orsguard.RealClock`'s timers and the inbound events until ``deadline`` or ``stop()``."""
-        self.pump()
         while True:
             try:
+                self.pump()
                 clock.run_until(deadline, stop, wait=self._wait)
                 return
             except Exception:
