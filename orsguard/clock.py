@@ -1,11 +1,13 @@
 """Session clocks: the time a session ages by and its delayed events wait on.
 
-A clock offers ``now()`` (seconds) and ``call_at(when, callback)`` returning a
-handle with ``cancel()``. :class:`VirtualClock` makes tests deterministic: time
-moves only when told, and due callbacks run in time order as it passes them.
-:class:`RealClock` is the monotonic clock for synchronous use (callbacks run
-while :meth:`orsguard.Session.run` or ``advance`` waits); :class:`AsyncioClock`
-schedules on an asyncio loop so that timers fire while a session is idle.
+A clock implements :class:`Clock`: ``now()`` (seconds), ``call_at(when,
+callback)`` returning a handle with ``cancel()``, and the ways a session lets
+time pass (``advance``, ``run_until``, ``settle``). :class:`VirtualClock` makes
+tests deterministic: time moves only when told, and due callbacks run in time
+order as it passes them. :class:`RealClock` is the monotonic clock for
+synchronous use (callbacks run while :meth:`orsguard.Session.run` or
+``advance`` waits); :class:`AsyncioClock` schedules on an asyncio loop so that
+timers fire while a session is idle.
 
 ``process-event-timeout`` is always measured on the real monotonic clock,
 whatever clock a session uses.
@@ -23,7 +25,13 @@ from typing import Protocol
 
 
 class TimerHandle(Protocol):
+    """What :meth:`Clock.call_at` returns."""
+
     def cancel(self) -> None: ...
+
+
+def _never() -> bool:
+    return False
 
 
 class Clock(Protocol):
@@ -32,6 +40,22 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle: ...
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass, running the timers that fall due meanwhile (``Session.advance``)."""
+        ...
+
+    def run_until(self, deadline: float, stop: Callable[[], bool] = _never) -> None:
+        """Run timers as they fall due until ``deadline`` or until ``stop()`` is true (``Session.run``)."""
+        ...
+
+    def settle(self, checked_at: float) -> None:
+        """Run the timers already due, ``checked_at`` being a monotonic time the caller just read.
+
+        A session calls it after every event it processes, so that deliveries
+        posted for "now" run: it must cost next to nothing when none is due.
+        """
+        ...
 
 
 class _Timer:
@@ -137,10 +161,6 @@ class VirtualClock(_HeapClock):
             self._due_now = True
         return super().call_at(when, callback)
 
-    def has_due(self) -> bool:
-        """Whether a timer is due now (cheap enough to ask after every event)."""
-        return self._due_now
-
     def advance(self, seconds: float) -> None:
         """Move time forward, running each timer at its own due time in order."""
         if seconds < 0:
@@ -159,6 +179,22 @@ class VirtualClock(_HeapClock):
         self._now = max(self._now, when)
         self._due_now = False
 
+    def run_until(self, deadline: float, stop: Callable[[], bool] = _never) -> None:
+        """Jump from timer to timer up to ``deadline`` while ``stop()`` is false.
+
+        Time stops at the last timer run, not at ``deadline``.
+        """
+        while not stop():
+            due = self.next_due()
+            if due is None or due > deadline:
+                return
+            self.advance_to(due)
+
+    def settle(self, checked_at: float) -> None:
+        """Run the timers scheduled for a time already reached (``checked_at`` is not needed)."""
+        if self._due_now:
+            self.advance_to(self._now)
+
 
 class RealClock(_HeapClock):
     """The monotonic clock; due timers run while the owner waits in :meth:`run_until`."""
@@ -176,17 +212,10 @@ class RealClock(_HeapClock):
         return time.monotonic()
 
     def call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        """Run ``callback`` once ``when`` has come, while the owner waits or settles."""
         if when < self.earliest:
             self.earliest = when
         return super().call_at(when, callback)
-
-    def has_due(self, now: float | None = None) -> bool:
-        """Whether a timer is due at ``now`` (default: the current time)."""
-        if self.earliest > (time.monotonic() if now is None else now):
-            return False
-        due = self.next_due()
-        self.earliest = math.inf if due is None else due
-        return due is not None and due <= (time.monotonic() if now is None else now)
 
     def run_due(self) -> None:
         """Run every timer that is due now."""
@@ -197,8 +226,27 @@ class RealClock(_HeapClock):
             if timer.callback is not None:
                 timer.callback()
 
-    def run_until(self, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
-        """Sleep from timer to timer until ``deadline`` or until ``stop()`` is true."""
+    def settle(self, checked_at: float) -> None:
+        """Run the timers due at ``checked_at``; one comparison when none can be."""
+        if self.earliest > checked_at:
+            return
+        due = self.next_due()
+        self.earliest = math.inf if due is None else due
+        if due is not None and due <= checked_at:
+            self.run_due()
+
+    def advance(self, seconds: float) -> None:
+        """Wait ``seconds``, running the timers as they fall due."""
+        self.run_until(self.now() + seconds)
+
+    def run_until(self, deadline: float, stop: Callable[[], bool] = _never, *,
+                  wait: Callable[[float], object] = time.sleep) -> None:
+        """Sleep from timer to timer until ``deadline`` or until ``stop()`` is true.
+
+        ``wait(seconds)`` does the sleeping: a transport passes one that returns
+        early and hands over the events that arrived, so that they are not held
+        until the next timer.
+        """
         while not stop():
             self.run_due()
             if stop():
@@ -208,7 +256,7 @@ class RealClock(_HeapClock):
             if now >= deadline:
                 return
             wake = deadline if due is None else min(due, deadline)
-            time.sleep(max(0.0, wake - now))
+            wait(max(0.0, wake - now))
 
 
 class AsyncioClock:
@@ -219,12 +267,30 @@ class AsyncioClock:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop given, else the running one (taken at first use)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
     def now(self) -> float:
+        """The loop's time."""
         return self.loop.time()
 
     def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        """``loop.call_at``: the callback runs on the loop while the session is idle."""
         return self.loop.call_at(when, callback)
+
+    def advance(self, seconds: float) -> None:
+        """Refused: time passes on the event loop."""
+        raise TypeError(_LOOP_TIME.format("advance()"))
+
+    def run_until(self, deadline: float, stop: Callable[[], bool] = _never) -> None:
+        """Refused: the event loop runs the timers."""
+        raise TypeError(_LOOP_TIME.format("run()"))
+
+    def settle(self, checked_at: float) -> None:
+        """Nothing to do: the event loop runs what is due as soon as the caller returns to it."""
+
+
+_LOOP_TIME = ("{} needs a VirtualClock or the default real clock: on an AsyncioClock time passes and timers "
+              "run while the asyncio loop runs (await asyncio.sleep(...))")

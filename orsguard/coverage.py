@@ -13,7 +13,12 @@ import html
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orsguard._core import Machine
+    from orsguard.document import Document
+    from orsguard.session import Session
 
 
 @dataclass
@@ -62,7 +67,7 @@ def _percent(part: int, total: int) -> float:
     return round(100.0 * part / total, 1) if total else 100.0
 
 
-def document_key(document: Any) -> str:
+def document_key(document: Document) -> str:
     """How a document is named in reports: its path relative to the working directory, or a digest of its text."""
     if document.path is not None:
         path = os.path.abspath(document.path)
@@ -72,7 +77,7 @@ def document_key(document: Any) -> str:
     return f"<{document.name or 'scxml'} {digest}>"
 
 
-def _describe(machine: Any) -> tuple[list[str], list[int], list[str]]:
+def _describe(machine: Machine) -> tuple[list[str], list[int], list[str]]:
     history = {h for hs in machine.history_children for h in hs}
     index = [s for s in range(1, machine.n) if s not in history]
     states = [machine.ids[s] for s in index]
@@ -88,12 +93,12 @@ class Coverage:
 
     def __init__(self) -> None:
         self.documents: dict[str, DocumentCoverage] = {}
-        self._live: list[Any] = []
+        self._live: list[Session] = []
 
-    def add(self, session: Any) -> None:
+    def add(self, session: Session) -> None:
         """Count ``session`` (not yet started) and the sessions it invokes."""
         session.coverage = True
-        session.coverage_sink = self
+        session._coverage_sink = self.add
         self._live.append(session)
 
     def harvest(self) -> None:
@@ -103,7 +108,7 @@ class Coverage:
             if session.started:
                 self._record(session)
 
-    def _record(self, session: Any) -> None:
+    def _record(self, session: Session) -> None:
         key = document_key(session.document)
         doc = self.documents.get(key)
         machine = session._machine

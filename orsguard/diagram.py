@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
-from typing import Any
 
 from orsguard.chart import COMPOUND, FINAL, HISTORY, PARALLEL, ROOT, Chart, Transition
 
@@ -56,7 +55,7 @@ def trail_loop(trail: list[str]) -> list[str]:
     return list(trail)
 
 
-def highlight_labels(data: Any, document_path: str | None = None) -> list[str]:
+def highlight_labels(data: object, document_path: str | None = None) -> list[str]:
     """Transition labels to draw in red from ``run --json``, a termination, or ``lint --json`` output."""
     if isinstance(data, dict) and isinstance(data.get("termination"), dict):
         data = data["termination"]

@@ -11,16 +11,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from orsguard import scenario as scenarios
 from orsguard.coverage import Coverage
 from orsguard.records import StrictError
+from orsguard.scenario import Scenario, run
 from orsguard.testing import Harness
+
+if TYPE_CHECKING:
+    # pytest names the types of Item.repr_failure only in its private modules.
+    from _pytest._code.code import TerminalRepr, TracebackStyle
 
 _HARNESS = pytest.StashKey[Harness]()
 _COVERAGE = pytest.StashKey[Coverage]()
@@ -66,7 +70,7 @@ def scxml(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     # Strict errors fail the test itself (not only its teardown) once the body passed.
     result = yield
     harness = item.stash.get(_HARNESS, None)
@@ -75,7 +79,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     return result
 
 
-def _fail_on_errors(check: Any, **kwargs: Any) -> None:
+def _fail_on_errors(check: Callable[..., None], **kwargs: bool) -> None:
     try:
         check(**kwargs)
     except StrictError as exc:
@@ -107,12 +111,13 @@ class ScenarioItem(pytest.Item):
     """Runs the scenario on a virtual clock; fails with the first difference."""
 
     def runtest(self) -> None:
-        scenario = scenarios.Scenario(self.path.with_suffix(".scxml"), self.path, ".")
-        result = scenarios.run(scenario, coverage=_coverage(self.config))
+        scenario = Scenario(self.path.with_suffix(".scxml"), self.path, ".")
+        result = run(scenario, coverage=_coverage(self.config))
         if result.failure is not None:
             raise ScenarioFailed(result.failure)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: TracebackStyle | None = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, ScenarioFailed):
             return f"scenario {self.path.name}: {excinfo.value}"
         return super().repr_failure(excinfo, style)
@@ -121,7 +126,7 @@ class ScenarioItem(pytest.Item):
         return self.path, None, f"scenario {self.name}"
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     coverage = _coverage(config)
     if coverage is None:
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +131,7 @@ class TransitionTaken(str):
 class DataView(Mapping[str, Any]):
     """A read-only, live view of a session's ``<data>`` variables as Python values."""
 
-    def __init__(self, names: list[str], read: Any) -> None:
+    def __init__(self, names: list[str], read: Callable[[str], Any]) -> None:
         self._names = names
         self._read = read
 

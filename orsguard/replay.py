@@ -362,13 +362,8 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             print(f"replay: line {lineno}, t={clock.now():g} s, {len(live)} sessions running, "
                   f"{len(out.sessions)} ended", file=progress)
     flush_problems()
-    if live and drain > 0:
-        deadline = clock.now() + drain
-        while live:
-            due = clock.next_due()
-            if due is None or due > deadline:
-                break
-            clock.advance_to(due)
+    if drain > 0:
+        clock.run_until(clock.now() + drain, stop=lambda: not live)
     close_ended()
     for entry in list(live.values()):
         finish(entry)
@@ -384,7 +379,7 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
     return out
 
 
-def _guarded(action: Callable[[], Any], problems: list[Problem], traffic: str, lineno: int, name: str) -> bool:
+def _guarded(action: Callable[[], object], problems: list[Problem], traffic: str, lineno: int, name: str) -> bool:
     try:
         action()
     except Exception as exc:  # one session's failure must not end the replay

@@ -283,7 +283,8 @@ def junit_xml(results: list[Result]) -> bytes:
             text = _xml_text(r.failure)
             failure = ET.SubElement(case, "failure", message=text.split("\n", 1)[0])
             failure.text = text
-    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    xml: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    return xml
 
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -294,7 +295,7 @@ def _xml_text(text: str) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def add_subcommand(sub: Any) -> None:
+def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``orsguard test PATH... [--junit-xml FILE]``."""
     cmd = sub.add_parser("test", help="run scenario files (NAME.json beside NAME.scxml) and report each")
     cmd.add_argument("paths", nargs="+", metavar="PATH", help="a directory (searched recursively) or a scenario file")

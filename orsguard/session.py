@@ -9,8 +9,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orsguard._core import Event, Interpreter, ScriptInterrupted, Stats
-from orsguard.clock import RealClock, VirtualClock
+from orsguard._core import Event, Interpreter, Stats
+from orsguard.clock import Clock, RealClock
 from orsguard.datamodels.base import Expression
 from orsguard.document import Document, Invoke, load_file, load_string, resolve_src
 from orsguard.errors import CommunicationError, DocumentError, ExecutionError
@@ -27,6 +27,7 @@ from orsguard.records import (
     TransitionTaken,
     element_column,
 )
+from orsguard.runtime import ExecutionContext, execution_failed
 
 log = logging.getLogger("orsguard")
 
@@ -41,6 +42,7 @@ LIMIT_EVENT = "error.limit"
 SEND_MODES = ("dispatch", "record", "both")
 
 _send_ids = itertools.count(1)
+_CLOCK_METHODS = ("now", "call_at", "advance", "run_until", "settle")
 
 
 class Session(Interpreter):
@@ -65,7 +67,9 @@ class Session(Interpreter):
     share their invoker's settings, outbox and error list.
     """
 
-    def __init__(self, document: Document, *, limits: Limits | None = None, clock: Any = None,
+    clock: Clock
+
+    def __init__(self, document: Document, *, limits: Limits | None = None, clock: Clock | None = None,
                  session_id: str | None = None, ioprocessors: Iterable[EventIOProcessor] = (),
                  stats: Stats | None = None, on_end: Callable[[Session], None] | None = None,
                  data: Mapping[str, Any] | None = None, on_log: Callable[[str | None, Any], None] | None = None,
@@ -74,8 +78,14 @@ class Session(Interpreter):
                  sends: str = "dispatch") -> None:
         if not isinstance(document, Document):
             raise TypeError(f"Session needs a Document from orsguard.load(), not {type(document).__name__}")
-        self._core_init(document.machine, limits if limits is not None else Limits(),
-                        clock if clock is not None else RealClock(), stats)
+        if clock is None:
+            clock = RealClock()
+        else:
+            missing = [m for m in _CLOCK_METHODS if not callable(getattr(clock, m, None))]
+            if missing:
+                raise TypeError(f"a session clock needs the methods of orsguard.clock.Clock; "
+                                f"{type(clock).__name__} has no {', '.join(missing)}")
+        self._core_init(document.machine, limits if limits is not None else Limits(), clock, stats)
         self.document = document
         self.session_id = session_id or uuid.uuid4().hex
         # Weak: the parent holds its children; a strong way back would be a cycle
@@ -85,16 +95,16 @@ class Session(Interpreter):
         self.on_end = on_end
         self.on_log = on_log
         self._init_harness(on_transition, strict, sends)
-        self.initial_data = dict(data) if data else {}
+        self._initial_data = dict(data) if data else {}
         if parent is None:
             # The API boundary; an invoking parent's values come from its own datamodel.
-            for value in self.initial_data.values():
+            for value in self._initial_data.values():
                 document.datamodel_class.validate(value)
-        self.child_limits = child_limits
-        self.ioprocessors: dict[str, EventIOProcessor] = {}
+        self._child_limits = child_limits
+        self._ioprocessors: dict[str, EventIOProcessor] = {}
         for proc in ioprocessors:
             for uri in (proc.type_uri, *proc.aliases):
-                self.ioprocessors[uri] = proc
+                self._ioprocessors[uri] = proc
         self._children: dict[str, tuple[Session, Invoke]] = {}
         self._cancelled: set[str] = set()
         self.dm = document.datamodel_class(self, document.expressions.items + self._data_readers())
@@ -105,11 +115,11 @@ class Session(Interpreter):
     def start(self) -> Session:
         """Run the initial macrostep (datamodel, global scripts, initial states)."""
         self._boot()
-        self._flush()
+        self.clock.settle(self._macro_end)
         return self
 
     def _boot(self) -> None:
-        system = {"sessionid": self.session_id, "name": self.document.name, "ioprocessors": self.io_locations()}
+        system = {"sessionid": self.session_id, "name": self.document.name, "ioprocessors": self._io_locations()}
         try:
             self.dm.setup(system, self.document.data_ids)
         except ExecutionError as exc:
@@ -131,18 +141,15 @@ class Session(Interpreter):
         if not self.enqueue_external(Event(name, data, type="external")):
             return False
         self._process_external()
-        self._flush()
+        # Run what became due meanwhile: cross-session deliveries posted for "now",
+        # and on the real clock any timer that came due. Asked after every event, so
+        # the clock answers "nothing" with one comparison (the core already read the time).
+        self.clock.settle(self._macro_end)
         return True
 
     def advance(self, seconds: float) -> None:
         """Move the clock on and process the delayed events that become due."""
-        clock = self.clock
-        if isinstance(clock, VirtualClock):
-            clock.advance(seconds)
-        elif isinstance(clock, RealClock):
-            clock.run_until(clock.now() + seconds)
-        else:
-            raise TypeError("advance() needs a VirtualClock or the default real clock")
+        self.clock.advance(seconds)
 
     def run(self, max_time: float) -> Session:
         """Process until the session ends or nothing more can happen within ``max_time`` seconds.
@@ -150,17 +157,7 @@ class Session(Interpreter):
         On a virtual clock time jumps from timer to timer; on the real clock it passes.
         """
         clock = self.clock
-        if isinstance(clock, VirtualClock):
-            deadline = clock.now() + max_time
-            while self.running:
-                due = clock.next_due()
-                if due is None or due > deadline:
-                    break
-                clock.advance_to(due)
-        elif isinstance(clock, RealClock):
-            clock.run_until(clock.now() + max_time, stop=lambda: not self.running)
-        else:
-            raise TypeError("run() needs a VirtualClock or the default real clock")
+        clock.run_until(clock.now() + max_time, stop=lambda: not self.running)
         return self
 
     def cancel(self) -> None:
@@ -179,50 +176,36 @@ class Session(Interpreter):
         """Id of the top-level ``<final>`` the session ended in, or None."""
         return self._final_state
 
-    def _flush(self) -> None:
-        # Run what became due meanwhile: cross-session deliveries posted for "now",
-        # and on the real clock any timer that came due. Checked after every event,
-        # so the common case is one comparison (the core already read the time).
-        clock = self.clock
-        cls = clock.__class__
-        if cls is VirtualClock:
-            if clock._due_now:
-                clock.advance(0)
-        elif cls is RealClock:
-            if clock.earliest <= self._macro_end and clock.has_due(self._macro_end):
-                clock.run_due()
-        elif isinstance(clock, VirtualClock) and clock.has_due():
-            clock.advance(0)
-        elif isinstance(clock, RealClock) and clock.has_due():
-            clock.run_due()
-
     # ------------------------------------------------------------ services for executable content
 
-    def io_locations(self) -> dict[str, dict[str, str]]:
+    def _io_locations(self) -> dict[str, dict[str, str]]:
         here = {"location": scxml_processor.location(self)}
         out = {uri: dict(here) for uri in scxml_processor.ALIASES}
-        for uri, proc in self.ioprocessors.items():
+        for uri, proc in self._ioprocessors.items():
             out[uri] = {"location": proc.location(self)}
         return out
 
     def apply_initial_data(self) -> None:
         """Called after top-level data is initialized: invoke parameters override it."""
         setters = self.document.data_setters
-        for name, value in self.initial_data.items():
+        for name, value in self._initial_data.items():
             k = setters.get(name)
             if k is not None:
                 self.dm.set_location(k, value)
 
     def raise_internal(self, name: str) -> None:
+        """``<raise>``: queue ``name`` on the internal queue."""
         self.enqueue_internal(Event(name, None, type="internal"))
 
     def log(self, label: str | None, value: Any) -> None:
+        """``<log>``: to ``on_log`` when given, else to the ``orsguard`` logger."""
         if self.on_log is not None:
             self.on_log(label, value)
         else:
             log.info("%s: %r", label or "log", value)
 
     def new_send_id(self) -> str:
+        """A send id unique in this process."""
         return f"{self.session_id}.send{next(_send_ids)}"
 
     def send_event(self, name: str | None, target: str | None, type_: str | None, sendid: str | None,
@@ -236,15 +219,15 @@ class Session(Interpreter):
         """
         type_ = type_ or SCXML_TYPE
         local = type_ in scxml_processor.ALIASES
-        proc = None if local else self.ioprocessors.get(type_)
-        if not local and proc is None and self.sends != "record":
+        proc = None if local else self._ioprocessors.get(type_)
+        if not local and proc is None and self._sends != "record":
             raise ExecutionError(f"unsupported event I/O processor type {type_!r}")
         # Other processors may name the event themselves (BasicHTTP: HTTP.POST).
         if name is None and local:
             raise ExecutionError("<send> has no event name")
         if local and target and not target.startswith("#_"):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
-        if sendid is None and (delay > 0 or self.sends != "dispatch"):
+        if sendid is None and (delay > 0 or self._sends != "dispatch"):
             sendid = self.new_send_id()
         event = Event(name, data, type="external", sendid=sendid if public_id else None,
                       origin=scxml_processor.location(self), origintype=SCXML_TYPE)
@@ -264,11 +247,11 @@ class Session(Interpreter):
             if proc is None and type_ in scxml_processor.ALIASES:
                 scxml_processor.deliver(self, event, target)
                 return
-            if self.sends != "dispatch":
+            if self._sends != "dispatch":
                 assert sendid is not None  # send_event gives every send it does not dispatch an id
                 self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
                                         self.invoke_id if self.parent is not None else None, self.clock.now()))
-                if self.sends == "record" or proc is None:
+                if self._sends == "record" or proc is None:
                     return
             # send_event refuses a type with no processor unless sends are only recorded.
             assert proc is not None
@@ -286,6 +269,7 @@ class Session(Interpreter):
             self.raise_error("error.communication", error)
 
     def cancel_send(self, sendid: str | None) -> None:
+        """``<cancel>``: drop the delayed send ``sendid`` if it has not left yet."""
         if sendid is not None:
             self._unschedule(sendid)
 
@@ -300,28 +284,29 @@ class Session(Interpreter):
             # is freed by reference counting when the last reference goes).
             self._invoker_root: weakref.ref[Session] | None = None
             self.strict = strict
-            self.sends = sends
+            self._sends = sends
             #: Every ``<send>`` that left the session tree, in order (:class:`~orsguard.records.Sent`).
             self.outbox: list[Sent] = []
             #: The ``error.*`` events the platform raised in the session tree (the first ``MAX_ERRORS``).
             self.errors: list[ErrorRecord] = []
-            self.errors_dropped = 0
+            self._errors_dropped = 0
             self._expected: list[ExpectedError] = []
             self._checked = 0
             self._on_transition = on_transition
-            self.coverage_sink: Any = None
+            # Coverage.add, once coverage counts this session tree.
+            self._coverage_sink: Callable[[Session], None] | None = None
         else:
             root = parent._root
             self._invoker_root = weakref.ref(root)
             self.strict = root.strict
-            self.sends = root.sends
+            self._sends = root._sends
             self.outbox = root.outbox
             self.errors = root.errors
             self._on_transition = root._on_transition
             self.coverage = parent.coverage
-            self.coverage_sink = root.coverage_sink
-            if self.coverage_sink is not None:
-                self.coverage_sink.add(self)
+            self._coverage_sink = root._coverage_sink
+            if self._coverage_sink is not None:
+                self._coverage_sink(self)
         self._source_lines: list[str] | None = None
         hook = self._on_transition
         if hook is None:
@@ -380,9 +365,9 @@ class Session(Interpreter):
         problems = []
         if root.strict:
             problems += [f"unexpected {r}" for r in fresh if not any(e.matches(r) for e in root._expected)]
-            if root.errors_dropped:
-                problems.append(f"... and {root.errors_dropped} more error events")
-                root.errors_dropped = 0
+            if root._errors_dropped:
+                problems.append(f"... and {root._errors_dropped} more error events")
+                root._errors_dropped = 0
         for e in root._expected if expectations else ():
             if not any(e.matches(r) for r in root.errors):
                 problems.append(f"expected {e} in {self.document.path or 'the SCXML text'}, but no such "
@@ -398,12 +383,12 @@ class Session(Interpreter):
         if exc[0] is None:
             self.check()
 
-    def _error_data(self, name: str, exc: Any, t: int, k: int) -> Any:
+    def _error_data(self, name: str, exc: BaseException | None, t: int, k: int) -> dict[str, Any]:
         record = self._error_record(name, exc, t, k)
         self._note_error(record)
         return record.as_data()
 
-    def _error_record(self, name: str, exc: Any, t: int, k: int) -> ErrorRecord:
+    def _error_record(self, name: str, exc: BaseException | None, t: int, k: int) -> ErrorRecord:
         invokeid = self.invoke_id if self.parent is not None else None
         if isinstance(exc, DocumentError):  # a document to invoke did not load: its own location
             return ErrorRecord(name, exc.message, exc.element, exc.line, exc.column, exc.file, None, invokeid)
@@ -439,11 +424,12 @@ class Session(Interpreter):
         if len(root.errors) < MAX_ERRORS:
             root.errors.append(record)
         else:
-            root.errors_dropped += 1
+            root._errors_dropped += 1
 
     # ------------------------------------------------------------ invocations
 
     def child(self, invoke_id: str) -> Session | None:
+        """The session this one invoked as ``invoke_id``, until the invoking state exits; else None."""
         entry = self._children.get(invoke_id)
         return entry[0] if entry is not None else None
 
@@ -451,11 +437,9 @@ class Session(Interpreter):
         for inv in self._machine.invokes[s]:
             try:
                 self._start_one(inv)
-            except ScriptInterrupted:
-                self.script_interrupted()
             except Exception as exc:
                 # Evaluating the invoke or loading its document failed: spec 6.4.1, error.execution.
-                self.raise_error("error.execution", exc)
+                execution_failed(self, exc)
 
     def _start_one(self, inv: Invoke) -> None:
         dm = self.dm
@@ -493,9 +477,9 @@ class Session(Interpreter):
             except ValueError as exc:
                 raise ExecutionError(f"<invoke> src: {exc}") from None
             doc = load_file(path, roots=inv.roots, check_expressions=False)
-        limits = self.child_limits if self.child_limits is not None else self.limits
-        child = Session(doc, limits=limits, clock=self.clock, stats=self.stats, child_limits=self.child_limits,
-                        ioprocessors=set(self.ioprocessors.values()), data=data if isinstance(data, dict) else None,
+        limits = self._child_limits if self._child_limits is not None else self.limits
+        child = Session(doc, limits=limits, clock=self.clock, stats=self.stats, child_limits=self._child_limits,
+                        ioprocessors=set(self._ioprocessors.values()), data=data if isinstance(data, dict) else None,
                         on_log=self.on_log, parent=self, invoke_id=invoke_id)
         self._children[invoke_id] = (child, inv)
         self._cancelled.discard(invoke_id)
@@ -531,13 +515,11 @@ class Session(Interpreter):
                 scxml_processor.post(child, copy)
         return True
 
-    def _run_finalize(self, block: Callable[[Any], None]) -> None:
+    def _run_finalize(self, block: Callable[[ExecutionContext], None]) -> None:
         try:
             block(self)
-        except ScriptInterrupted:
-            self.script_interrupted()
         except Exception as exc:
-            self.raise_error("error.execution", exc)
+            execution_failed(self, exc)
 
     def _child_ended(self, child: Session) -> None:
         # The record stays until the invoking state exits, so that <finalize>
@@ -596,7 +578,7 @@ def _invoke_of(exc: BaseException | None) -> Invoke | None:
     return None
 
 
-def _shielded(hook: Callable[..., Any], name: str) -> Callable[..., None]:
+def _shielded(hook: Callable[..., object], name: str) -> Callable[..., None]:
     """A host's hook that cannot break the step loop: its exceptions are logged."""
 
     def call(*args: Any) -> None:

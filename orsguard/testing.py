@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from orsguard.clock import VirtualClock
+from orsguard.clock import Clock, VirtualClock
 from orsguard.coverage import Coverage
 from orsguard.document import Document, load
 from orsguard.limits import Limits
@@ -54,7 +54,7 @@ class Harness:
         self.sessions: list[Session] = []
 
     def __call__(self, source: str | os.PathLike[str] | Document, *, limits: Limits | Mapping[str, Any] | None = None,
-                 data: Mapping[str, Any] | None = None, strict: bool = True, clock: Any = None,
+                 data: Mapping[str, Any] | None = None, strict: bool = True, clock: Clock | None = None,
                  sends: str = "record", **options: Any) -> Session:
         """Load ``source`` (a path, SCXML text or a Document), start a session and return it.
 

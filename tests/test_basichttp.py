@@ -175,6 +175,37 @@ def test_event_name_inside_json_object(http: BasicHTTPProcessor) -> None:
     assert received(logs)[:2] == ["go", {"x": 1}]
 
 
+def test_run_until_wakes_for_a_request_instead_of_sleeping_to_the_deadline(http: BasicHTTPProcessor) -> None:
+    logs: list[Any] = []
+    session = start(http, RECEIVER, logs)
+    url = http.location(session) + "?_scxmleventname=late"
+    sender = threading.Timer(0.2, post, (url, b""))
+    sender.start()
+    began = time.monotonic()
+    settle(http, session, 60.0)
+    sender.join()
+    assert received(logs)[0] == "late"
+    assert time.monotonic() - began < 30.0
+
+
+def test_a_failing_timer_is_logged_and_run_until_goes_on(http: BasicHTTPProcessor,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    logs: list[Any] = []
+    session = start(http, RECEIVER, logs)
+    clock = session.clock
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    clock.call_at(clock.now(), boom)
+    assert post(http.location(session) + "?_scxmleventname=after.failure", b"") == 200
+    with caplog.at_level("ERROR", logger="orsguard.basichttp"):
+        settle(http, session)
+    assert received(logs)[0] == "after.failure"
+    assert "a session failed while handling an event" in caplog.text
+    assert "boom" in caplog.text
+
+
 @pytest.mark.parametrize(("body", "content_type", "status"), [
     (b"_scxmleventname=a&_scxmleventname=b", "application/x-www-form-urlencoded", 400),
     (b"_scxmleventname=not+a+name", "application/x-www-form-urlencoded", 400),

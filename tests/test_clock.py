@@ -125,3 +125,83 @@ def test_compacting_the_heap_keeps_live_timers_in_order():
             t.cancel()
     clock.advance(400)
     assert fired == list(range(0, 300, 3))
+
+
+def test_virtual_run_until_jumps_from_timer_to_timer_and_stops_at_the_last():
+    clock = VirtualClock()
+    seen: list[float] = []
+    for when in (1.0, 2.0, 9.0):
+        clock.call_at(when, lambda: seen.append(clock.now()))
+    clock.run_until(5.0)
+    assert seen == [1.0, 2.0]
+    assert clock.now() == 2.0
+    clock.run_until(50.0, stop=lambda: True)
+    assert seen == [1.0, 2.0]
+
+
+def test_virtual_settle_runs_only_what_is_due_already():
+    clock = VirtualClock(start=3.0)
+    seen: list[str] = []
+    clock.call_at(4.0, lambda: seen.append("later"))
+    clock.settle(0.0)
+    assert seen == []
+    clock.call_at(3.0, lambda: seen.append("now"))
+    clock.settle(0.0)
+    assert seen == ["now"]
+    assert clock.now() == 3.0
+
+
+def test_real_clock_advance_and_settle():
+    clock = RealClock()
+    seen: list[str] = []
+    start = clock.now()
+    clock.call_at(start + 0.01, lambda: seen.append("soon"))
+    clock.call_at(start + 60, lambda: seen.append("late"))
+    clock.settle(start)
+    assert seen == []
+    clock.advance(0.05)
+    assert seen == ["soon"]
+    assert clock.now() >= start + 0.05
+    clock.call_at(clock.now(), lambda: seen.append("due"))
+    clock.settle(clock.now())
+    assert seen == ["soon", "due"]
+
+
+def test_real_clock_run_until_sleeps_through_the_wait_it_is_given():
+    clock = RealClock()
+    fired: list[int] = []
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        fired.append(len(waits))  # what a transport does: an event arrives while waiting
+
+    clock.run_until(clock.now() + 60, stop=lambda: len(fired) >= 2, wait=wait)
+    assert len(waits) == 2
+    assert all(0 < w <= 60 for w in waits)
+
+
+def test_an_asyncio_clock_refuses_advance_and_run_clearly():
+    async def main() -> None:
+        session = Session(IDLE, clock=AsyncioClock(), stats=Stats())
+        session.start()
+        with pytest.raises(TypeError, match=r"advance\(\) needs a VirtualClock"):
+            session.advance(1)
+        with pytest.raises(TypeError, match=r"run\(\) needs a VirtualClock"):
+            session.run(1)
+        assert session.running
+        session.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_clock_without_the_protocol_is_refused_at_once():
+    class Bare:
+        def now(self) -> float:
+            return 0.0
+
+        def call_at(self, when: float, callback: object) -> object:
+            return None
+
+    with pytest.raises(TypeError, match="Bare has no advance, run_until, settle"):
+        Session(IDLE, clock=Bare(), stats=Stats())  # type: ignore[arg-type]

@@ -578,7 +578,7 @@ def _http_session(http: object) -> orsguard.Session:
 def _url(http: object, session: orsguard.Session) -> str:
     from orsguard.ioprocessors import BASICHTTP_TYPE
 
-    return session.io_locations()[BASICHTTP_TYPE]["location"]
+    return session._io_locations()[BASICHTTP_TYPE]["location"]
 
 
 def test_basichttp_nan_body_does_not_end_the_loop() -> None:

@@ -134,7 +134,7 @@ def test_an_error_loop_keeps_only_the_first_records() -> None:
     document = doc('<state id="s"><transition cond="nope()" target="s"/></state>')
     session = start(document, limits=orsguard.Limits(max_microstep_count=5000), strict=True)
     assert len(session.errors) == MAX_ERRORS
-    assert session.errors_dropped > 0
+    assert session._errors_dropped > 0
     with pytest.raises(StrictError, match="more error events"):
         session.check()
 

@@ -12,7 +12,13 @@ reserves are refused, and so is data that cannot enter a session safely
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orsguard.runtime import IOSession
+
+if TYPE_CHECKING:
+    from orsguard._core import Event
+    from orsguard.clock import Clock
 
 SCXML_TYPE = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor"
 BASICHTTP_TYPE = "http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor"
@@ -25,19 +31,36 @@ MAX_DATA_DEPTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
+class LocalSession(IOSession, Protocol):
+    """A session of this process as its processors see it: an :class:`~orsguard.runtime.IOSession`
+    whose clock an event can be posted on (:func:`orsguard.ioprocessors.scxml.post`)."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def parent(self) -> LocalSession | None: ...
+
+    def child(self, invoke_id: str) -> LocalSession | None: ...
+
+    def _process_external(self) -> None: ...
+
+
 class EventIOProcessor(Protocol):
     """An external event I/O processor.
 
     ``send`` raises :class:`orsguard.CommunicationError` when the event cannot be
-    delivered; the sending session then raises ``error.communication``.
+    delivered; the sending session then raises ``error.communication``. A
+    processor may type ``session`` as the narrower
+    :class:`~orsguard.runtime.IOSession` when it needs no more.
     """
 
     type_uri: str
     aliases: tuple[str, ...]
 
-    def location(self, session: Any) -> str: ...
+    def location(self, session: LocalSession) -> str: ...
 
-    def send(self, session: Any, event: Any, target: str) -> None: ...
+    def send(self, session: LocalSession, event: Event, target: str) -> None: ...
 
 
 def is_platform_event(name: str) -> bool:

@@ -62,13 +62,15 @@ import urllib.request
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NoReturn
 
 from orsguard._core import Event
+from orsguard.clock import RealClock
 from orsguard.errors import CommunicationError, ExecutionError
-from orsguard.ioprocessors import BASICHTTP_TYPE, check_external_event, is_platform_event
+from orsguard.ioprocessors import BASICHTTP_TYPE, LocalSession, check_external_event, is_platform_event
 from orsguard.ioprocessors import scxml as scxml_processor
 
 __all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "ORIGIN_SIGNATURE_HEADER", "BasicHTTPProcessor",
@@ -162,7 +164,7 @@ def decode_request(method: str, path: str, content_type: str | None, body: bytes
     return session_id, name, fields or None
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
@@ -345,7 +347,7 @@ class BasicHTTPProcessor:
         self._inbox: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
         self._arrived = threading.Event()
         self._lock = threading.Lock()
-        self._sessions: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._sessions: weakref.WeakValueDictionary[str, LocalSession] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -389,14 +391,14 @@ class BasicHTTPProcessor:
 
     # ------------------------------------------------------------ EventIOProcessor
 
-    def location(self, session: Any) -> str:
+    def location(self, session: LocalSession) -> str:
         """The access URI of ``session``; also makes the server accept events for it."""
         url = f"http://{self.host}:{self.port}/{urllib.parse.quote(session.session_id, safe='')}"
         with self._lock:
             self._sessions[session.session_id] = session
         return url
 
-    def send(self, session: Any, event: Any, target: str) -> None:
+    def send(self, session: LocalSession, event: Event, target: str) -> None:
         """POST ``event`` to the URL ``target`` and wait for the answer (see the module docstring)."""
         if not target:
             raise CommunicationError("a BasicHTTP <send> needs a target URL")
@@ -425,12 +427,12 @@ class BasicHTTPProcessor:
 
     # ------------------------------------------------------------ inbound events
 
-    def trusted_origin(self, headers: Any) -> str | None:
+    def trusted_origin(self, headers: Message) -> str | None:
         """The request's ``SCXML-Origin`` when it may be believed (signed here, or ``trust_origin``), else None."""
-        origin = headers.get(ORIGIN_HEADER)
+        origin: str | None = headers.get(ORIGIN_HEADER)
         if origin is None or self.trust_origin:
             return origin
-        signature = headers.get(ORIGIN_SIGNATURE_HEADER) or ""
+        signature: str = headers.get(ORIGIN_SIGNATURE_HEADER) or ""
         return origin if hmac.compare_digest(signature.encode("ascii", "replace"),
                                              _sign(origin).encode("ascii")) else None
 
@@ -461,24 +463,18 @@ class BasicHTTPProcessor:
                 scxml_processor.post(session, inbound.event)
                 delivered += 1
 
-    def _serve_once(self, clock: Any) -> None:
-        try:
-            self.pump()
-            clock.run_due()
-        except Exception:
-            # One failing session must not stop the loop that serves all the others.
-            _log.exception("a session failed while handling an event")
-
-    def run_until(self, clock: Any, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
+    def run_until(self, clock: RealClock, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:
         """Run a :class:`~orsguard.RealClock`'s timers and the inbound events until ``deadline`` or ``stop()``."""
         while True:
-            self._serve_once(clock)
-            if stop():
+            try:
+                self.pump()
+                clock.run_until(deadline, stop, wait=self._wait)
                 return
-            now = clock.now()
-            if now >= deadline:
-                return
-            due = clock.next_due()
-            wake = deadline if due is None else min(due, deadline)
-            # Wakes early when a request arrives, so events are not held until the next timer.
-            self._arrived.wait(max(0.0, wake - now))
+            except Exception:
+                # One failing session must not stop the loop that serves all the others.
+                _log.exception("a session failed while handling an event")
+
+    def _wait(self, seconds: float) -> None:
+        # Wakes early when a request arrives, so events are not held until the next timer.
+        self._arrived.wait(seconds)
+        self.pump()

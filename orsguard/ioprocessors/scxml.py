@@ -9,43 +9,42 @@ macrostep, so sessions never nest inside each other's step loops.
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
 from orsguard._core import Event
 from orsguard.errors import CommunicationError, ExecutionError
-from orsguard.ioprocessors import SCXML_TYPE, check_portable
+from orsguard.ioprocessors import SCXML_TYPE, LocalSession, check_portable
+from orsguard.runtime import IOSession
 
 ALIASES = (SCXML_TYPE, "scxml", "http://www.w3.org/TR/scxml/")
 
 #: Live sessions by id, for ``#_scxml_<sessionid>`` targets.
-registry: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+registry: weakref.WeakValueDictionary[str, LocalSession] = weakref.WeakValueDictionary()
 
 
-def location(session: Any) -> str:
+def location(session: IOSession) -> str:
+    """The ``_ioprocessors`` location of ``session`` under the SCXML processor."""
     return "#_scxml_" + session.session_id
 
 
-def post(target: Any, event: Event) -> None:
+def post(target: LocalSession, event: Event) -> None:
     """Queue ``event`` on another session and let it process on the next clock turn."""
     if not target.running:
         return
     target.enqueue_external(event)
-    target.clock.call_at(target.clock.now(), target._process_external)
+    clock = target.clock
+    clock.call_at(clock.now(), target._process_external)
 
 
-def post_portable(target: Any, event: Event) -> None:
+def post_portable(target: LocalSession, event: Event) -> None:
     """:func:`post` an event one session sends to another; CommunicationError when its data cannot cross."""
     try:
         check_portable(event.data)
     except ValueError as exc:
         raise CommunicationError(f"the event data cannot be sent to another session: {exc}") from None
-    if not target.running:
-        return
-    target.enqueue_external(event)
-    target.clock.call_at(target.clock.now(), target._process_external)
+    post(target, event)
 
 
-def deliver(session: Any, event: Event, target: str | None) -> None:
+def deliver(session: LocalSession, event: Event, target: str | None) -> None:
     """Route an event sent by ``session`` with the SCXML processor."""
     if target is None or target == "":
         # The session's own caller (start, send or a timer) processes its external queue.
