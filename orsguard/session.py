@@ -27,6 +27,7 @@ from orsguard.records import (
     TransitionTaken,
     element_column,
 )
+from orsguard.termination import Termination
 
 log = logging.getLogger("orsguard")
 
@@ -178,6 +179,12 @@ class Session(Interpreter):
     def final(self) -> str | None:
         """Id of the top-level ``<final>`` the session ended in, or None."""
         return self._final_state
+
+    @property
+    def termination(self) -> Termination | None:
+        """Why a limit stopped the session, or None."""
+        facts = self._violation
+        return Termination(*facts) if facts is not None else None
 
     def _flush(self) -> None:
         # Run what became due meanwhile: cross-session deliveries posted for "now",
