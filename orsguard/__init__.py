@@ -8,13 +8,14 @@
     print(session.configuration, session.final, session.termination)
 """
 
-from orsguard._core import Event, Stats, Termination, default_stats
+from orsguard._core import Event, Stats, default_stats
 from orsguard._version import __version__
 from orsguard.clock import AsyncioClock, RealClock, VirtualClock
 from orsguard.document import Document, load, load_file, load_string
 from orsguard.errors import CommunicationError, DocumentError, ExecutionError, OrsguardError
 from orsguard.limits import OPTION_NAMES, Limits
 from orsguard.session import LIMIT_EVENT, Session
+from orsguard.termination import Termination
 
 __all__ = [
     "__version__",

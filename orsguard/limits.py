@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-#: ORS option name (section ``scxml``) for each field of :class:`Limits`.
-OPTION_NAMES: dict[str, str] = {
-    "max_microstep_count": "max-microstep-count",
-    "max_state_entry_count": "max-state-entry-count",
-    "max_pending_events": "max-pending-events",
-    "process_event_timeout": "process-event-timeout",
-    "max_session_age": "max-session-age",
-}
+from orsguard._core import LIMIT_OPTIONS
+
+#: ORS option name (section ``scxml``) for each field of :class:`Limits`, in the core's
+#: order of the limits (its ``Limit`` enum); a field is its option with ``_`` for ``-``.
+OPTION_NAMES: dict[str, str] = {option.replace("-", "_"): option for option in LIMIT_OPTIONS}
 
 
 @dataclass(frozen=True, slots=True)

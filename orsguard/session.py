@@ -28,6 +28,7 @@ from orsguard.records import (
     element_column,
 )
 from orsguard.runtime import ExecutionContext, execution_failed
+from orsguard.termination import Termination
 
 log = logging.getLogger("orsguard")
 
@@ -175,6 +176,12 @@ class Session(Interpreter):
     def final(self) -> str | None:
         """Id of the top-level ``<final>`` the session ended in, or None."""
         return self._final_state
+
+    @property
+    def termination(self) -> Termination | None:
+        """Why a limit stopped the session, or None."""
+        facts = self._violation
+        return Termination(*facts) if facts is not None else None
 
     # ------------------------------------------------------------ services for executable content
 

@@ -138,6 +138,19 @@ def test_states_out_of_document_order_are_refused():
         machine(bad_parents)
 
 
+def test_a_document_without_transitions_compiles():
+    machine = Machine(["root", "only"], [KIND_ROOT, KIND_ATOMIC], [-1, 0], [-1, -1], [], [], [], [], [], [],
+                      [(), ()], [(), ()], [None, None], [(), ()], [None, None])
+    assert (machine.n, machine.ntrans, machine.labels) == (2, 0, [])
+
+
+def test_the_tables_are_read_only():
+    machine = load(f'<scxml {NS} initial="a"><state id="a"/></scxml>').machine
+    for name in ("ids", "index_of", "children", "targets", "events", "labels", "n", "ntrans"):
+        with pytest.raises(AttributeError):
+            setattr(machine, name, None)
+
+
 # ---------------------------------------------------------------- memory per session
 
 

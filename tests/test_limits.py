@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from orsguard import Limits, Session, Stats, VirtualClock, load
+from orsguard._core import LIMIT_OPTIONS, Limit
+from orsguard.limits import OPTION_NAMES
+from orsguard.termination import Termination
 from tests.conftest import NS, countdown, delayed, start
 
 PING_PONG = load(f"""<scxml {NS} initial="a">
@@ -385,6 +390,40 @@ def test_lowering_max_session_age_reschedules_the_timer():
 def test_limits_reject_bad_values(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         Limits(**kwargs)
+
+
+def test_option_names_follow_the_cores_limits_in_ors_order():
+    assert list(OPTION_NAMES.items()) == [
+        ("max_microstep_count", "max-microstep-count"),
+        ("max_state_entry_count", "max-state-entry-count"),
+        ("max_pending_events", "max-pending-events"),
+        ("process_event_timeout", "process-event-timeout"),
+        ("max_session_age", "max-session-age"),
+    ]
+    assert tuple(OPTION_NAMES.values()) == LIMIT_OPTIONS
+    assert [LIMIT_OPTIONS[limit] for limit in Limit] == list(LIMIT_OPTIONS)
+    # Limits has exactly one field per option, in the same order
+    assert [f.name for f in fields(Limits)] == list(OPTION_NAMES)
+
+
+def test_a_violation_is_reported_as_a_plain_termination():
+    session = start(PING_PONG, max_microstep_count=2)
+    termination = session.termination
+    assert type(termination) is Termination
+    assert termination.as_dict() == {
+        "option": "max-microstep-count",
+        "limit": 2.0,
+        "observed": 3,
+        "state": None,
+        "transition": "a -> b",
+        "trail": ["a -> b", "b -> a"],
+    }
+    assert session.peaks.as_dict()["max-microstep-count"] == 3
+
+
+def test_a_session_that_ends_without_a_violation_has_no_termination():
+    ended = start(load(f'<scxml {NS} initial="f"><final id="f"/></scxml>'))
+    assert ended.end_reason == "final" and ended.termination is None
 
 
 def test_limits_by_option_uses_ors_names():
