@@ -122,7 +122,7 @@ class Document:
         return f"<Document {self.name or where} states={self.machine.n - 1} datamodel={self.datamodel}>"
 
 
-@dataclass
+@dataclass(slots=True)
 class TransitionModel:
     """A transition as read: ``targets`` are state indices, ``cond`` an expression index (-1: none)."""
 
@@ -134,7 +134,7 @@ class TransitionModel:
     content: Item | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class DataItem:
     """A ``<data>`` element: its id and what initializes it."""
 
@@ -142,7 +142,7 @@ class DataItem:
     init: Item
 
 
-@dataclass
+@dataclass(slots=True)
 class StateModel:
     """A state as read, numbered in document order (0 = ``<scxml>``), with everything it holds."""
 
@@ -161,7 +161,7 @@ class StateModel:
     data: list[DataItem] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class DocumentModel:
     """What the reader makes of a document, before it becomes core tables."""
 
@@ -378,7 +378,11 @@ class _Loader:
 
     def compile(self, root: etree._Element) -> Document:
         """The document whose root element is ``root``: read into the model, then built."""
-        return self._build(self._read(root))
+        model = self._read(root)
+        # The compiler holds this loader's methods: without the cycle, the
+        # model is freed as soon as it is built, not by the cycle collector.
+        del self.compiler
+        return self._build(model)
 
     # ------------------------------------------------------------ reading: elements -> model
 
@@ -596,9 +600,10 @@ class _Loader:
         return "<scxml>" if s == 0 else repr(self.states[s].id)
 
     def _default_children(self, s: int) -> list[int]:
-        for state in self.states[s + 1:]:
-            if state.parent == s and state.kind not in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP):
-                return [state.index]
+        states = self.states
+        for i in range(s + 1, len(states)):
+            if states[i].parent == s and states[i].kind not in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP):
+                return [i]
         return []
 
     def _outside(self, targets: list[int], s: int) -> int | None:
