@@ -901,10 +901,7 @@ cdef class Context:
         cdef JSValue r
         self._ready(k)
         self._call(self.slots[k], 0, NULL, &r)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        return self._result(r)
 
     def values(self, tuple ks) -> list:
         """:meth:`value` of each slot in ``ks``, in order, in one call from Python.
@@ -919,10 +916,7 @@ cdef class Context:
                 k = ks[i]
                 self._ready(k)
                 self._call(self.slots[k], 0, NULL, &r)
-                try:
-                    out.append(self._py(r))
-                finally:
-                    JS_FreeValue(self.ctx, r)
+                out.append(self._result(r))
             except BaseException as exc:
                 try:
                     exc.index = i
@@ -955,10 +949,7 @@ cdef class Context:
         cdef JSValue arg = JS_NewInt64(self.ctx, i)
         self._ready(k)
         self._call(self.slots[k], 1, &arg, &r)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        return self._result(r)
 
     def run(self, Py_ssize_t k) -> None:
         """Run the global code compiled in slot ``k``."""
@@ -974,10 +965,7 @@ cdef class Context:
         cdef JSValue r
         self._check_open()
         self._source(src, "<eval>", JS_EVAL_TYPE_GLOBAL, False, &r)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        return self._result(r)
 
     def declare(self, str name) -> None:
         """``var name;`` at global scope (``name`` was checked with check("data", ...))."""
@@ -1007,10 +995,7 @@ cdef class Context:
             for i in range(argc):
                 JS_FreeValue(self.ctx, argv[i])
             JS_FreeValue(self.ctx, fn)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        return self._result(r)
 
     def bind_event(self, name, type, sendid, origin, origintype, invokeid, data, raw) -> None:
         """Bind ``_event`` to a new frozen object of these fields (None is ``undefined`` but in name and type).
@@ -1180,6 +1165,13 @@ cdef class Context:
             JS_FreeValue(self.ctx, argv[0])
             JS_FreeValue(self.ctx, argv[1])
         return r
+
+    cdef object _result(self, JSValue r):
+        """A call's result ``r`` as a Python value; ``r`` is freed."""
+        try:
+            return self._py(r)
+        finally:
+            JS_FreeValue(self.ctx, r)
 
     cdef object _py(self, JSValue v):
         """``v`` as a Python value; getters and toJSON it runs are calls like any other."""
