@@ -1,5 +1,11 @@
 """Loading SCXML: hardened lxml parsing, validation, and compilation into core tables.
 
+Three steps: the reader checks the elements and reads them into a plain model
+(:class:`DocumentModel`: states, transitions, compiled executable content,
+invokes, data), and the builder lays that model out as the core's
+:class:`~orsguard._core.Machine` tables. Expressions are the datamodel's to
+check (:meth:`~orsguard.datamodels.Datamodel.check`).
+
 States are numbered in document order with the ``<scxml>`` element as 0, so the
 core's entry and exit orders are plain index orders. Every error names the
 file, line and element and says what is wrong.
@@ -11,7 +17,7 @@ import copy
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -25,23 +31,24 @@ from orsguard._core import (
     KIND_HISTORY_SHALLOW,
     KIND_PARALLEL,
     KIND_ROOT,
-    Halt,
     Machine,
 )
 from orsguard.datamodels import DATAMODELS, Datamodel, Expressions, datamodel_class
-from orsguard.datamodels.null import parse_in, parse_literal
 from orsguard.errors import DocumentError
 from orsguard.executable import (
     _Q,
     SCXML_NS,
     Compiler,
+    Item,
+    Payload,
+    assignment,
     content_value,
     local,
-    locate,
     sourceline,
     text_value,
     where,
 )
+from orsguard.runtime import ExecutionContext, execution_failed
 
 _XML_ENCODING = re.compile(r"""^(\ufeff?\s*<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
@@ -75,10 +82,10 @@ class Invoke:
     id: str | None
     idlocation: int
     autoforward: bool
-    data: Callable[[Any], Any]
-    content: Callable[[Any], Any] | None
+    data: Payload
+    content: Payload | None
     inline: Document | None
-    finalize: Callable[[Any], None] | None
+    finalize: Item | None
     state_id: str
     base_dir: str
     roots: tuple[str, ...]
@@ -95,7 +102,6 @@ class Document:
     expressions: Expressions
     data_ids: list[str]
     path: str | None
-    send_types: set[str] = field(default_factory=set)
     data_setters: dict[str, int] = field(default_factory=dict)
     #: Directories its ``src`` and ``srcexpr`` may read from (empty: none).
     roots: tuple[str, ...] = ()
@@ -114,6 +120,58 @@ class Document:
     def __repr__(self) -> str:
         where = self.path or "<string>"
         return f"<Document {self.name or where} states={self.machine.n - 1} datamodel={self.datamodel}>"
+
+
+@dataclass(slots=True)
+class TransitionModel:
+    """A transition as read: ``targets`` are state indices, ``cond`` an expression index (-1: none)."""
+
+    source: int
+    targets: list[int]
+    events: tuple[str, ...] = ()
+    cond: int = -1
+    internal: bool = False
+    content: Item | None = None
+
+
+@dataclass(slots=True)
+class DataItem:
+    """A ``<data>`` element: its id and what initializes it."""
+
+    id: str
+    init: Item
+
+
+@dataclass(slots=True)
+class StateModel:
+    """A state as read, numbered in document order (0 = ``<scxml>``), with everything it holds."""
+
+    index: int
+    id: str
+    kind: int
+    parent: int
+    element: etree._Element = field(repr=False)
+    transitions: list[TransitionModel] = field(default_factory=list)
+    #: A compound state's initial transition, a history's default (None for other states).
+    initial: TransitionModel | None = None
+    onentry: list[Item] = field(default_factory=list)
+    onexit: list[Item] = field(default_factory=list)
+    donedata: Payload | None = None
+    invokes: list[Invoke] = field(default_factory=list)
+    data: list[DataItem] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DocumentModel:
+    """What the reader makes of a document, before it becomes core tables."""
+
+    name: str | None
+    datamodel: str
+    binding: str
+    states: list[StateModel]
+    #: The top-level ``<script>`` elements, run once the data is initialized.
+    scripts: list[Item]
+    expressions: Expressions
 
 
 #: Largest file load() reads, for a document and for every ``src`` it names.
@@ -257,6 +315,8 @@ def read_src(src: str, base_dir: str, roots: tuple[str, ...]) -> bytes:
 
 
 class _Loader:
+    """Reads a document into the plain model (:class:`DocumentModel`), then builds the core tables from it."""
+
     def __init__(self, path: str | None, check_expressions: bool, base_dir: str, roots: tuple[str, ...]) -> None:
         self.path = path
         self.check_expressions = check_expressions
@@ -308,133 +368,60 @@ class _Loader:
             return data.decode("utf-8")
         except UnicodeDecodeError:
             self.fail(el, f"'src' {src!r} is not UTF-8 text")
-        raise AssertionError("unreachable")
-
-    # ------------------------------------------------------------ expression checks
 
     def check(self, kind: str, text: str, el: etree._Element, *, location: str | None = None,
               extra: tuple[str, ...] = ()) -> None:
-        if self.datamodel == "null":
-            if kind == "cond" and parse_in(text) is None:
-                self.fail(el, f"the null datamodel only allows In('state') conditions, not {text!r}")
-            if kind == "value" and parse_literal(text) is None:
-                self.fail(el, f"the null datamodel only allows quoted string values, not {text!r}")
-            if kind not in ("cond", "value"):
-                self.fail(el, f"the null datamodel has no {kind} expressions")
-            return
-        if not self.check_expressions:
-            return
-        why = datamodel_class(self.datamodel).check(kind, text, location, extra)
-        if why is not None:
-            what = {"setter": "location", "assign": "assignment", "foreach": "foreach"}.get(kind, kind + " expression")
-            shown = location if kind == "setter" else text
-            self.fail(el, f"invalid ECMAScript {what} {shown!r}: {why}")
-
-    # ------------------------------------------------------------ compiling
+        """Refuse ``el`` when its datamodel refuses the expression (see :meth:`Datamodel.check`)."""
+        problem = self.dm_class.check(kind, text, location, extra, defer=not self.check_expressions)
+        if problem is not None:
+            self.fail(el, problem)
 
     def compile(self, root: etree._Element) -> Document:
+        """The document whose root element is ``root``: read into the model, then built."""
+        model = self._read(root)
+        # The compiler holds this loader's methods: without the cycle, the
+        # model is freed as soon as it is built, not by the cycle collector.
+        del self.compiler
+        return self._build(model)
+
+    # ------------------------------------------------------------ reading: elements -> model
+
+    def _read(self, root: etree._Element) -> DocumentModel:
+        datamodel, binding = self._read_root(root)
+        self.exprs = Expressions()
+        self.compiler = Compiler(self.exprs, self.fail, self.check, self.load_src, self.dm_class.json_content)
+        self.states = self._number(root)
+        self.index = {state.id: state.index for state in self.states}
+        for state in self.states:
+            self._read_children(state)
+            state.initial = self._initial_of(state)
+        scripts = [item for c in _children(root, "script") if (item := self.compiler.item(c)) is not None]
+        return DocumentModel(root.get("name"), datamodel, binding, self.states, scripts, self.exprs)
+
+    def _read_root(self, root: etree._Element) -> tuple[str, str]:
         if root.tag != _Q + "scxml":
             self.fail(root, f"the root element must be <scxml> in namespace {SCXML_NS}, not {root.tag!r}")
         version = root.get("version")
         if version is not None and version != "1.0":
             self.fail(root, f"unsupported SCXML version {version!r} (expected 1.0)")
-        dm = root.get("datamodel", "ecmascript")
-        if dm not in DATAMODELS:
-            self.fail(root, f"unknown datamodel {dm!r} (orsguard supports: {', '.join(sorted(DATAMODELS))})")
-        self.datamodel = dm
+        datamodel = root.get("datamodel", "ecmascript")
+        if datamodel not in DATAMODELS:
+            self.fail(root, f"unknown datamodel {datamodel!r} "
+                            f"(orsguard supports: {', '.join(sorted(DATAMODELS))})")
+        self.dm_class = datamodel_class(datamodel)
         binding = root.get("binding", "early")
         if binding not in ("early", "late"):
             self.fail(root, f"'binding' must be 'early' or 'late', not {binding!r}")
-        self.exprs = Expressions()
-        self.compiler = Compiler(self.exprs, self.fail, self.check, self.load_src, dm)
+        return datamodel, binding
 
-        # pass 1: number the states and check the structure
-        self.elements: list[etree._Element] = [root]
-        self.ids: list[str] = ["__scxml__"]
-        self.kinds: list[int] = [KIND_ROOT]
-        self.parents: list[int] = [-1]
-        seen: dict[str, etree._Element] = {}
-        self._number(root, 0, seen)
+    def _number(self, root: etree._Element) -> list[StateModel]:
+        """Every state in document order (``<scxml>`` first), its structure checked."""
+        states = [StateModel(0, "__scxml__", KIND_ROOT, -1, root)]
+        self._number_children(root, 0, states, {})
+        return states
 
-        # pass 2: transitions, initial transitions, executable content
-        n = len(self.ids)
-        self.initial = [-1] * n
-        self.t_source: list[int] = []
-        self.t_targets: list[list[int]] = []
-        self.t_events: list[tuple[str, ...]] = []
-        self.t_cond: list[int] = []
-        self.t_internal: list[bool] = []
-        self.t_content: list[Any] = []
-        onentry: list[list[Any]] = [[] for _ in range(n)]
-        onexit: list[list[Any]] = [[] for _ in range(n)]
-        donedata: list[Any] = [None] * n
-        invokes: list[list[Invoke]] = [[] for _ in range(n)]
-        data_init: list[Any] = [None] * n
-        self.index = {sid: i for i, sid in enumerate(self.ids)}
-        data_ids: list[str] = []
-        state_data: list[list[tuple[str, Callable[[Any], None]]]] = [[] for _ in range(n)]
-
-        for s, el in enumerate(self.elements):
-            kind = self.kinds[s]
-            for c in el:
-                if not isinstance(c.tag, str) or not c.tag.startswith(_Q):
-                    continue
-                name = local(c)
-                if name == "transition" and kind not in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP):
-                    self._transition(s, c)
-                elif name == "onentry":
-                    block = self.compiler.block(c)
-                    if block is not None:
-                        onentry[s].append(block)
-                elif name == "onexit":
-                    block = self.compiler.block(c)
-                    if block is not None:
-                        onexit[s].append(block)
-                elif name == "donedata":
-                    donedata[s] = self._donedata(c)
-                elif name == "invoke":
-                    invokes[s].append(self._invoke(s, c))
-                elif name == "datamodel":
-                    for d in c:
-                        if not isinstance(d.tag, str) or not d.tag.startswith(_Q):
-                            continue
-                        if local(d) != "data":
-                            self.fail(d, "<datamodel> may only contain <data>")
-                        data_id = self.compiler.attr(d, "id", required=True)
-                        why = datamodel_class(dm).check("data", data_id)
-                        if why is not None:
-                            self.fail(d, f"data id {data_id!r} {why}")
-                        data_ids.append(data_id)
-                        state_data[s].append((data_id, self._data(d, data_id)))
-            self._initial_of(s, el)
-
-        # data binding: early = everything at start, in document order; late = per state
-        scripts = [self.compiler.item(c) for c in root
-                   if isinstance(c.tag, str) and c.tag == _Q + "script"]
-        if binding == "early":
-            everything = [item for per_state in state_data for item in per_state]
-            data_init[0] = _root_init(everything, scripts)
-        else:
-            data_init[0] = _root_init(state_data[0], scripts)
-            for s in range(1, n):
-                if state_data[s]:
-                    data_init[s] = _data_block(state_data[s])
-
-        # Setters for every top-level data id, so that invoke parameters and a
-        # host's start data can override them without touching the table later.
-        setters = {}
-        if dm != "null":
-            for data_id, _ in state_data[0]:
-                setters[data_id] = self.exprs.add("setter", "", location=data_id)
-        machine = Machine(
-            self.ids, self.kinds, self.parents, self.initial, self.t_source, self.t_targets,
-            self.t_events, self.t_cond, self.t_internal, self.t_content, onentry, onexit, donedata,
-            invokes, data_init,
-        )
-        return Document(root.get("name"), dm, binding, machine, self.exprs, data_ids, self.path,
-                        send_types=self.compiler.send_types, data_setters=setters, roots=self.roots)
-
-    def _number(self, el: etree._Element, index: int, seen: dict[str, etree._Element]) -> None:
+    def _number_children(self, el: etree._Element, index: int, states: list[StateModel],
+                         seen: dict[str, etree._Element]) -> None:
         parent_name = local(el)
         allowed = _CHILDREN[parent_name]
         for c in el:
@@ -449,32 +436,63 @@ class _Loader:
                 continue
             sid = c.get("id")
             if sid is None:
-                sid = f"_{name}{len(self.ids)}"
+                sid = f"_{name}{len(states)}"
                 while sid in seen:
                     sid = "_" + sid
             elif sid in seen:
                 self.fail(c, f"duplicate id {sid!r} (first defined on line {seen[sid].sourceline})")
             seen[sid] = c
-            if name == "history":
-                htype = c.get("type", "shallow")
-                if htype not in ("shallow", "deep"):
-                    self.fail(c, f"history 'type' must be 'shallow' or 'deep', not {htype!r}")
-                kind = KIND_HISTORY_DEEP if htype == "deep" else KIND_HISTORY_SHALLOW
-            elif name == "final":
-                kind = KIND_FINAL
-            elif name == "parallel":
-                kind = KIND_PARALLEL
-            else:
-                has_children = any(isinstance(g.tag, str) and local(g) in ("state", "parallel", "final")
-                                   and g.tag.startswith(_Q) for g in c)
-                kind = KIND_COMPOUND if has_children else KIND_ATOMIC
-            i = len(self.ids)
-            self.elements.append(c)
-            self.ids.append(sid)
-            self.kinds.append(kind)
-            self.parents.append(index)
+            i = len(states)
+            states.append(StateModel(i, sid, self._kind_of(c, name), index, c))
             if name != "history":
-                self._number(c, i, seen)
+                self._number_children(c, i, states, seen)
+
+    def _kind_of(self, el: etree._Element, name: str) -> int:
+        if name == "history":
+            htype = el.get("type", "shallow")
+            if htype not in ("shallow", "deep"):
+                self.fail(el, f"history 'type' must be 'shallow' or 'deep', not {htype!r}")
+            return KIND_HISTORY_DEEP if htype == "deep" else KIND_HISTORY_SHALLOW
+        if name == "final":
+            return KIND_FINAL
+        if name == "parallel":
+            return KIND_PARALLEL
+        has_children = any(isinstance(g.tag, str) and local(g) in ("state", "parallel", "final")
+                           and g.tag.startswith(_Q) for g in el)
+        return KIND_COMPOUND if has_children else KIND_ATOMIC
+
+    def _read_children(self, state: StateModel) -> None:
+        """Transitions, executable content, invokes and data of one state, in document order."""
+        history = state.kind in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP)
+        for c in state.element:
+            if not isinstance(c.tag, str) or not c.tag.startswith(_Q):
+                continue
+            name = local(c)
+            if name == "transition" and not history:  # a history's is its default: see _initial_of
+                state.transitions.append(self._transition(state.index, c))
+            elif name == "onentry" or name == "onexit":
+                block = self.compiler.block(c)
+                if block is not None:
+                    (state.onentry if name == "onentry" else state.onexit).append(block)
+            elif name == "donedata":
+                # A timeout in it is the core's to judge (process-event-timeout, not a final).
+                state.donedata = self.compiler.payload(c, allow_namelist=False)
+            elif name == "invoke":
+                state.invokes.append(self._invoke(state, c))
+            elif name == "datamodel":
+                state.data.extend(self._datamodel(c))
+
+    def _transition(self, s: int, el: etree._Element) -> TransitionModel:
+        ttype = el.get("type", "external")
+        if ttype not in ("external", "internal"):
+            self.fail(el, f"transition 'type' must be 'external' or 'internal', not {ttype!r}")
+        events = tuple(event_descriptor(d) for d in (el.get("event") or "").split())
+        if el.get("event") is not None and not events:
+            self.fail(el, "'event' is empty")
+        cond = el.get("cond")
+        k = self.compiler.expr("cond", cond, el) if cond is not None else -1
+        targets = self._targets(el, el.get("target"))
+        return TransitionModel(s, targets, events, k, ttype == "internal", self.compiler.block(el))
 
     def _targets(self, el: etree._Element, text: str | None) -> list[int]:
         out: list[int] = []
@@ -494,187 +512,161 @@ class _Loader:
         each ancestor was reached, and stops at the first ancestor already seen, so
         the check is linear in the targets' depths.
         """
+        states = self.states
         wanted = set(targets)
         via: dict[int, tuple[int, int]] = {}
         for t in dict.fromkeys(targets):
-            child, a = t, self.parents[t]
+            child, a = t, states[t].parent
             while a >= 0:
                 if a in wanted:
-                    self.fail(el, f"target {self.ids[t]!r} is inside target {self.ids[a]!r}: "
+                    self.fail(el, f"target {states[t].id!r} is inside target {states[a].id!r}: "
                                   "no target may contain another (spec 3.11)")
                 seen = via.get(a)
                 if seen is None:
                     via[a] = (child, t)
                 else:
-                    if seen[0] != child and self.kinds[a] != KIND_PARALLEL:
-                        self.fail(el, f"targets {self.ids[seen[1]]!r} and {self.ids[t]!r} cannot be active "
+                    if seen[0] != child and states[a].kind != KIND_PARALLEL:
+                        self.fail(el, f"targets {states[seen[1]].id!r} and {states[t].id!r} cannot be active "
                                       f"together: only one child of {self._name(a)} is active at a time "
                                       "(spec 3.11)")
                     break
-                child, a = a, self.parents[a]
+                child, a = a, states[a].parent
 
-    def _add_transition(self, source: int, targets: list[int], events: tuple[str, ...], cond: int,
-                        internal: bool, content: Any) -> int:
-        self.t_source.append(source)
-        self.t_targets.append(targets)
-        self.t_events.append(events)
-        self.t_cond.append(cond)
-        self.t_internal.append(internal)
-        self.t_content.append(content)
-        return len(self.t_source) - 1
+    # ------------------------------------------------------------ initial and history default transitions
 
-    def _transition(self, s: int, el: etree._Element) -> int:
-        ttype = el.get("type", "external")
-        if ttype not in ("external", "internal"):
-            self.fail(el, f"transition 'type' must be 'external' or 'internal', not {ttype!r}")
-        events = tuple(event_descriptor(d) for d in (el.get("event") or "").split())
-        if el.get("event") is not None and not events:
-            self.fail(el, "'event' is empty")
-        cond = el.get("cond")
-        k = self.compiler.expr("cond", cond, el) if cond is not None else -1
+    def _initial_of(self, state: StateModel) -> TransitionModel | None:
+        """The transition a state is entered through: a history's default, a compound state's initial."""
+        if state.kind in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP):
+            return self._history_default(state)
+        if state.kind in (KIND_COMPOUND, KIND_ROOT):
+            return self._initial_transition(state)
+        if state.element.get("initial") is not None:
+            self.fail(state.element, "'initial' is only allowed on a compound <state> or <scxml>"
+                      if state.kind != KIND_ATOMIC else "'initial' names a child but this state has no child states")
+        return None
+
+    def _history_default(self, state: StateModel) -> TransitionModel:
+        trans = _children(state.element, "transition")
+        if len(trans) > 1:
+            self.fail(trans[1], "a <history> has at most one <transition>")
+        parent = state.parent
+        if not trans:
+            return TransitionModel(state.index, self._default_children(parent))
+        el = trans[0]
         targets = self._targets(el, el.get("target"))
-        return self._add_transition(s, targets, events, k, ttype == "internal", self.compiler.block(el))
+        if not targets:
+            self.fail(el, "the default transition of a <history> needs a 'target'")
+        outside = self._outside(targets, parent)
+        if outside is not None:
+            self.fail(el, f"history default target {self.states[outside].id!r} is not inside "
+                          f"{self.states[parent].id!r}")
+        return TransitionModel(state.index, targets, content=self.compiler.block(el))
 
-    def _initial_of(self, s: int, el: etree._Element) -> None:
-        kind = self.kinds[s]
-        if kind in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP):
-            trans = [c for c in el if isinstance(c.tag, str) and c.tag == _Q + "transition"]
-            if len(trans) > 1:
-                self.fail(trans[1], "a <history> has at most one <transition>")
-            parent = self.parents[s]
-            if trans:
-                targets = self._targets(trans[0], trans[0].get("target"))
-                if not targets:
-                    self.fail(trans[0], "the default transition of a <history> needs a 'target'")
-                for t in targets:
-                    if not self._is_desc(t, parent):
-                        self.fail(trans[0], f"history default target {self.ids[t]!r} is not inside "
-                                            f"{self.ids[parent]!r}")
-                content = self.compiler.block(trans[0])
-            else:
-                targets = self._default_children(parent)
-                content = None
-            self.initial[s] = self._add_transition(s, targets, (), -1, False, content)
-            return
-        if kind not in (KIND_COMPOUND, KIND_ROOT):
-            if el.get("initial") is not None and kind != KIND_ATOMIC:
-                self.fail(el, "'initial' is only allowed on a compound <state> or <scxml>")
-            if el.get("initial") is not None:
-                self.fail(el, "'initial' names a child but this state has no child states")
-            return
-        initial_attr = el.get("initial")
-        initial_els = [c for c in el if isinstance(c.tag, str) and c.tag == _Q + "initial"]
-        if initial_attr is not None and initial_els:
+    def _initial_transition(self, state: StateModel) -> TransitionModel:
+        el, s = state.element, state.index
+        attr = el.get("initial")
+        initial_els = _children(el, "initial")
+        if attr is not None and initial_els:
             self.fail(el, "'initial' attribute and <initial> element may not be used together")
         if len(initial_els) > 1:
             self.fail(initial_els[1], "only one <initial> is allowed")
+        content = None
+        where = el
         if initial_els:
-            trans = [c for c in initial_els[0] if isinstance(c.tag, str) and c.tag == _Q + "transition"]
+            trans = _children(initial_els[0], "transition")
             if len(trans) != 1:
                 self.fail(initial_els[0], "<initial> must contain exactly one <transition>")
-            initial_t = trans[0]
-            if initial_t.get("event") is not None or initial_t.get("cond") is not None:
-                self.fail(initial_t, "the <initial> transition may not have 'event' or 'cond'")
-            targets = self._targets(initial_t, initial_t.get("target"))
+            where = trans[0]
+            if where.get("event") is not None or where.get("cond") is not None:
+                self.fail(where, "the <initial> transition may not have 'event' or 'cond'")
+            targets = self._targets(where, where.get("target"))
             if not targets:
-                self.fail(initial_t, "the <initial> transition needs a 'target'")
-            content = self.compiler.block(initial_t)
-            where = initial_t
-        elif initial_attr is not None:
-            targets = self._targets(el, initial_attr)
+                self.fail(where, "the <initial> transition needs a 'target'")
+            content = self.compiler.block(where)
+        elif attr is not None:
+            targets = self._targets(el, attr)
             if not targets:
                 self.fail(el, "'initial' is empty: name one or more child states")
-            content = None
-            where = el
         else:
             targets = self._default_children(s)
-            content = None
-            where = el
             if not targets and s == 0:
                 self.fail(el, "the document has no states")
-        for t_ in targets:
-            if not self._is_desc(t_, s):
-                self.fail(where, f"initial state {self.ids[t_]!r} is not inside {self._name(s)}")
-        self.initial[s] = self._add_transition(s, targets, (), -1, False, content)
+        outside = self._outside(targets, s)
+        if outside is not None:
+            self.fail(where, f"initial state {self.states[outside].id!r} is not inside {self._name(s)}")
+        return TransitionModel(s, targets, content=content)
 
     def _name(self, s: int) -> str:
-        return "<scxml>" if s == 0 else repr(self.ids[s])
+        return "<scxml>" if s == 0 else repr(self.states[s].id)
 
     def _default_children(self, s: int) -> list[int]:
-        for i in range(s + 1, len(self.ids)):
-            if self.parents[i] == s and self.kinds[i] not in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP):
+        states = self.states
+        for i in range(s + 1, len(states)):
+            if states[i].parent == s and states[i].kind not in (KIND_HISTORY_SHALLOW, KIND_HISTORY_DEEP):
                 return [i]
         return []
 
-    def _is_desc(self, a: int, b: int) -> bool:
-        p = self.parents[a]
-        while p >= 0:
-            if p == b:
-                return True
-            p = self.parents[p]
-        return False
+    def _outside(self, targets: list[int], s: int) -> int | None:
+        """The first of ``targets`` that is not a descendant of state ``s``, or None."""
+        states = self.states
+        for t in targets:
+            p = states[t].parent
+            while p >= 0 and p != s:
+                p = states[p].parent
+            if p < 0:
+                return t
+        return None
 
-    def _donedata(self, el: etree._Element) -> Callable[[Any], Any]:
-        # A timeout in it is the core's to judge (process-event-timeout, not a final).
-        return self.compiler.payload(el, allow_namelist=False)
+    # ------------------------------------------------------------ data and invoke
 
-    def _data(self, el: etree._Element, data_id: str) -> Callable[[Any], None]:
+    def _datamodel(self, el: etree._Element) -> list[DataItem]:
+        items = []
+        for d in el:
+            if not isinstance(d.tag, str) or not d.tag.startswith(_Q):
+                continue
+            if local(d) != "data":
+                self.fail(d, "<datamodel> may only contain <data>")
+            data_id = self.compiler.attr(d, "id", required=True)
+            self.check("data", data_id, d)
+            items.append(DataItem(data_id, self._data(d, data_id)))
+        return items
+
+    def _data(self, el: etree._Element, data_id: str) -> Item:
         self.compiler.exclusive(el, "expr", "src")
         text = el.get("expr")
         src = el.get("src")
         has_content = len(el) or (el.text or "").strip()
         if (text is not None or src is not None) and has_content:
             self.fail(el, "'expr'/'src' and child content may not be used together")
-        if self.datamodel == "null":
-            self.fail(el, "the null datamodel has no <data>")
-        at = where(el)
         if text is not None:
-            k = self.compiler.expr("assign", text, el, location=data_id)
-
-            def init_expr(session: Any) -> None:
-                try:
-                    session.dm.assign(k)
-                except Exception as exc:
-                    locate(exc, at)
-                    raise
-
-            return init_expr
+            return assignment(self.compiler.expr("assign", text, el, location=data_id), where(el))
         if src is not None:
             value = text_value(self.load_src(el, src), parse_json=True)
         elif has_content:
             value = content_value(el, parse_json=True)
         else:
             return _unbound
-        k = self.compiler.expr("setter", "", el, location=data_id)
+        return assignment(self.compiler.expr("setter", "", el, location=data_id), where(el), value)
 
-        def init_value(session: Any) -> None:
-            try:
-                session.dm.set_location(k, value)
-            except Exception as exc:
-                locate(exc, at)
-                raise
-
-        return init_value
-
-    def _invoke(self, s: int, el: etree._Element) -> Invoke:
+    def _invoke(self, state: StateModel, el: etree._Element) -> Invoke:
         c = self.compiler
         c.exclusive(el, "type", "typeexpr")
         c.exclusive(el, "src", "srcexpr")
         c.exclusive(el, "id", "idlocation")
-        content_el = c._content(el)
+        content_el = c.content_of(el)
         if content_el is not None and (el.get("src") or el.get("srcexpr")):
             self.fail(el, "'src'/'srcexpr' and <content> may not be used together")
-        if el.get("namelist") and c._params(el):
+        if el.get("namelist") and c.params_of(el):
             self.fail(el, "'namelist' and <param> may not be used together")
         inline = None
-        content: Callable[[Any], Any] | None = None
+        content: Payload | None = None
         if content_el is not None:
             scxml_children = [x for x in content_el if isinstance(x.tag, str)]
             content_source = content_el.get("expr")
             if content_source is not None:
                 ck = c.expr("value", content_source, content_el)
 
-                def content_expr(session: Any, ck: int = ck) -> Any:
+                def content_expr(session: ExecutionContext, ck: int = ck) -> Any:
                     return session.dm.value(ck)
                 content = content_expr
             elif scxml_children:
@@ -685,40 +677,70 @@ class _Loader:
             else:
                 text = content_el.text or ""
 
-                def content_text(session: Any, text: str = text) -> Any:
+                def content_text(session: ExecutionContext, text: str = text) -> Any:
                     return text
                 content = content_text
-        finalize_el = [x for x in el if isinstance(x.tag, str) and x.tag == _Q + "finalize"]
+        finalize_el = _children(el, "finalize")
         if len(finalize_el) > 1:
             self.fail(finalize_el[1], "only one <finalize> is allowed")
         autoforward = el.get("autoforward", "false")
         if autoforward not in ("true", "false"):
             self.fail(el, f"'autoforward' must be 'true' or 'false', not {autoforward!r}")
         params_only = etree.Element("x")
-        for p in c._params(el):
+        for p in c.params_of(el):
             params_only.append(_copy(p))
         namelist = el.get("namelist")
         if namelist:
             params_only.set("namelist", namelist)
-        data = c.payload(params_only, allow_namelist=True) if len(params_only) or namelist else None
         idloc = el.get("idlocation")
         return Invoke(
             element_line=sourceline(el),
             type=el.get("type"),
-            typeexpr=c._opt_value(el, "typeexpr"),
+            typeexpr=c.optional_value(el, "typeexpr"),
             src=el.get("src"),
-            srcexpr=c._opt_value(el, "srcexpr"),
+            srcexpr=c.optional_value(el, "srcexpr"),
             id=el.get("id"),
             idlocation=c.expr("setter", "", el, location=idloc) if idloc else -1,
             autoforward=autoforward == "true",
-            data=data if data is not None else (lambda session: None),
+            data=c.payload(params_only, allow_namelist=True),
             content=content,
             inline=inline,
             finalize=c.block(finalize_el[0]) if finalize_el else None,
-            state_id=self.ids[s],
+            state_id=state.id,
             base_dir=self.base_dir,
             roots=self.roots,
         )
+
+    # ------------------------------------------------------------ building: model -> core tables
+
+    def _build(self, model: DocumentModel) -> Document:
+        states = model.states
+        initial = [-1] * len(states)
+        transitions: list[TransitionModel] = []
+        for state in states:
+            transitions.extend(state.transitions)
+            if state.initial is not None:
+                initial[state.index] = len(transitions)
+                transitions.append(state.initial)
+        machine = Machine(
+            [s.id for s in states], [s.kind for s in states], [s.parent for s in states], initial,
+            [t.source for t in transitions], [t.targets for t in transitions], [t.events for t in transitions],
+            [t.cond for t in transitions], [t.internal for t in transitions], [t.content for t in transitions],
+            [s.onentry for s in states], [s.onexit for s in states], [s.donedata for s in states],
+            [s.invokes for s in states], _data_init(model),
+        )
+        # Setters for every top-level data id, so that invoke parameters and a
+        # host's start data can override them without touching the table later.
+        setters = {d.id: model.expressions.add("setter", "", location=d.id) for d in states[0].data}
+        data_ids = [d.id for s in states for d in s.data]
+        return Document(model.name, model.datamodel, model.binding, machine, model.expressions, data_ids,
+                        self.path, data_setters=setters, roots=self.roots)
+
+
+def _children(el: etree._Element, name: str) -> list[etree._Element]:
+    """The SCXML children of ``el`` named ``name``."""
+    tag = _Q + name
+    return [c for c in el if c.tag == tag]
 
 
 def _copy(el: etree._Element) -> etree._Element:
@@ -738,32 +760,44 @@ def event_descriptor(d: str) -> str:
     return d.rstrip(".")
 
 
-def _unbound(session: Any) -> None:
+def _unbound(session: ExecutionContext) -> None:
     return None
 
 
-def _data_block(items: list[tuple[str, Callable[[Any], None]]]) -> Callable[[Any], None]:
-    """Initialize data items one by one: a failing one stays undefined and raises error.execution."""
-    inits = tuple(f for _, f in items)
+def _data_init(model: DocumentModel) -> list[Item | None]:
+    """Per state, what initializes its data: early binding, all of it at the start, in document order;
+    late binding, each state's own on its first entry."""
+    states = model.states
+    data_init: list[Item | None] = [None] * len(states)
+    if model.binding == "early":
+        data_init[0] = _root_init([d for s in states for d in s.data], model.scripts)
+    else:
+        data_init[0] = _root_init(states[0].data, model.scripts)
+        for s in states[1:]:
+            if s.data:
+                data_init[s.index] = _data_block(s.data)
+    return data_init
 
-    def init(session: Any) -> None:
+
+def _data_block(items: list[DataItem]) -> Item:
+    """Initialize data items one by one: a failing one stays undefined and raises error.execution."""
+    inits = tuple(d.init for d in items)
+
+    def init(session: ExecutionContext) -> None:
         for f in inits:
             try:
                 f(session)
-            except Halt:
-                raise
             except Exception as exc:
-                session.raise_error("error.execution", exc)
+                execution_failed(session, exc)
 
     return init
 
 
-def _root_init(items: list[tuple[str, Callable[[Any], None]]],
-               scripts: list[Callable[[Any], None] | None]) -> Callable[[Any], None]:
+def _root_init(items: list[DataItem], scripts: list[Item]) -> Item:
     data = _data_block(items)
-    global_scripts = tuple(s for s in scripts if s is not None)
+    global_scripts = tuple(scripts)
 
-    def init(session: Any) -> None:
+    def init(session: ExecutionContext) -> None:
         data(session)
         session.apply_initial_data()
         for script in global_scripts:

@@ -3,7 +3,8 @@
 Each block becomes one callable ``block(session)``; each element in it a small
 closure over the indices of its expressions in the document's expression table.
 A callable raises ``ExecutionError`` (or a datamodel's error) to abandon the
-rest of its block; the step loop turns that into ``error.execution``.
+rest of its block; the step loop turns that into ``error.execution``. The
+session is seen only through :class:`~orsguard.runtime.ExecutionContext`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from lxml import etree
 from orsguard.datamodels import Expressions
 from orsguard.datamodels.base import XmlContent
 from orsguard.errors import ExecutionError
+from orsguard.runtime import ExecutionContext, execution_failed
 
 SCXML_NS = "http://www.w3.org/2005/07/scxml"
 _Q = "{" + SCXML_NS + "}"
 _XML_DECLARATION = re.compile(r"^\s*<\?xml\s[^>]*\?>")
 
-Item = Callable[[Any], None]
+#: One compiled element or block of executable content.
+Item = Callable[[ExecutionContext], None]
+#: What an element's data evaluates to (``<send>``, ``<invoke>``, ``<donedata>``).
+Payload = Callable[[ExecutionContext], Any]
+#: An element's tag name and source line, for locating its run-time errors.
+Where = tuple[str, int | None]
 
 _DELAY = re.compile(r"^\s*(\d*\.?\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -85,12 +92,12 @@ def text_value(text: str, *, parse_json: bool) -> Any:
     return " ".join(text.split())
 
 
-def where(el: etree._Element) -> tuple[str, int | None]:
+def where(el: etree._Element) -> Where:
     """An element's tag name and source line, for locating its run-time errors."""
     return local(el), sourceline(el)
 
 
-def locate(exc: BaseException, at: tuple[str, int | None]) -> None:
+def locate(exc: BaseException, at: Where) -> None:
     """Mark ``exc`` as raised by the element ``at``; the innermost element (the first to mark it) wins.
 
     The session copies these into ``error.execution`` data (``tagname``, ``line``).
@@ -108,11 +115,32 @@ def run_items(items: Sequence[Item]) -> Item:
         return items[0]
     items = tuple(items)
 
-    def block(session: Any) -> None:
+    def block(session: ExecutionContext) -> None:
         for item in items:
             item(session)
 
     return block
+
+
+_EXPR: Any = object()
+
+
+def assignment(k: int, at: Where, value: Any = _EXPR) -> Item:
+    """An item assigning to the location of expression ``k`` its own ``expr``, or ``value`` when given.
+
+    ``<assign>`` and ``<data>`` share it; a failure is located at ``at``.
+    """
+    def assign(session: ExecutionContext) -> None:
+        try:
+            if value is _EXPR:
+                session.dm.assign(k)
+            else:
+                session.dm.set_location(k, value)
+        except Exception as exc:
+            locate(exc, at)
+            raise
+
+    return assign
 
 
 class Compiler:
@@ -125,13 +153,12 @@ class Compiler:
 
     def __init__(self, exprs: Expressions, fail: Callable[[etree._Element | None, str], NoReturn],
                  check: Callable[..., None],
-                 load_src: Callable[[etree._Element, str], str], datamodel: str) -> None:
+                 load_src: Callable[[etree._Element, str], str], json_content: bool) -> None:
         self.exprs = exprs
         self.fail = fail
         self.check = check
         self.load_src = load_src
-        self.datamodel = datamodel
-        self.send_types: set[str] = set()
+        self.json_content = json_content
 
     def expr(self, kind: str, text: str, el: etree._Element, *, location: str | None = None,
              extra: tuple[str, ...] = ()) -> int:
@@ -169,7 +196,7 @@ class Compiler:
         name = local(el)
         if not el.tag.startswith(_Q):
             return None  # foreign-namespace elements are extension points; ignore them
-        method = getattr(self, "_c_" + name, None)
+        method: Callable[[etree._Element], Item] | None = getattr(self, "_c_" + name, None)
         if method is None:
             self.fail(el, f"<{name}> is not executable content here")
         return method(el)
@@ -179,7 +206,7 @@ class Compiler:
     def _c_raise(self, el: etree._Element) -> Item:
         event = self.attr(el, "event", required=True)
 
-        def raise_(session: Any) -> None:
+        def raise_(session: ExecutionContext) -> None:
             session.raise_internal(event)
 
         return raise_
@@ -192,7 +219,7 @@ class Compiler:
 
         at = where(el)
 
-        def log(session: Any) -> None:
+        def log(session: ExecutionContext) -> None:
             try:
                 session.log(label, session.dm.value(k) if k >= 0 else None)
             except Exception as exc:
@@ -208,29 +235,9 @@ class Compiler:
         if text is not None:
             if len(el) or (el.text or "").strip():
                 self.fail(el, "'expr' and child content may not be used together")
-            k = self.expr("assign", text, el, location=location)
-            at = where(el)
-
-            def assign(session: Any) -> None:
-                try:
-                    session.dm.assign(k)
-                except Exception as exc:
-                    locate(exc, at)
-                    raise
-
-            return assign
+            return assignment(self.expr("assign", text, el, location=location), where(el))
         value = content_value(el, parse_json=True)
-        k = self.expr("setter", "", el, location=location)
-        at = where(el)
-
-        def assign_content(session: Any) -> None:
-            try:
-                session.dm.set_location(k, value)
-            except Exception as exc:
-                locate(exc, at)
-                raise
-
-        return assign_content
+        return assignment(self.expr("setter", "", el, location=location), where(el), value)
 
     def _c_script(self, el: etree._Element) -> Item:
         src = el.get("src")
@@ -243,7 +250,7 @@ class Compiler:
         k = self.expr("script", code, el)
         at = where(el)
 
-        def script(session: Any) -> None:
+        def script(session: ExecutionContext) -> None:
             try:
                 session.dm.script(k)
             except Exception as exc:
@@ -272,15 +279,16 @@ class Compiler:
         compiled = tuple((k, run_items(items) if items else None, at)
                          for (k, items), at in zip(branches, places, strict=True))
 
-        def if_(session: Any) -> None:
+        def if_(session: ExecutionContext) -> None:
             dm = session.dm
             for k, body, at in compiled:
                 if k >= 0:
                     try:
                         ok = dm.cond(k)
-                    except ExecutionError as exc:
+                    except Exception as exc:
+                        # Spec 5.9.1: a condition that cannot be evaluated is false.
                         locate(exc, at)
-                        session.raise_error("error.execution", exc)
+                        execution_failed(session, exc)
                         ok = False
                     if not ok:
                         continue
@@ -298,9 +306,9 @@ class Compiler:
         body = self.block(el)
         at = where(el)
 
-        def foreach(session: Any) -> None:
+        def foreach(session: ExecutionContext) -> None:
             try:
-                session.dm.foreach(k, body if body is not None else _nothing)
+                session.dm.foreach(k, _nothing if body is None else lambda: body(session))
             except Exception as exc:
                 locate(exc, at)
                 raise
@@ -314,13 +322,11 @@ class Compiler:
         self.exclusive(el, "id", "idlocation")
         self.exclusive(el, "delay", "delayexpr")
         event, target, type_ = el.get("event"), el.get("target"), el.get("type")
-        if type_ is not None:
-            self.send_types.add(type_)
         sendid = el.get("id")
-        ek = self._opt_value(el, "eventexpr")
-        tk = self._opt_value(el, "targetexpr")
-        yk = self._opt_value(el, "typeexpr")
-        dk = self._opt_value(el, "delayexpr")
+        ek = self.optional_value(el, "eventexpr")
+        tk = self.optional_value(el, "targetexpr")
+        yk = self.optional_value(el, "typeexpr")
+        dk = self.optional_value(el, "delayexpr")
         idk = self.expr("setter", "", el, location=el.get("idlocation")) if el.get("idlocation") else -1
         delay = el.get("delay")
         if delay is not None:
@@ -331,7 +337,7 @@ class Compiler:
         else:
             delay_s = None
         data = self.payload(el, allow_namelist=True)
-        if (el.get("namelist") or self._params(el)) and self._content(el) is not None:
+        if (el.get("namelist") or self.params_of(el)) and self.content_of(el) is not None:
             self.fail(el, "<content> may not be used with 'namelist' or <param>")
 
         # _event.sendid carries an id the author asked for (id or idlocation); other sends
@@ -339,7 +345,7 @@ class Compiler:
         public_id = sendid is not None or idk >= 0
         at = where(el)
 
-        def send(session: Any) -> None:
+        def send(session: ExecutionContext) -> None:
             dm = session.dm
             sid = sendid
             if idk >= 0:
@@ -363,13 +369,13 @@ class Compiler:
     def _c_cancel(self, el: etree._Element) -> Item:
         self.exclusive(el, "sendid", "sendidexpr")
         sendid = el.get("sendid")
-        k = self._opt_value(el, "sendidexpr")
+        k = self.optional_value(el, "sendidexpr")
         if sendid is None and k < 0:
             self.fail(el, "needs 'sendid' or 'sendidexpr'")
 
         at = where(el)
 
-        def cancel(session: Any) -> None:
+        def cancel(session: ExecutionContext) -> None:
             try:
                 session.cancel_send(sendid if k < 0 else _as_str(session.dm.value(k)))
             except Exception as exc:
@@ -380,33 +386,36 @@ class Compiler:
 
     # ------------------------------------------------------------ payloads
 
-    def _opt_value(self, el: etree._Element, name: str) -> int:
+    def optional_value(self, el: etree._Element, name: str) -> int:
+        """The index of the expression in attribute ``name`` of ``el``, or -1 when it has none."""
         text = el.get(name)
         return self.expr("value", text, el) if text is not None else -1
 
-    def _params(self, el: etree._Element) -> list[etree._Element]:
+    def params_of(self, el: etree._Element) -> list[etree._Element]:
+        """The ``<param>`` children of ``el``."""
         return [c for c in el if isinstance(c.tag, str) and local(c) == "param" and c.tag.startswith(_Q)]
 
-    def _content(self, el: etree._Element) -> etree._Element | None:
+    def content_of(self, el: etree._Element) -> etree._Element | None:
+        """The ``<content>`` child of ``el`` (at most one), or None."""
         found = [c for c in el if isinstance(c.tag, str) and local(c) == "content" and c.tag.startswith(_Q)]
         if len(found) > 1:
             self.fail(found[1], "only one <content> is allowed")
         return found[0] if found else None
 
-    def payload(self, el: etree._Element, *, allow_namelist: bool) -> Callable[[Any], Any]:
+    def payload(self, el: etree._Element, *, allow_namelist: bool) -> Payload:
         """The event data an element (send, invoke, donedata) carries, as a callable."""
-        names: list[tuple[str, int, tuple[str, int | None]]] = []
+        names: list[tuple[str, int, Where]] = []
         namelist = el.get("namelist") if allow_namelist else None
         for name in (namelist or "").split():
             names.append((name, self.expr("value", name, el, location=name), where(el)))
-        for p in self._params(el):
+        for p in self.params_of(el):
             pname = self.attr(p, "name", required=True)
             self.exclusive(p, "expr", "location")
             source = p.get("expr") if p.get("expr") is not None else p.get("location")
             if source is None:
                 self.fail(p, "needs 'expr' or 'location'")
             names.append((pname, self.expr("value", source, p, location=p.get("location")), where(p)))
-        content = self._content(el)
+        content = self.content_of(el)
         if content is not None:
             content_source = content.get("expr")
             if content_source is not None:
@@ -415,7 +424,7 @@ class Compiler:
                 ck = self.expr("value", content_source, content)
                 at = where(content)
 
-                def content_expr(session: Any) -> Any:
+                def content_expr(session: ExecutionContext) -> Any:
                     try:
                         return session.dm.value(ck)
                     except Exception as exc:
@@ -423,9 +432,9 @@ class Compiler:
                         raise
 
                 return content_expr
-            value = content_value(content, parse_json=self.datamodel != "null")
+            value = content_value(content, parse_json=self.json_content)
 
-            def content_inline(session: Any) -> Any:
+            def content_inline(session: ExecutionContext) -> Any:
                 return value
 
             return content_inline
@@ -441,7 +450,7 @@ class Compiler:
         ks = tuple(k for _, k, _ in pairs)
         places = tuple(at for _, _, at in pairs)
 
-        def params(session: Any) -> Any:
+        def params(session: ExecutionContext) -> Any:
             try:
                 values = session.dm.values(ks)
             except Exception as exc:
@@ -463,11 +472,11 @@ class Compiler:
         return params
 
 
-def _nothing(session: Any) -> None:
+def _nothing() -> None:
     return None
 
 
-def _no_data(session: Any) -> Any:
+def _no_data(session: ExecutionContext) -> Any:
     return None
 
 

@@ -223,6 +223,33 @@ def test_invalid_expression_with_checks_off_loads_and_raises_error_execution() -
     assert session.final == "caught"
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('<state id="a"><transition cond="1 + 1 == 2" target="a"/></state>',
+         "the null datamodel only allows In('state') conditions, not '1 + 1 == 2'"),
+        ('<state id="a"><onentry><log expr="1 + 2"/></onentry></state>',
+         "the null datamodel only allows quoted string values, not '1 + 2'"),
+        ('<state id="a"><onentry><script>var x;</script></onentry></state>',
+         "the null datamodel has no script expressions"),
+        ('<datamodel><data id="x"/></datamodel><state id="a"/>', "the null datamodel has no <data>"),
+    ],
+)
+@pytest.mark.parametrize("check_expressions", [True, False])
+def test_the_null_datamodel_refuses_what_it_cannot_run_even_with_checks_off(
+        line: str, message: str, check_expressions: bool) -> None:
+    # Deferring only helps a datamodel that could run the text: the null one never can.
+    err = load_error(doc(line, head=f'<scxml {NS} version="1.0" datamodel="null">'),
+                     check_expressions=check_expressions)
+    assert (err.line, err.message) == (2, message)
+
+
+def test_a_bad_data_id_is_refused_even_with_checks_off() -> None:
+    # Data ids are declared when the session starts, before any expression could fail instead.
+    err = load_error(doc('<datamodel><data id="a-b"/></datamodel><state id="s"/>'), check_expressions=False)
+    assert err.message.startswith("data id 'a-b' is not a valid ECMAScript variable name")
+
+
 # ---------------------------------------------------------------- src resources
 
 

@@ -406,6 +406,10 @@ TIMED_OUT_SCRIPTS = {
                     '<final id="f"/>',
     "finalize": f'<state id="a"><invoke>{FINALIZE_CHILD}<finalize><script>{LOOP}</script></finalize></invoke>'
                 '<transition event="x" target="f"/></state><final id="f"/>',
+    "data": f'<datamodel><data id="d" expr="{LOOP}"/><data id="e" expr="1"/></datamodel>'
+            f'<state id="a">{ERRORS}</state><final id="f"/>',
+    "if cond": f'<state id="a"><onentry><if cond="{LOOP}"><log expr="1"/></if></onentry>{ERRORS}</state>'
+               '<final id="f"/>',
 }
 
 

@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, auto_pickle=False, autotestdict=False
 """orsguard's binding of the QuickJS engine (quickjs-ng), compiled from the pinned source release.
 
 One JSRuntime per thread, shared by the thread's sessions; one JSContext per
@@ -406,7 +406,6 @@ cdef class Runtime:
             return None
         return _error_text(self.checker, JS_GetException(self.checker))
 
-
     cdef bytes _bytecode_of(self, str src):
         """``src`` compiled once per runtime (global code), as bytecode; None when it does not compile."""
         cdef bytes code = self.bytecode.get(src)
@@ -639,6 +638,42 @@ cdef JSValue _js_event(JSContext* ctx, JSValueConst this_val, int argc, JSValueC
     return JS_DupValue(ctx, self.event)
 
 
+# One engine operation, run by Context._engine under the runtime's guard: a
+# call, a compiled script run, or source (or this runtime's bytecode) loaded.
+cdef struct Op:
+    JSValue fn               # the function to call, or the compiled script to run
+    JSValue this_val
+    int argc
+    JSValue* argv
+    const char* text         # source text, or bytecode when ``bytecode``
+    Py_ssize_t n
+    const char* filename
+    int flags                # JS_Eval flags for source
+    bint bytecode
+    bint run                 # run what was loaded: its completion value is the result
+
+ctypedef JSValue (*OpFn)(JSContext*, Op*) noexcept nogil
+
+
+cdef JSValue _op_call(JSContext* ctx, Op* op) noexcept nogil:
+    return JS_Call(ctx, op.fn, op.this_val, op.argc, op.argv)
+
+
+cdef JSValue _op_run(JSContext* ctx, Op* op) noexcept nogil:
+    return JS_EvalFunction(ctx, JS_DupValue(ctx, op.fn))
+
+
+cdef JSValue _op_load(JSContext* ctx, Op* op) noexcept nogil:
+    cdef JSValue r
+    if op.bytecode:
+        r = JS_ReadObject(ctx, <const unsigned char*>op.text, op.n, JS_READ_OBJ_BYTECODE)
+    else:
+        r = JS_Eval(ctx, op.text, op.n, op.filename, op.flags)
+    if op.run and not JS_IsException(r):
+        r = JS_EvalFunction(ctx, r)
+    return r
+
+
 @cython.no_gc_clear
 @cython.final
 cdef class Context:
@@ -698,8 +733,7 @@ cdef class Context:
             JS_SetPropertyStr(self.ctx, glob, "__og_event", JS_NewCFunction(self.ctx, _js_event, "get _event", 0))
             self.bigint = JS_GetPropertyStr(self.ctx, glob, "BigInt")
             JS_FreeValue(self.ctx, glob)
-            r = self._load(prelude, True)
-            self._after(r)
+            self._load(prelude, True, &r)
             JS_FreeValue(self.ctx, r)
             glob = JS_GetGlobalObject(self.ctx)
             self.dom = JS_GetPropertyStr(self.ctx, glob, "__og_dom")
@@ -779,12 +813,25 @@ cdef class Context:
             raise ScriptInterrupted("script interrupted (time limit or terminate)")
         raise ExecutionError(_error_text(self.ctx, exc))
 
-    cdef int _call(self, JSValue fn, int argc, JSValue* argv, JSValue* out) except -1:
+    cdef inline int _engine(self, OpFn fn, Op* op, JSValue* out) except -1:
+        """Every entry into the engine: ``fn(op)`` under the runtime's guard (see ``Runtime._enter``).
+
+        The result goes to ``out``, owned by the caller; a failure is raised
+        (ScriptInterrupted or ExecutionError) and leaves nothing to free.
+        """
         cdef Runtime rt = self.runtime
         rt._enter(self)
-        out[0] = JS_Call(self.ctx, fn, JS_UNDEFINED, argc, argv)
+        out[0] = fn(self.ctx, op)
         rt._leave()
         return self._after(out[0])
+
+    cdef inline int _call(self, JSValue fn, int argc, JSValue* argv, JSValue* out) except -1:
+        cdef Op op
+        op.fn = fn
+        op.this_val = JS_UNDEFINED
+        op.argc = argc
+        op.argv = argv
+        return self._engine(_op_call, &op, out)
 
     cdef int _after(self, JSValue r) except -1:
         if JS_IsException(r):
@@ -796,44 +843,44 @@ cdef class Context:
             raise ExecutionError("the script exceeded the engine's memory limit")
         return 0
 
-    cdef JSValue _load(self, str src, bint run) except *:
-        """``src`` from the runtime's bytecode cache: run it (its value), or the compiled script."""
+    cdef int _load(self, str src, bint run, JSValue* out) except -1:
+        """``src`` from the runtime's bytecode cache into ``out``: run (its value), or the compiled script."""
         cdef bytes code = self.runtime._bytecode_of(src)
-        cdef JSValue r
-        cdef Py_ssize_t n
-        cdef const char* text
+        cdef Op op
+        op.run = run
+        op.bytecode = code is not None
         if code is None:
             # Does not compile: compile here for the error message.
-            text = PyUnicode_AsUTF8AndSize(src, &n)
-            r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
-        else:
-            r = JS_ReadObject(self.ctx, <const unsigned char*><const char*>code, len(code), JS_READ_OBJ_BYTECODE)
-        if run and not JS_IsException(r):
-            r = JS_EvalFunction(self.ctx, r)
-        return r
+            return self._source(src, "<expr>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY, run, out)
+        op.text = code
+        op.n = len(code)
+        return self._engine(_op_load, &op, out)
+
+    cdef inline int _source(self, str src, const char* filename, int flags, bint run, JSValue* out) except -1:
+        """``JS_Eval`` of ``src`` with ``flags`` into ``out`` (then run it, with ``run``)."""
+        cdef Op op
+        op.text = PyUnicode_AsUTF8AndSize(src, &op.n)
+        op.filename = filename
+        op.flags = flags
+        op.bytecode = False
+        op.run = run
+        return self._engine(_op_load, &op, out)
 
     def compile(self, Py_ssize_t k, int kind, str src) -> None:
         """Compile ``src`` into slot ``k``: a function expression, or global code for KIND_SCRIPT.
 
         The caller has checked the text the source was built from (:func:`check`).
         """
-        cdef Py_ssize_t n
-        cdef const char* text
         cdef JSValue r
         self._check_open()
         if not 0 <= k < self.nslots:
             raise IndexError(k)
-        self.runtime._enter(self)
         if _USE_BYTECODE:
-            r = self._load(src, kind != KIND_SCRIPT)
+            self._load(src, kind != KIND_SCRIPT, &r)
+        elif kind == KIND_SCRIPT:
+            self._source(src, "<script>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY, False, &r)
         else:
-            text = PyUnicode_AsUTF8AndSize(src, &n)
-            if kind == KIND_SCRIPT:
-                r = JS_Eval(self.ctx, text, n, "<script>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY)
-            else:
-                r = JS_Eval(self.ctx, text, n, "<expr>", JS_EVAL_TYPE_GLOBAL)
-        self.runtime._leave()
-        self._after(r)
+            self._source(src, "<expr>", JS_EVAL_TYPE_GLOBAL, False, &r)
         JS_FreeValue(self.ctx, self.slots[k])
         self.slots[k] = r
 
@@ -854,10 +901,7 @@ cdef class Context:
         cdef JSValue r
         self._ready(k)
         self._call(self.slots[k], 0, NULL, &r)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        return self._result(r)
 
     def values(self, tuple ks) -> list:
         """:meth:`value` of each slot in ``ks``, in order, in one call from Python.
@@ -872,10 +916,7 @@ cdef class Context:
                 k = ks[i]
                 self._ready(k)
                 self._call(self.slots[k], 0, NULL, &r)
-                try:
-                    out.append(self._py(r))
-                finally:
-                    JS_FreeValue(self.ctx, r)
+                out.append(self._result(r))
             except BaseException as exc:
                 try:
                     exc.index = i
@@ -908,46 +949,29 @@ cdef class Context:
         cdef JSValue arg = JS_NewInt64(self.ctx, i)
         self._ready(k)
         self._call(self.slots[k], 1, &arg, &r)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        return self._result(r)
 
     def run(self, Py_ssize_t k) -> None:
         """Run the global code compiled in slot ``k``."""
         cdef JSValue r
-        cdef Runtime rt = self.runtime
+        cdef Op op
         self._ready(k)
-        rt._enter(self)
-        r = JS_EvalFunction(self.ctx, JS_DupValue(self.ctx, self.slots[k]))
-        rt._leave()
-        self._after(r)
+        op.fn = self.slots[k]
+        self._engine(_op_run, &op, &r)
         JS_FreeValue(self.ctx, r)
 
     def eval(self, str src) -> object:
         """Run global code and return its completion value (for tests and benchmarks)."""
-        cdef Py_ssize_t n
-        cdef const char* text
         cdef JSValue r
         self._check_open()
-        text = PyUnicode_AsUTF8AndSize(src, &n)
-        self.runtime._enter(self)
-        r = JS_Eval(self.ctx, text, n, "<eval>", JS_EVAL_TYPE_GLOBAL)
-        self.runtime._leave()
-        self._after(r)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        self._source(src, "<eval>", JS_EVAL_TYPE_GLOBAL, False, &r)
+        return self._result(r)
 
     def declare(self, str name) -> None:
         """``var name;`` at global scope (``name`` was checked with check("data", ...))."""
         cdef JSValue r
         self._check_open()
-        self.runtime._enter(self)
-        r = self._load("var " + name + ";", True)
-        self.runtime._leave()
-        self._after(r)
+        self._load("var " + name + ";", True, &r)
         JS_FreeValue(self.ctx, r)
 
     def call_global(self, str name, tuple args) -> object:
@@ -971,10 +995,7 @@ cdef class Context:
             for i in range(argc):
                 JS_FreeValue(self.ctx, argv[i])
             JS_FreeValue(self.ctx, fn)
-        try:
-            return self._py(r)
-        finally:
-            JS_FreeValue(self.ctx, r)
+        return self._result(r)
 
     def bind_event(self, name, type, sendid, origin, origintype, invokeid, data, raw) -> None:
         """Bind ``_event`` to a new frozen object of these fields (None is ``undefined`` but in name and type).
@@ -1145,6 +1166,13 @@ cdef class Context:
             JS_FreeValue(self.ctx, argv[1])
         return r
 
+    cdef object _result(self, JSValue r):
+        """A call's result ``r`` as a Python value; ``r`` is freed."""
+        try:
+            return self._py(r)
+        finally:
+            JS_FreeValue(self.ctx, r)
+
     cdef object _py(self, JSValue v):
         """``v`` as a Python value; getters and toJSON it runs are calls like any other."""
         self.runtime._enter(self)
@@ -1156,8 +1184,8 @@ cdef class Context:
     cdef object _to_py(self, JSValue v, int depth, list budget):
         """A JS value as a Python value (JSON-like: functions and symbols become None)."""
         cdef int tag = JS_VALUE_GET_NORM_TAG(v)
-        cdef int64_t i64
         cdef JSValue item, tojson, xml
+        cdef Op op
         cdef JSPropertyEnum* tab
         cdef uint32_t n, i
         cdef int64_t length, j
@@ -1206,11 +1234,14 @@ cdef class Context:
         if JS_IsException(tojson):
             self._raise()
         if JS_IsFunction(self.ctx, tojson):
-            self.runtime._enter(self)
-            item = JS_Call(self.ctx, tojson, v, 0, NULL)
-            self.runtime._leave()
-            JS_FreeValue(self.ctx, tojson)
-            self._after(item)
+            op.fn = tojson
+            op.this_val = v
+            op.argc = 0
+            op.argv = NULL
+            try:
+                self._engine(_op_call, &op, &item)
+            finally:
+                JS_FreeValue(self.ctx, tojson)
             try:
                 return self._to_py(item, depth + 1, budget)
             finally:
@@ -1244,4 +1275,3 @@ cdef inline bint _utf8_ok(str s):
         return True
     except UnicodeEncodeError:
         return False
-

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from orsguard._core import Event
+    from orsguard.runtime import DatamodelHost
 
 
 class XmlContent(str):
@@ -51,24 +57,31 @@ class Datamodel:
     #: False when no expression of the document can read ``_event``: the core
     #: then skips :meth:`bind_event` (read once, when the session starts).
     reads_event = True
+    #: Whether JSON text in an inline ``<content>`` becomes a structured value
+    #: (False: it stays a normalized string).
+    json_content = True
 
-    def __init__(self, session: Any, expressions: list[Expression]) -> None:
+    def __init__(self, session: DatamodelHost, expressions: list[Expression]) -> None:
         # Weak: the session owns its datamodel, and a cycle would keep the
         # engine's context alive until Python's cycle collector runs.
         self._session = weakref.ref(session)
         self.expressions = expressions
 
     @property
-    def session(self) -> Any:
+    def session(self) -> DatamodelHost | None:
         """The session this datamodel belongs to (None once it is gone)."""
         return self._session()
 
     @classmethod
     def check(cls, kind: str, text: str, location: str | None = None,
-              extra: tuple[str, ...] = ()) -> str | None:
-        """Why an expression of ``kind`` is invalid, or None. Runs nothing.
+              extra: tuple[str, ...] = (), *, defer: bool = False) -> str | None:
+        """What is wrong with one expression of a document, as a load error message; None when nothing is.
 
-        ``kind`` as in :class:`Expression`, or ``data`` for a ``<data>`` id.
+        Runs nothing. ``kind`` as in :class:`Expression`, or ``data`` for a
+        ``<data>`` element (``text`` is its id). With ``defer`` (a document
+        loaded with ``check_expressions=False``) a datamodel may leave to run
+        time, as ``error.execution``, what it will report there; what it can
+        never evaluate it rejects anyway.
         """
         return None
 
@@ -86,13 +99,10 @@ class Datamodel:
     def close(self) -> None:
         """Free the engine's resources now; idempotent. Later calls raise ExecutionError."""
 
-    def set_time_limit(self, seconds: float) -> None:
-        """Unused: the core writes the deadline at :meth:`deadline_address` instead."""
-
     def setup(self, system: dict[str, Any], data_ids: list[str]) -> None:
         """Bind the system variables and declare every ``<data>`` id (unbound)."""
 
-    def bind_event(self, event: Any) -> None:
+    def bind_event(self, event: Event) -> None:
         """Make ``event`` the value of ``_event``."""
 
     def cond(self, k: int) -> bool:
@@ -125,8 +135,6 @@ class Datamodel:
     def script(self, k: int) -> None:
         raise NotImplementedError
 
-    def foreach(self, k: int, body: Any) -> None:
+    def foreach(self, k: int, body: Callable[[], None]) -> None:
+        """Run ``body`` once per item of the array of expression ``k``, its item (and index) bound."""
         raise NotImplementedError
-
-    def is_valid_location(self, location: str) -> bool:
-        return False

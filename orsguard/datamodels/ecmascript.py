@@ -18,8 +18,9 @@ the datamodel again before compiling when a document was loaded with
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
@@ -27,6 +28,10 @@ from orsguard._core import ScriptInterrupted
 from orsguard.datamodels import _quickjs as qjs
 from orsguard.datamodels.base import Datamodel, Expression, expression_text
 from orsguard.errors import ExecutionError
+
+if TYPE_CHECKING:
+    from orsguard._core import Event
+    from orsguard.runtime import DatamodelHost
 
 _PRELUDE = r"""
 (function (g) {
@@ -96,6 +101,13 @@ def _check(kind: str, text: str, location: str | None, extra: tuple[str, ...]) -
     return qjs.check(kind, text, location, extra)
 
 
+def _why(kind: str, text: str, location: str | None, extra: tuple[str, ...]) -> str | None:
+    """What the engine's compile-only check says against one expression, or None."""
+    if kind not in ("script", "data"):
+        text = expression_text(text)
+    return _check(kind, text, location, tuple(extra))
+
+
 def _source(e: Expression) -> tuple[int, str, str | None]:
     """``(binding kind, source, foreach step source)`` of a checked expression."""
     text = expression_text(e.text)
@@ -143,7 +155,7 @@ class EcmaScriptDatamodel(Datamodel):
 
     name = "ecmascript"
 
-    def __init__(self, session: Any, expressions: list[Expression]) -> None:
+    def __init__(self, session: DatamodelHost, expressions: list[Expression]) -> None:
         super().__init__(session, expressions)
         ref = weakref.ref(session)
 
@@ -166,7 +178,7 @@ class EcmaScriptDatamodel(Datamodel):
         self._ctx = ctx = qjs.Context(2 * n, _PRELUDE, in_state, _xml_tree, compiler)
         failed_ref = weakref.WeakMethod(self._bind_failed)
 
-        def bind_failed(event: Any, exc: BaseException) -> None:
+        def bind_failed(event: Event, exc: BaseException) -> None:
             method = failed_ref()
             if method is not None:
                 method(event, exc)
@@ -189,10 +201,19 @@ class EcmaScriptDatamodel(Datamodel):
 
     @classmethod
     def check(cls, kind: str, text: str, location: str | None = None,
-              extra: tuple[str, ...] = ()) -> str | None:
-        if kind not in ("script", "data"):
-            text = expression_text(text)
-        return _check(kind, text, location, tuple(extra))
+              extra: tuple[str, ...] = (), *, defer: bool = False) -> str | None:
+        # A <data> id is declared when the session starts, before any expression
+        # runs: a bad one is refused at load time even when expressions wait.
+        if defer and kind != "data":
+            return None
+        why = _why(kind, text, location, extra)
+        if why is None:
+            return None
+        if kind == "data":
+            return f"data id {text!r} {why}"
+        what = {"setter": "location", "assign": "assignment", "foreach": "foreach"}.get(kind, kind + " expression")
+        shown = location if kind == "setter" else text
+        return f"invalid ECMAScript {what} {shown!r}: {why}"
 
     # The binding's own function: Session.send calls it for every event.
     validate = staticmethod(qjs.validate)
@@ -208,12 +229,12 @@ class EcmaScriptDatamodel(Datamodel):
     def setup(self, system: dict[str, Any], data_ids: list[str]) -> None:
         self._ctx.call_global("__og_system", (system["sessionid"], system.get("name"), system["ioprocessors"]))
         for data_id in dict.fromkeys(data_ids):
-            why = self.check("data", data_id)
-            if why is not None:
-                raise ExecutionError(f"data id {data_id!r} {why}")
+            problem = self.check("data", data_id)
+            if problem is not None:
+                raise ExecutionError(problem)
             self._ctx.declare(data_id)
 
-    def _bind_failed(self, event: Any, exc: BaseException) -> None:
+    def _bind_failed(self, event: Event, exc: BaseException) -> None:
         ctx = self._ctx
         if isinstance(exc, ScriptInterrupted):
             # The request was meant for a script: keep it for the next one.
@@ -236,7 +257,7 @@ class EcmaScriptDatamodel(Datamodel):
         e = self.expressions[k % n] if n else None
         if e is None:
             raise ExecutionError(f"no expression {k}")
-        why = self.check(e.kind, e.text, e.location, e.extra)
+        why = _why(e.kind, e.text, e.location, e.extra)
         if why is not None:
             raise ExecutionError(f"invalid ECMAScript {_KINDS.get(e.kind, e.kind)} {e.text or e.location!r}: {why}")
         kind, src, step = _source(e)
@@ -244,17 +265,16 @@ class EcmaScriptDatamodel(Datamodel):
         if step is not None:
             self._ctx.compile(k % n + n, qjs.KIND_CALL, step)
 
-    def foreach(self, k: int, body: Any) -> None:
+    def foreach(self, k: int, body: Callable[[], None]) -> None:
         ctx = self._ctx
         if not ctx.compiled(k):
             self._compile(k)
         length = ctx.value(k)
         step = k + self._n
-        session = self.session
         try:
             for i in range(int(length)):
                 ctx.call_int(step, i)
-                body(session)
+                body()
         finally:
             ctx.eval("void __og_fe.pop();")
 

@@ -6,16 +6,18 @@ String literals are accepted as values (for ``<log expr="'text'"/>``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from orsguard.datamodels.base import Datamodel, Expression
 from orsguard.errors import ExecutionError
+from orsguard.runtime import DatamodelHost
 
 _IN = re.compile(r"""^\s*In\(\s*(?:'([^']*)'|"([^"]*)")\s*\)\s*$""")
 _LITERAL = re.compile(r"""^\s*(?:'([^']*)'|"([^"]*)")\s*$""")
 
 
-def parse_literal(text: str) -> str | None:
+def _parse_literal(text: str) -> str | None:
     """The value of a quoted string literal (allowed in ``<log>``), or None."""
     m = _LITERAL.match(text)
     if m is None:
@@ -23,7 +25,7 @@ def parse_literal(text: str) -> str | None:
     return m.group(1) if m.group(1) is not None else m.group(2)
 
 
-def parse_in(text: str) -> str | None:
+def _parse_in(text: str) -> str | None:
     """The state id of an ``In('id')`` condition, or None when ``text`` is something else."""
     m = _IN.match(text)
     if m is None:
@@ -36,17 +38,33 @@ class NullDatamodel(Datamodel):
 
     name = "null"
     reads_event = False
+    json_content = False
 
-    def __init__(self, session: Any, expressions: list[Expression]) -> None:
+    def __init__(self, session: DatamodelHost, expressions: list[Expression]) -> None:
         super().__init__(session, expressions)
-        self._states = [parse_in(e.text) if e.kind == "cond" else None for e in expressions]
-        self._literals = [parse_literal(e.text) if e.kind == "value" else None for e in expressions]
+        self._states = [_parse_in(e.text) if e.kind == "cond" else None for e in expressions]
+        self._literals = [_parse_literal(e.text) if e.kind == "value" else None for e in expressions]
+
+    @classmethod
+    def check(cls, kind: str, text: str, location: str | None = None,
+              extra: tuple[str, ...] = (), *, defer: bool = False) -> str | None:
+        # Never deferred: what is not In() or a literal can never run here.
+        if kind == "cond":
+            return None if _parse_in(text) is not None else \
+                f"the null datamodel only allows In('state') conditions, not {text!r}"
+        if kind == "value":
+            return None if _parse_literal(text) is not None else \
+                f"the null datamodel only allows quoted string values, not {text!r}"
+        if kind == "data":
+            return "the null datamodel has no <data>"
+        return f"the null datamodel has no {kind} expressions"
 
     def cond(self, k: int) -> bool:
         state = self._states[k]
         if state is None:
             raise ExecutionError(f"the null datamodel only evaluates In('state'), not {self.expressions[k].text!r}")
-        return bool(self.session.is_active(state))
+        session = self.session
+        return session is not None and bool(session.is_active(state))
 
     def _unsupported(self, k: int) -> Any:
         e = self.expressions[k]
@@ -67,5 +85,5 @@ class NullDatamodel(Datamodel):
     def script(self, k: int) -> None:
         self._unsupported(k)
 
-    def foreach(self, k: int, body: Any) -> None:
+    def foreach(self, k: int, body: Callable[[], None]) -> None:
         self._unsupported(k)
