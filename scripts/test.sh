@@ -4,7 +4,7 @@
 #   - a virtualenv in .venv with orsguard built in place (the Cython core) and the test extras
 #   - the checks, each failing the run on any finding: ruff check, ruff format --check,
 #     mypy --strict over the package, cython-lint over the Cython sources, the stub check
-#     (scripts/check-stubs.sh, when present); then pytest
+#     (scripts/check-stubs.sh); then pytest
 # Extra arguments go to pytest, e.g.  scripts/test.sh -k limits
 # A quicker local run leaves out the long cases (fuzzing, brokers restarted, wall-clock waits):
 #   scripts/test.sh -m "not slow"
@@ -28,8 +28,6 @@ ruff check .
 ruff format --check .
 mypy --strict -p orsguard
 cython-lint orsguard
-if [ -f scripts/check-stubs.sh ]; then
-    bash scripts/check-stubs.sh
-fi
+bash scripts/check-stubs.sh
 
 python -m pytest "$@"

@@ -36,7 +36,7 @@ from orsguard.options import LimitsSource
 from orsguard.session import Session
 
 if TYPE_CHECKING:
-    from orsguard._core import Termination
+    from orsguard.termination import Termination
 
 __all__ = ["DEFAULT_SEND_RETRIES", "SHARE_GROUP", "SessionHost"]
 
