@@ -303,16 +303,13 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
 
     try:
         fmt = format_for(args.output, args.format)
-    except DiagramError as exc:
+    except DiagramError as exc:  # a usage error, not a file orsguard cannot use
         _error(str(exc))
         return 2
     chart = load_chart(args.document)
-    try:
-        labels = read_highlight(args.highlight, args.document) if args.highlight else []
-        data = diagram(chart, fmt, labels)
-    except DiagramError as exc:
-        _error(str(exc))
-        return 1
+    # A bad highlight file or a failing Graphviz is a DiagramError: main() reports it, exit 1.
+    labels = read_highlight(args.highlight, args.document) if args.highlight else []
+    data = diagram(chart, fmt, labels)
     if args.highlight and not labels:
         _error(f"{args.highlight}: no loop to highlight")
     if args.output is None or args.output == "-":
@@ -351,15 +348,12 @@ def _add_diagram(sub: Any) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from orsguard.replay import ReplayError, format_table, replay, write_html
+    from orsguard.replay import format_table, replay, write_html
 
     limits = resolve_limits(args.options, args.limit)
-    try:
-        result = replay(args.traffic, args.documents, limits, margin=args.margin, drain=args.drain,
-                        progress=sys.stderr, on_problem=lambda p: print(f"orsguard: {p}", file=sys.stderr))
-    except ReplayError as exc:
-        _error(str(exc))
-        return 1
+    # A traffic file that cannot be read at all is a ReplayError: main() reports it, exit 1.
+    result = replay(args.traffic, args.documents, limits, margin=args.margin, drain=args.drain,
+                    progress=sys.stderr, on_problem=lambda p: print(f"orsguard: {p}", file=sys.stderr))
     report = result.report()
     if args.report:
         try:

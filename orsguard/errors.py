@@ -1,4 +1,11 @@
-"""Exceptions a user of orsguard can catch: every one derives from :class:`OrsguardError`."""
+"""The root of orsguard's exceptions, and the errors more than one module raises or handles.
+
+Every exception orsguard raises to its user derives from :class:`OrsguardError`.
+An error that belongs to one module's work is defined beside that work and
+derives from it there: ``replay.ReplayError``, ``diagram.DiagramError``,
+``scenario.ScenarioError``, ``records.StrictError`` and
+``ioprocessors.mqtt_protocol.MqttError``.
+"""
 
 from __future__ import annotations
 
