@@ -148,6 +148,18 @@ class Session(Interpreter):
         self.clock.settle(self._macro_end)
         return True
 
+    def post(self, event: Event) -> None:
+        """Queue ``event`` from outside this session's macrostep and process it on the next clock turn.
+
+        How other sessions and transports deliver, so that no session runs inside
+        another's step loop. Ignored once the session has ended.
+        """
+        if not self.running:
+            return
+        self.enqueue_external(event)
+        clock = self.clock
+        clock.call_at(clock.now(), self._process_external)
+
     def advance(self, seconds: float) -> None:
         """Move the clock on and process the delayed events that become due."""
         self.clock.advance(seconds)
@@ -519,7 +531,7 @@ class Session(Interpreter):
                     continue
                 copy = Event(event.name, event.data, type="external", sendid=event.sendid,
                              origin=event.origin, origintype=event.origintype, invokeid=event.invokeid)
-                scxml_processor.post(child, copy)
+                child.post(copy)
         return True
 
     def _run_finalize(self, block: Callable[[ExecutionContext], None]) -> None:
@@ -549,7 +561,7 @@ class Session(Interpreter):
                                          file=self.document.path, invokeid=child.invoke_id))
         else:
             return
-        scxml_processor.post(self, event)
+        self.post(event)
 
     # ------------------------------------------------------------ ending
 
