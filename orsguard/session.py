@@ -77,8 +77,7 @@ class Session(Interpreter):
                  on_transition: Callable[[str], None] | None = None, child_limits: Limits | None = None,
                  parent: Session | None = None, invoke_id: str | None = None, strict: bool = False,
                  sends: str = "dispatch") -> None:
-        if not isinstance(document, Document):
-            raise TypeError(f"Session needs a Document from orsguard.load(), not {type(document).__name__}")
+        # The core's constructor has checked ``document`` and allocated the session's tables.
         if clock is None:
             clock = RealClock()
         else:
@@ -86,7 +85,10 @@ class Session(Interpreter):
             if missing:
                 raise TypeError(f"a session clock needs the methods of orsguard.clock.Clock; "
                                 f"{type(clock).__name__} has no {', '.join(missing)}")
-        self._core_init(document.machine, limits if limits is not None else Limits(), clock, stats)
+        self.clock = clock
+        self.limits = limits if limits is not None else Limits()
+        if stats is not None:
+            self.stats = stats
         self.document = document
         self.session_id = session_id or uuid.uuid4().hex
         # Weak: the parent holds its children; a strong way back would be a cycle
