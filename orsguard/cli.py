@@ -93,7 +93,7 @@ def limit_arg(text: str) -> tuple[str, float]:
 def resolve_limits(options: str | None, overrides: list[tuple[str, float]]) -> Limits:
     """Defaults, then the options file, then ``ORSGUARD_SCXML_*`` variables, then ``--limit``.
 
-    Raises :class:`~orsguard.errors.OptionsError` for a bad file or variable;
+    Raises :class:`~orsguard.options.OptionsError` for a bad file or variable;
     ``overrides`` come from :func:`limit_arg`, which has checked them.
     """
     base = limits_from_options(options)
