@@ -341,6 +341,14 @@ class Session(Interpreter):
 
         self._tracer = _shielded(trace, "on_transition")
 
+    def collect_coverage(self, sink: Callable[[Session], None]) -> None:
+        """Count the transitions this session takes and hand ``sink`` each session it invokes (before start).
+
+        How :class:`~orsguard.coverage.Coverage` follows a session tree; sets :attr:`coverage`.
+        """
+        self.coverage = True
+        self._coverage_sink = sink
+
     @property
     def _root(self) -> Session:
         """The session at the top of this one's invocation tree (itself when not invoked)."""

@@ -137,6 +137,32 @@ def test_imports_flow_one_way(path: Path) -> None:
         assert session == [], f"{where} imports the session: type against orsguard.runtime instead ({session})"
 
 
+def _session_private_names() -> set[str]:
+    """The ``_`` names of Session and Interpreter: methods, and attributes session.py sets on ``self``."""
+    from orsguard.session import Session
+
+    names = {n for klass in (Session, *Session.__bases__) for n in vars(klass) if n.startswith("_")}
+    for node in ast.walk(ast.parse((PACKAGE / "session.py").read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_only_the_session_reads_its_private_names() -> None:
+    """Plug-ins and tools use what orsguard.runtime and the documented API name, not a session's ``_`` names."""
+    private = _session_private_names()
+    assert {"_machine", "_process_external", "_coverage_sink"} <= private
+    found = []
+    for path in MODULES:
+        if path.suffix != ".py" or path == PACKAGE / "session.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr in private
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
+
+
 def test_the_face_pattern_finds_what_it_must() -> None:
     """The checks above read imports; this makes sure they see each form they must refuse."""
     source = ("import orsguard\nfrom orsguard import Session\nfrom orsguard.session import Session\n"
