@@ -27,12 +27,13 @@ and one host process, the host is pinned to CPU 0 and the broker and the
 generator to CPU 1 (``--no-pin`` leaves placement to the kernel); the table
 header states the layout used.
 
-Run directly (prints a table)::
+Run from the repository root, as a module (it shares the tests' broker and
+host helpers, ``tests.mqtt_support``)::
 
-    python benchmarks/bench_mqtt_load.py [--hosts N] [--rate R]...  # prints a table
+    python -m benchmarks.bench_mqtt_load [--hosts N] [--rate R]...  # prints a table
 
-or under pytest-benchmark (``pytest benchmarks/bench_mqtt_load.py``), which
-records the figures in ``extra_info``. It reports; it asserts no timings.
+or under pytest-benchmark (``python -m pytest benchmarks/bench_mqtt_load.py``),
+which records the figures in ``extra_info``. It reports; it asserts no timings.
 """
 
 from __future__ import annotations
@@ -51,8 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from mqtt_support import HostProcess, Mosquitto  # noqa: E402
+from tests.mqtt_support import HostProcess, Mosquitto
 
 PREFIX = "bench"
 

@@ -5,37 +5,33 @@ cdef class Interpreter:
     """One session's run-time state and the Appendix D step loop.
 
     Subclassed by :class:`orsguard.Session`, which supplies the datamodel, the
-    clock and event routing; the attributes it sets are declared here so the
-    loop reaches them as C fields.
+    clock, the limits and event routing; the attributes it sets are declared
+    here so the loop reaches them as C fields. Constructed with the document
+    first: its ``machine`` sizes the session's tables, allocated here and
+    freed only in ``__dealloc__``.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.block = NULL
-        self.tcount = NULL
+    def __cinit__(self, document, *args, **kwargs):
+        cdef Machine machine
+        cdef int W, n
+        cdef uint64_t* words
+        # Duck-typed: the core imports nothing of orsguard's, Document included.
+        found = getattr(document, "machine", None)
+        if not isinstance(found, Machine):
+            raise TypeError(f"{type(self).__name__} needs a Document from orsguard.load(), "
+                            f"not {type(document).__name__}")
+        machine = found
+        W = machine.W
+        n = machine.n
+        self.block = PyMem_Calloc(8 * W * sizeof(uint64_t) + n * sizeof(unsigned int), 1)
+        if self.block == NULL:
+            raise MemoryError()
         self.cur_t = -1
         self.cur_s = -1
         self.deadline_slot = &self.own_deadline
         self.peak_state = -1
-
-    def __dealloc__(self):
-        PyMem_Free(self.block)
-        PyMem_Free(self.tcount)
-
-    def _core_init(self, Machine machine, limits, clock, Stats stats):
-        # The session's own tables are sized by its Machine, which arrives here
-        # (the subclass's constructor decides its arguments), not in __cinit__.
-        cdef int W = machine.W
-        cdef int n = machine.n
-        cdef uint64_t* words
-        if self.block != NULL:
-            raise RuntimeError("session already initialised")
-        self.block = PyMem_Calloc(8 * W * sizeof(uint64_t) + n * sizeof(unsigned int), 1)
-        if self.block == NULL:
-            raise MemoryError()
         self._machine = machine
-        self.clock = clock
-        self.clock_is_monotonic = bool(getattr(clock, "is_monotonic", False))
-        self.stats = stats if stats is not None else default_stats
+        self.stats = default_stats
         words = <uint64_t*>self.block
         self.config = words
         self.first_entry_done = words + W
@@ -55,7 +51,10 @@ cdef class Interpreter:
         self._external_queue = deque()
         self._delayed = {}
         self.states_to_invoke = []
-        set_limits(self, limits)
+
+    def __dealloc__(self):
+        PyMem_Free(self.block)
+        PyMem_Free(self.tcount)
 
     # ------------------------------------------------------------ limits (the checks: _guard.pxi)
 
@@ -926,6 +925,7 @@ cdef class Interpreter:
         self._reached_final = False
         self.stats.sessions_started += 1
         self.stats.sessions_active += 1
+        self.clock_is_monotonic = bool(getattr(self.clock, "is_monotonic", False))
         self.born = self.clock.now()
         arm_age_timer(self)
         self.begin_macrostep(False)

@@ -93,7 +93,7 @@ def limit_arg(text: str) -> tuple[str, float]:
 def resolve_limits(options: str | None, overrides: list[tuple[str, float]]) -> Limits:
     """Defaults, then the options file, then ``ORSGUARD_SCXML_*`` variables, then ``--limit``.
 
-    Raises :class:`~orsguard.errors.OptionsError` for a bad file or variable;
+    Raises :class:`~orsguard.options.OptionsError` for a bad file or variable;
     ``overrides`` come from :func:`limit_arg`, which has checked them.
     """
     base = limits_from_options(options)
@@ -127,18 +127,17 @@ def json_ready(value: Any) -> Any:
 
 
 def _advance_to(session: Session, when: float) -> None:
-    """Let the session's timers run until its clock reads ``when``."""
+    """Let the session's timers run until its clock reads ``when`` (or until the session ends)."""
     clock = session.clock
-    if isinstance(clock, VirtualClock):
-        while session.running:
-            due = clock.next_due()
-            if due is None or due > when:
-                break
-            clock.advance_to(due)
-        if clock.now() < when:
-            clock.advance_to(when)
-    else:
-        clock.run_until(when, stop=lambda: not session.running)
+    # A virtual clock's run_until stops at its last timer: a mark at ``when`` takes time
+    # exactly there, where ``advance(when - now())`` could land a rounding step short.
+    mark = clock.call_at(when, _nothing)
+    clock.run_until(when, stop=lambda: not session.running)
+    mark.cancel()
+
+
+def _nothing() -> None:
+    """A timer that only marks a time."""
 
 
 def outcome(session: Session) -> str:
@@ -303,16 +302,13 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
 
     try:
         fmt = format_for(args.output, args.format)
-    except DiagramError as exc:
+    except DiagramError as exc:  # a usage error, not a file orsguard cannot use
         _error(str(exc))
         return 2
     chart = load_chart(args.document)
-    try:
-        labels = read_highlight(args.highlight, args.document) if args.highlight else []
-        data = diagram(chart, fmt, labels)
-    except DiagramError as exc:
-        _error(str(exc))
-        return 1
+    # A bad highlight file or a failing Graphviz is a DiagramError: main() reports it, exit 1.
+    labels = read_highlight(args.highlight, args.document) if args.highlight else []
+    data = diagram(chart, fmt, labels)
     if args.highlight and not labels:
         _error(f"{args.highlight}: no loop to highlight")
     if args.output is None or args.output == "-":
@@ -351,15 +347,12 @@ def _add_diagram(sub: Any) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from orsguard.replay import ReplayError, format_table, replay, write_html
+    from orsguard.replay import format_table, replay, write_html
 
     limits = resolve_limits(args.options, args.limit)
-    try:
-        result = replay(args.traffic, args.documents, limits, margin=args.margin, drain=args.drain,
-                        progress=sys.stderr, on_problem=lambda p: print(f"orsguard: {p}", file=sys.stderr))
-    except ReplayError as exc:
-        _error(str(exc))
-        return 1
+    # A traffic file that cannot be read at all is a ReplayError: main() reports it, exit 1.
+    result = replay(args.traffic, args.documents, limits, margin=args.margin, drain=args.drain,
+                    progress=sys.stderr, on_problem=lambda p: print(f"orsguard: {p}", file=sys.stderr))
     report = result.report()
     if args.report:
         try:

@@ -19,11 +19,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from orsguard.errors import OptionsError
 from orsguard.options.check import check
 from orsguard.options.effective import effective, limits_from_options
 from orsguard.options.migrate import Migration, migrate
-from orsguard.options.problem import ERROR, NOTE, WARNING, Problem
+from orsguard.options.problem import ERROR, NOTE, WARNING, OptionsError, Problem
 from orsguard.options.reader import OptionFile, file_kind, read, read_with_problems
 from orsguard.options.schema import SCHEMA, Option, known_ignoring_case
 

@@ -97,8 +97,7 @@ class Coverage:
 
     def add(self, session: Session) -> None:
         """Count ``session`` (not yet started) and the sessions it invokes."""
-        session.coverage = True
-        session._coverage_sink = self.add
+        session.collect_coverage(self.add)
         self._live.append(session)
 
     def harvest(self) -> None:
@@ -111,7 +110,7 @@ class Coverage:
     def _record(self, session: Session) -> None:
         key = document_key(session.document)
         doc = self.documents.get(key)
-        machine = session._machine
+        machine = session.document.machine
         if doc is None or len(doc.taken) != machine.ntrans:
             states, index, transitions = _describe(machine)
             doc = DocumentCoverage(key, states, index, transitions, [0] * len(states), [0] * len(transitions))

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterable
 
 from orsguard.chart import COMPOUND, FINAL, HISTORY, PARALLEL, ROOT, Chart, Transition
+from orsguard.errors import OrsguardError
 
 RED = "#d62728"
 
@@ -24,7 +25,7 @@ FORMATS = {"dot": None, "mermaid": None, "svg": "svg", "png": "png"}
 _EXTENSIONS = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".svg": "svg", ".png": "png"}
 
 
-class DiagramError(Exception):
+class DiagramError(OrsguardError):
     """A diagram that cannot be produced (no Graphviz, a bad highlight file, a bad output name)."""
 
 

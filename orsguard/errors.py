@@ -1,13 +1,16 @@
-"""Exceptions a user of orsguard can catch: every one derives from :class:`OrsguardError`."""
+"""The root of orsguard's exceptions, and the errors of loading and running a document.
+
+Every exception orsguard raises to its user derives from :class:`OrsguardError`.
+Here are the root and the errors the runtime shares across its modules: a
+document that cannot be loaded, and the failures of executable content and of
+I/O processors that a session turns into ``error.*`` events. An error that
+belongs to one tool or transport is defined beside the code that raises it:
+``options.OptionsError``, ``replay.ReplayError``, ``diagram.DiagramError``,
+``scenario.ScenarioError``, ``records.StrictError`` and
+``ioprocessors.mqtt_protocol.MqttError``.
+"""
 
 from __future__ import annotations
-
-import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from orsguard.options.problem import Problem
 
 
 class OrsguardError(Exception):
@@ -56,40 +59,3 @@ class ExecutionError(OrsguardError):
     """
 
     sendid: str | None = None
-
-
-class OptionsError(OrsguardError):
-    """An ORS option file (or an environment override) that cannot be used, with its location.
-
-    ``str()`` gives ``SOURCE:LINE: section/option: message``, the parts that are
-    unknown left out. ``problems`` lists every syntax error found when one read
-    found several; the exception itself describes the first.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        line: int | None,
-        message: str,
-        *,
-        section: str | None = None,
-        option: str | None = None,
-        problems: Sequence[Problem] = (),
-    ) -> None:
-        self.path = os.fspath(path)
-        self.line = line
-        self.message = message
-        self.section = section
-        self.option = option
-        self.problems = list(problems)
-        super().__init__(self.locate(self.path, line, section, option, message))
-
-    @staticmethod
-    def locate(path: str, line: int | None, section: str | None, option: str | None, message: str) -> str:
-        """``message`` behind its place, as every message about an option file is written."""
-        where = path if line is None else f"{path}:{line}"
-        if section is not None and option is not None:
-            return f"{where}: {section}/{option}: {message}"
-        if section is not None:
-            return f"{where}: [{section}]: {message}"
-        return f"{where}: {message}"

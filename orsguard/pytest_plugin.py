@@ -19,7 +19,7 @@ import pytest
 
 from orsguard.coverage import Coverage
 from orsguard.records import StrictError
-from orsguard.scenario import Scenario, run
+from orsguard.scenario import Scenario, ScenarioError, run
 from orsguard.testing import Harness
 
 if TYPE_CHECKING:
@@ -103,10 +103,6 @@ class ScenarioFile(pytest.File):
         yield ScenarioItem.from_parent(self, name=self.path.stem)
 
 
-class ScenarioFailed(Exception):
-    pass
-
-
 class ScenarioItem(pytest.Item):
     """Runs the scenario on a virtual clock; fails with the first difference."""
 
@@ -114,11 +110,11 @@ class ScenarioItem(pytest.Item):
         scenario = Scenario(self.path.with_suffix(".scxml"), self.path, ".")
         result = run(scenario, coverage=_coverage(self.config))
         if result.failure is not None:
-            raise ScenarioFailed(result.failure)
+            raise ScenarioError(result.failure)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: TracebackStyle | None = None) -> str | TerminalRepr:
-        if isinstance(excinfo.value, ScenarioFailed):
+        if isinstance(excinfo.value, ScenarioError):
             return f"scenario {self.path.name}: {excinfo.value}"
         return super().repr_failure(excinfo, style)
 

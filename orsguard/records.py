@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orsguard.errors import OrsguardError
+
 #: How many error events one session tree keeps in ``Session.errors``; later ones are counted only.
 MAX_ERRORS = 100
 
@@ -74,8 +76,11 @@ def _shown(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-class StrictError(AssertionError):
-    """A strict session raised error events nobody expected, or an expected one never came."""
+class StrictError(AssertionError, OrsguardError):
+    """A strict session raised error events nobody expected, or an expected one never came.
+
+    Also an AssertionError, so that pytest reports it as a failed check rather than a crash.
+    """
 
 
 class ExpectedError:

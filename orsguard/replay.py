@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from orsguard._core import Stats
 from orsguard.clock import VirtualClock
 from orsguard.document import Document, load
-from orsguard.errors import DocumentError
+from orsguard.errors import DocumentError, OrsguardError
 from orsguard.limits import OPTION_NAMES, Limits
 from orsguard.session import Session
 
@@ -43,7 +43,7 @@ UNITS = {"process-event-timeout": 0.001, "max-session-age": 1.0}
 PROGRESS_EVERY = 2.0
 
 
-class ReplayError(Exception):
+class ReplayError(OrsguardError):
     """The traffic file cannot be read at all (the per-line problems are :class:`Problem` s)."""
 
 

@@ -79,6 +79,10 @@ class IOSession(Protocol):
 
     def send(self, name: str, data: Any = None) -> bool: ...
 
+    def post(self, event: Event) -> None:
+        """Queue ``event`` from outside the session's macrostep; it is processed on the next clock turn."""
+        ...
+
 
 def execution_failed(session: ExecutionContext, exc: Exception) -> None:
     """The one rule for executable content that raised: what the session does about it.

@@ -50,7 +50,7 @@ _STEP_KEYS = {"event", "after", "nextConfiguration", "data", "outbox", "terminat
 _SENT_KEYS = {"event", "target", "type", "data", "delay"}
 
 
-class ScenarioError(Exception):
+class ScenarioError(OrsguardError):
     """A scenario that failed: its message says which step and what differed."""
 
 

@@ -77,8 +77,7 @@ class Session(Interpreter):
                  on_transition: Callable[[str], None] | None = None, child_limits: Limits | None = None,
                  parent: Session | None = None, invoke_id: str | None = None, strict: bool = False,
                  sends: str = "dispatch") -> None:
-        if not isinstance(document, Document):
-            raise TypeError(f"Session needs a Document from orsguard.load(), not {type(document).__name__}")
+        # The core's constructor has checked ``document`` and allocated the session's tables.
         if clock is None:
             clock = RealClock()
         else:
@@ -86,7 +85,10 @@ class Session(Interpreter):
             if missing:
                 raise TypeError(f"a session clock needs the methods of orsguard.clock.Clock; "
                                 f"{type(clock).__name__} has no {', '.join(missing)}")
-        self._core_init(document.machine, limits if limits is not None else Limits(), clock, stats)
+        self.clock = clock
+        self.limits = limits if limits is not None else Limits()
+        if stats is not None:
+            self.stats = stats
         self.document = document
         self.session_id = session_id or uuid.uuid4().hex
         # Weak: the parent holds its children; a strong way back would be a cycle
@@ -147,6 +149,18 @@ class Session(Interpreter):
         # the clock answers "nothing" with one comparison (the core already read the time).
         self.clock.settle(self._macro_end)
         return True
+
+    def post(self, event: Event) -> None:
+        """Queue ``event`` from outside this session's macrostep and process it on the next clock turn.
+
+        How other sessions and transports deliver, so that no session runs inside
+        another's step loop. Ignored once the session has ended.
+        """
+        if not self.running:
+            return
+        self.enqueue_external(event)
+        clock = self.clock
+        clock.call_at(clock.now(), self._process_external)
 
     def advance(self, seconds: float) -> None:
         """Move the clock on and process the delayed events that become due."""
@@ -326,6 +340,14 @@ class Session(Interpreter):
             hook(TransitionTaken(labels[t], t, event.name if event is not None else None, invokeid))
 
         self._tracer = _shielded(trace, "on_transition")
+
+    def collect_coverage(self, sink: Callable[[Session], None]) -> None:
+        """Count the transitions this session takes and hand ``sink`` each session it invokes (before start).
+
+        How :class:`~orsguard.coverage.Coverage` follows a session tree; sets :attr:`coverage`.
+        """
+        self.coverage = True
+        self._coverage_sink = sink
 
     @property
     def _root(self) -> Session:
@@ -519,7 +541,7 @@ class Session(Interpreter):
                     continue
                 copy = Event(event.name, event.data, type="external", sendid=event.sendid,
                              origin=event.origin, origintype=event.origintype, invokeid=event.invokeid)
-                scxml_processor.post(child, copy)
+                child.post(copy)
         return True
 
     def _run_finalize(self, block: Callable[[ExecutionContext], None]) -> None:
@@ -549,7 +571,7 @@ class Session(Interpreter):
                                          file=self.document.path, invokeid=child.invoke_id))
         else:
             return
-        scxml_processor.post(self, event)
+        self.post(event)
 
     # ------------------------------------------------------------ ending
 

@@ -589,3 +589,21 @@ def test_an_event_left_queued_by_an_interrupted_call_gets_a_fresh_deadline():
     session.send("other")
     assert session.termination is None
     assert session.configuration == {"b"}
+
+
+# ---------------------------------------------------------------- construction
+
+
+def test_a_session_is_built_only_on_a_documents_machine() -> None:
+    """The core reads the Machine from the document it is given and sizes the session's tables there."""
+
+    class Fake:
+        machine = "not a Machine"
+
+    for bad in (None, 42, "<scxml/>", Fake()):
+        with pytest.raises(TypeError, match=rf"Session needs a Document from orsguard.load\(\), "
+                                            rf"not {type(bad).__name__}$"):
+            Session(bad)  # type: ignore[arg-type]
+    session = Session(GUARDED, clock=VirtualClock()).start()
+    assert session._machine is GUARDED.machine
+    assert session.configuration == {"a"}

@@ -23,9 +23,9 @@ import pytest
 
 import orsguard.options as options
 from orsguard.cli import main
-from orsguard.errors import OptionsError, OrsguardError
+from orsguard.errors import OrsguardError
 from orsguard.limits import Limits
-from orsguard.options import Problem
+from orsguard.options import OptionsError, Problem
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data" / "options"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orsguard
+from orsguard.cli import outcome
 from orsguard.ioprocessors.basichttp import BasicHTTPProcessor
 
 #: Seconds of (virtual) time a test may take; the longest W3C timeout is 30 s.
@@ -119,12 +120,10 @@ def _run_basichttp(doc: orsguard.Document, trace: deque[str]) -> Outcome:
 def _outcome(session: orsguard.Session, trace: deque[str]) -> Outcome:
     if session.final == "pass":
         return Outcome(True, "pass")
-    if session.final is not None:
-        detail = f"ended in final state {session.final!r}"
-    elif session.running:
-        detail = f"still running in {sorted(session.configuration)} when time was up"
-    else:
-        detail = f"terminated: {session.termination or session.end_reason}"
+    # The line `orsguard run` prints: final: ID, terminated: ..., running in: ..., ended: REASON.
+    detail = outcome(session)
+    if session.running:
+        detail += " when time was up"
     if trace:
         detail += f" after: {'; '.join(trace)}"
     return Outcome(False, detail)

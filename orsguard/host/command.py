@@ -21,7 +21,7 @@ from orsguard.host.config import (
 from orsguard.host.routing import SessionHost
 from orsguard.host.workers import supervise
 from orsguard.metrics import start_metrics_server
-from orsguard.options import OptionsError
+from orsguard.options.problem import OptionsError
 
 __all__ = ["add_subcommand", "main", "serve"]
 

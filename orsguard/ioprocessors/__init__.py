@@ -18,7 +18,6 @@ from orsguard.runtime import IOSession
 
 if TYPE_CHECKING:
     from orsguard._core import Event
-    from orsguard.clock import Clock
 
 SCXML_TYPE = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor"
 BASICHTTP_TYPE = "http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor"
@@ -31,36 +30,21 @@ MAX_DATA_DEPTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
-class LocalSession(IOSession, Protocol):
-    """A session of this process as its processors see it: an :class:`~orsguard.runtime.IOSession`
-    whose clock an event can be posted on (:func:`orsguard.ioprocessors.scxml.post`)."""
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def parent(self) -> LocalSession | None: ...
-
-    def child(self, invoke_id: str) -> LocalSession | None: ...
-
-    def _process_external(self) -> None: ...
-
-
 class EventIOProcessor(Protocol):
     """An external event I/O processor.
 
-    ``send`` raises :class:`orsguard.CommunicationError` when the event cannot be
-    delivered; the sending session then raises ``error.communication``. A
-    processor may type ``session`` as the narrower
-    :class:`~orsguard.runtime.IOSession` when it needs no more.
+    ``send`` raises :class:`orsguard.errors.CommunicationError` when the event
+    cannot be delivered; the sending session then raises ``error.communication``.
+    A processor delivers events it receives to a session with
+    :meth:`~orsguard.runtime.IOSession.post`.
     """
 
     type_uri: str
     aliases: tuple[str, ...]
 
-    def location(self, session: LocalSession) -> str: ...
+    def location(self, session: IOSession) -> str: ...
 
-    def send(self, session: LocalSession, event: Event, target: str) -> None: ...
+    def send(self, session: IOSession, event: Event, target: str) -> None: ...
 
 
 def is_platform_event(name: str) -> bool:

@@ -70,8 +70,8 @@ from typing import Any, NoReturn
 from orsguard._core import Event
 from orsguard.clock import RealClock
 from orsguard.errors import CommunicationError, ExecutionError
-from orsguard.ioprocessors import BASICHTTP_TYPE, LocalSession, check_external_event, is_platform_event
-from orsguard.ioprocessors import scxml as scxml_processor
+from orsguard.ioprocessors import BASICHTTP_TYPE, check_external_event, is_platform_event
+from orsguard.runtime import IOSession
 
 __all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "ORIGIN_SIGNATURE_HEADER", "BasicHTTPProcessor",
            "decode_request", "encode_send"]
@@ -347,7 +347,7 @@ class BasicHTTPProcessor:
         self._inbox: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
         self._arrived = threading.Event()
         self._lock = threading.Lock()
-        self._sessions: weakref.WeakValueDictionary[str, LocalSession] = weakref.WeakValueDictionary()
+        self._sessions: weakref.WeakValueDictionary[str, IOSession] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -391,14 +391,14 @@ class BasicHTTPProcessor:
 
     # ------------------------------------------------------------ EventIOProcessor
 
-    def location(self, session: LocalSession) -> str:
+    def location(self, session: IOSession) -> str:
         """The access URI of ``session``; also makes the server accept events for it."""
         url = f"http://{self.host}:{self.port}/{urllib.parse.quote(session.session_id, safe='')}"
         with self._lock:
             self._sessions[session.session_id] = session
         return url
 
-    def send(self, session: LocalSession, event: Event, target: str) -> None:
+    def send(self, session: IOSession, event: Event, target: str) -> None:
         """POST ``event`` to the URL ``target`` and wait for the answer (see the module docstring)."""
         if not target:
             raise CommunicationError("a BasicHTTP <send> needs a target URL")
@@ -460,7 +460,7 @@ class BasicHTTPProcessor:
             with self._lock:
                 session = self._sessions.get(inbound.session_id)
             if session is not None and session.running:
-                scxml_processor.post(session, inbound.event)
+                session.post(inbound.event)
                 delivered += 1
 
     def run_until(self, clock: RealClock, deadline: float, stop: Callable[[], bool] = lambda: False) -> None:

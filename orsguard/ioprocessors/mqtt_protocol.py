@@ -38,6 +38,8 @@ from typing import Any, cast
 
 import mqtt5
 
+from orsguard.errors import OrsguardError
+
 __all__ = ["ConnectionLost", "MqttClient", "MqttError", "QueueFull", "RetryingPublisher"]
 
 _log = logging.getLogger("orsguard.mqtt")
@@ -51,7 +53,7 @@ _READ_SIZE = 1 << 16
 _DUP = 0x08
 
 
-class MqttError(Exception):
+class MqttError(OrsguardError):
     """The broker refused something, or the connection is not usable."""
 
 

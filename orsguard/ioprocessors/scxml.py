@@ -1,8 +1,8 @@
 """The SCXML Event I/O Processor (spec C.1): events between sessions of this process.
 
 Targets: none (the session's own external queue), ``#_internal``, ``#_parent``,
-``#_<invokeid>`` (also spelled ``#_invoke_<invokeid>``), ``#_scxml_<sessionid>``. Delivery to another session is
-posted on the clock at the current time rather than run inside the sender's
+``#_<invokeid>`` (also spelled ``#_invoke_<invokeid>``), ``#_scxml_<sessionid>``. Delivery to another session
+goes through its ``post``: processed on the next turn of its clock rather than inside the sender's
 macrostep, so sessions never nest inside each other's step loops.
 """
 
@@ -12,13 +12,13 @@ import weakref
 
 from orsguard._core import Event
 from orsguard.errors import CommunicationError, ExecutionError
-from orsguard.ioprocessors import SCXML_TYPE, LocalSession, check_portable
+from orsguard.ioprocessors import SCXML_TYPE, check_portable
 from orsguard.runtime import IOSession
 
 ALIASES = (SCXML_TYPE, "scxml", "http://www.w3.org/TR/scxml/")
 
 #: Live sessions by id, for ``#_scxml_<sessionid>`` targets.
-registry: weakref.WeakValueDictionary[str, LocalSession] = weakref.WeakValueDictionary()
+registry: weakref.WeakValueDictionary[str, IOSession] = weakref.WeakValueDictionary()
 
 
 def location(session: IOSession) -> str:
@@ -26,25 +26,16 @@ def location(session: IOSession) -> str:
     return "#_scxml_" + session.session_id
 
 
-def post(target: LocalSession, event: Event) -> None:
-    """Queue ``event`` on another session and let it process on the next clock turn."""
-    if not target.running:
-        return
-    target.enqueue_external(event)
-    clock = target.clock
-    clock.call_at(clock.now(), target._process_external)
-
-
-def post_portable(target: LocalSession, event: Event) -> None:
-    """:func:`post` an event one session sends to another; CommunicationError when its data cannot cross."""
+def post_portable(target: IOSession, event: Event) -> None:
+    """Post an event one session sends to another; CommunicationError when its data cannot cross."""
     try:
         check_portable(event.data)
     except ValueError as exc:
         raise CommunicationError(f"the event data cannot be sent to another session: {exc}") from None
-    post(target, event)
+    target.post(event)
 
 
-def deliver(session: LocalSession, event: Event, target: str | None) -> None:
+def deliver(session: IOSession, event: Event, target: str | None) -> None:
     """Route an event sent by ``session`` with the SCXML processor."""
     if target is None or target == "":
         # The session's own caller (start, send or a timer) processes its external queue.

@@ -14,11 +14,10 @@ The command line (``orsguard options check|migrate|show``) is
 :mod:`orsguard.cli_options`.
 """
 
-from orsguard.errors import OptionsError
 from orsguard.options.check import check
 from orsguard.options.effective import ENV_PREFIX, Setting, effective, limits_from_options
 from orsguard.options.migrate import Migration, migrate
-from orsguard.options.problem import ERROR, NOTE, WARNING, Problem
+from orsguard.options.problem import ERROR, NOTE, WARNING, OptionsError, Problem
 from orsguard.options.reader import MAX_FILE_BYTES, Entry, OptionFile, read, read_with_problems
 from orsguard.options.reload import LimitsSource, install_sighup
 from orsguard.options.schema import INT_MAX, SCHEMA, Option

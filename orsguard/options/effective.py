@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orsguard.errors import OptionsError
 from orsguard.limits import Limits
 from orsguard.options.check import int_problem, plausibility_problem
+from orsguard.options.problem import OptionsError
 from orsguard.options.reader import OptionFile, read
 from orsguard.options.schema import SCHEMA
 

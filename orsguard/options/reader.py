@@ -13,8 +13,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from orsguard.errors import OptionsError
-from orsguard.options.problem import ERROR, Problem
+from orsguard.options.problem import ERROR, OptionsError, Problem
 
 #: Largest option file read, in bytes. A real export with tens of thousands of
 #: options is a few megabytes; anything bigger (``/dev/zero``, a log file given

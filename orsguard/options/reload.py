@@ -13,10 +13,10 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orsguard.errors import OptionsError
 from orsguard.limits import Limits
 from orsguard.options.check import int_problem
 from orsguard.options.effective import limits_from_options
+from orsguard.options.problem import OptionsError
 from orsguard.options.reader import read
 from orsguard.options.schema import SCHEMA
 
