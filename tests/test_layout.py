@@ -205,3 +205,23 @@ def test_strict_error_is_an_assertion_too() -> None:
 
     assert issubclass(StrictError, AssertionError)
     assert issubclass(StrictError, OrsguardError)
+
+
+def _modules_and_packages() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*")
+                  if p.suffix in (".py", ".pyx", ".pxd", ".pxi", ".pyi") and "__pycache__" not in p.parts)
+
+
+def test_the_readme_map_names_every_module() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tree = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for path in _modules_and_packages():
+        rel = path.relative_to(PACKAGE)
+        if path.name in ("__init__.py", "__main__.py") and rel.parent != Path("."):
+            name = rel.parent.name + "/"  # a subpackage is named by its folder
+        else:
+            name = path.stem
+        if not re.search(rf"(?<![\w/]){re.escape(name)}", tree):
+            missing.append(str(rel))
+    assert missing == [], f"README's Layout section does not name {missing}"
