@@ -186,6 +186,9 @@ class EcmaScriptDatamodel(Datamodel):
         ctx.bind_failed = bind_failed
         self._n = n
         self.reads_event = any(_mentions_event(e) for e in expressions)
+        for k, e in enumerate(expressions):
+            if e.kind == "value" and expression_text(e.text) == "_event.data":
+                ctx.mark_event_data(k)
         # The step loop calls these straight into the binding, with no Python frame in between:
         # each replaces the Datamodel method of the same signature on this instance, the one
         # pattern mypy's method-assign check exists to flag.
