@@ -184,3 +184,58 @@ def test_a_terminate_request_stops_a_read_of_event_data_like_any_call():
     with pytest.raises(ScriptInterrupted):
         ctx.value(0)
     assert ctx.value(0) == {"a": 1}
+
+
+def _names_doc(expr: str, setup: str) -> str:
+    return f"""<scxml {NS} initial="a"><datamodel><data id="label" expr="'L'"/><data id="n" expr="1"/></datamodel>
+      <state id="a"><onentry><script>{setup}</script></onentry><transition event="e">
+        <send event="out" target="#_x" type="record-me"><param name="v" expr="{expr}"/></send></transition>
+      <transition event="error.execution"><send event="err" target="#_x" type="record-me">
+        <param name="m" expr="_event.data.message"/></send></transition>
+      </state></scxml>"""
+
+
+@pytest.mark.parametrize(("expr", "setup"), [
+    ("label", ""),
+    ("n", "n = {a: [1, 2], b: undefined, c: function () {}};"),
+    ("declared", "var declared = 'v';"),
+    ("implicit", "implicit = 'created by assignment';"),
+    ("lexical", "let lexical = 'let';"),
+    ("constant", "const constant = 3;"),
+    ("getter", "Object.defineProperty(globalThis, 'getter', {get: function () { n++; return n; },"
+               " configurable: false});"),
+    ("missing", ""),
+    ("Math", ""),
+    ("undefined", ""),
+    ("NaN", ""),
+    ("arguments", ""),
+    ("label", "var label = 'again';"),
+    ("n", "n = {toJSON: function () { return 'json'; }};"),
+    ("n", "try { let n = 5; } catch (e) {}"),
+])
+def test_a_value_that_is_one_name_reads_what_the_engine_reads(expr, setup):
+    def run(e: str) -> list:
+        s = Session(load(_names_doc(e, setup)), sends="record", clock=VirtualClock())
+        s.start()
+        s.send("e")
+        s.send("e")
+        return [(sent.event, sent.data) for sent in s.outbox]
+
+    assert _same(run(expr), run(f"({expr})"))
+
+
+def test_a_global_name_read_obeys_a_terminate_request():
+    from orsguard._core import ScriptInterrupted
+
+    ctx = qjs.Context(1, _PRELUDE, lambda s: False, _xml_tree, lambda k: None)
+    ctx.declare("x")
+    ctx.eval("x = 4")
+    ctx.compile(0, qjs.KIND_VALUE, "(function () { return (x\n); })")
+    ctx.mark_global_name(0, "x")
+    assert ctx.value(0) == 4 and ctx.values((0,)) == [4]
+    ctx.terminate()
+    with pytest.raises(ScriptInterrupted):
+        ctx.value(0)
+    ctx.close()
+    with pytest.raises(Exception, match="closed"):
+        ctx.mark_global_name(0, "x")

@@ -40,6 +40,11 @@ cdef extern from "quickjs.h" nogil:
     ctypedef struct JSPropertyEnum:
         bint is_enumerable
         JSAtom atom
+    ctypedef struct JSPropertyDescriptor:
+        int flags
+        JSValue value
+        JSValue getter
+        JSValue setter
     ctypedef struct JSMallocFunctions:
         void* (*js_calloc)(void*, size_t, size_t) noexcept nogil
         void* (*js_malloc)(void*, size_t) noexcept nogil
@@ -55,7 +60,7 @@ cdef extern from "quickjs.h" nogil:
     int JS_TAG_STRING, JS_TAG_STRING_ROPE, JS_TAG_OBJECT, JS_TAG_BIG_INT, JS_TAG_SHORT_BIG_INT
     int JS_EVAL_TYPE_GLOBAL, JS_EVAL_FLAG_STRICT, JS_EVAL_FLAG_COMPILE_ONLY
     int JS_GPN_STRING_MASK, JS_GPN_ENUM_ONLY
-    int JS_PROP_C_W_E, JS_PROP_ENUMERABLE
+    int JS_PROP_C_W_E, JS_PROP_ENUMERABLE, JS_PROP_CONFIGURABLE, JS_PROP_GETSET
 
     int JS_VALUE_GET_NORM_TAG(JSValue)
     int JS_VALUE_GET_INT(JSValue)
@@ -129,7 +134,7 @@ cdef extern from "quickjs.h" nogil:
     JSValue JS_AtomToString(JSContext*, JSAtom)
     void JS_FreeAtom(JSContext*, JSAtom)
     int JS_GetOwnPropertyNames(JSContext*, JSPropertyEnum**, uint32_t*, JSValueConst, int)
-    int JS_GetOwnProperty(JSContext*, void*, JSValueConst, JSAtom)
+    int JS_GetOwnProperty(JSContext*, JSPropertyDescriptor*, JSValueConst, JSAtom)
     JSValue JS_GetPrototype(JSContext*, JSValueConst)
     void JS_FreePropertyEnum(JSContext*, JSPropertyEnum*, uint32_t)
     JSValue JS_GetGlobalObject(JSContext*)
@@ -756,6 +761,8 @@ cdef class Context:
     cdef object pdata              # its data (_plain_copy), never handed out itself
     cdef unsigned char* direct     # per slot: 1 when the expression is exactly _event.data
     cdef JSValue objproto          # Object.prototype of this context
+    cdef JSValue glob              # the global object
+    cdef JSAtom* names             # per slot: the name a value expression consists of, or 0
     cdef JSValue bigint
     cdef public object in_state
     cdef public object xml_tree
@@ -773,10 +780,12 @@ cdef class Context:
         self.dom = JS_UNDEFINED
         self.event = JS_UNDEFINED
         self.objproto = JS_UNDEFINED
+        self.glob = JS_UNDEFINED
         self.bigint = JS_UNDEFINED
         self.slots = <JSValue*>malloc(sizeof(JSValue) * (nslots if nslots > 0 else 1))
         self.direct = <unsigned char*>calloc(nslots if nslots > 0 else 1, 1)
-        if self.slots == NULL or self.direct == NULL:
+        self.names = <JSAtom*>calloc(nslots if nslots > 0 else 1, sizeof(JSAtom))
+        if self.slots == NULL or self.direct == NULL or self.names == NULL:
             raise MemoryError()
         self.nslots = nslots
         for i in range(nslots):
@@ -800,7 +809,7 @@ cdef class Context:
             JS_SetPropertyStr(self.ctx, glob, "__og_event", JS_NewCFunction(self.ctx, _js_event, "get _event", 0))
             self.bigint = JS_GetPropertyStr(self.ctx, glob, "BigInt")
             self.objproto = JS_GetPrototype(self.ctx, glob)
-            JS_FreeValue(self.ctx, glob)
+            self.glob = glob
             self._load(prelude, True, &r)
             JS_FreeValue(self.ctx, r)
             glob = JS_GetGlobalObject(self.ctx)
@@ -819,6 +828,9 @@ cdef class Context:
         if self.direct != NULL:
             free(self.direct)
             self.direct = NULL
+        if self.names != NULL:
+            free(self.names)
+            self.names = NULL
 
     cdef _free(self):
         cdef Py_ssize_t i
@@ -829,6 +841,11 @@ cdef class Context:
         for i in range(self.nslots):
             JS_FreeValue(ctx, self.slots[i])
             self.slots[i] = JS_UNDEFINED
+            if self.names[i]:
+                JS_FreeAtom(ctx, self.names[i])
+                self.names[i] = 0
+        JS_FreeValue(ctx, self.glob)
+        self.glob = JS_UNDEFINED
         JS_FreeValue(ctx, self.dom)
         JS_FreeValue(ctx, self.event)
         self.event = JS_UNDEFINED
@@ -977,8 +994,44 @@ cdef class Context:
         self._ready(k)
         if self.direct[k] and self._event_data_ready():
             return self._event_data()
+        if self.names[k] and self._global(self.names[k], &r):
+            return self._result(r)
         self._call(self.slots[k], 0, NULL, &r)
         return self._result(r)
+
+    def mark_global_name(self, Py_ssize_t k, str name) -> None:
+        """Note that slot ``k`` holds a value expression that is exactly the identifier ``name``.
+
+        Such a slot reads a declared global variable without calling the engine.
+        """
+        self._check_open()
+        if not 0 <= k < self.nslots:
+            raise IndexError(k)
+        if self.names[k]:
+            JS_FreeAtom(self.ctx, self.names[k])
+        self.names[k] = JS_NewAtom(self.ctx, name.encode("utf-8"))
+
+    cdef bint _global(self, JSAtom name, JSValue* out) except -1:
+        # A declared variable (var, <data>) is a non-configurable data property of the
+        # global object, and then no let, const or class can shadow it (a redeclaration
+        # is a SyntaxError): the identifier means that property. Anything else
+        # (a getter, a configurable property, none) is left to the engine.
+        cdef JSPropertyDescriptor desc
+        cdef int found
+        self.runtime._enter(self)
+        found = JS_GetOwnProperty(self.ctx, &desc, self.glob, name)
+        self.runtime._leave()
+        if found < 0:
+            self._raise()
+        if found == 0:
+            return False
+        JS_FreeValue(self.ctx, desc.getter)
+        JS_FreeValue(self.ctx, desc.setter)
+        if desc.flags & (JS_PROP_CONFIGURABLE | JS_PROP_GETSET):
+            JS_FreeValue(self.ctx, desc.value)
+            return False
+        out[0] = desc.value
+        return True
 
     def mark_event_data(self, Py_ssize_t k) -> None:
         """Note that slot ``k`` holds a value expression that is exactly ``_event.data``.
@@ -1029,6 +1082,9 @@ cdef class Context:
                 self._ready(k)
                 if self.direct[k] and self._event_data_ready():
                     out.append(self._event_data())
+                    continue
+                if self.names[k] and self._global(self.names[k], &r):
+                    out.append(self._result(r))
                     continue
                 self._call(self.slots[k], 0, NULL, &r)
                 out.append(self._result(r))
