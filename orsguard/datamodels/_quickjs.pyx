@@ -15,7 +15,7 @@ cimport cython
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint16_t, uint32_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -40,6 +40,11 @@ cdef extern from "quickjs.h" nogil:
     ctypedef struct JSPropertyEnum:
         bint is_enumerable
         JSAtom atom
+    ctypedef struct JSPropertyDescriptor:
+        int flags
+        JSValue value
+        JSValue getter
+        JSValue setter
     ctypedef struct JSMallocFunctions:
         void* (*js_calloc)(void*, size_t, size_t) noexcept nogil
         void* (*js_malloc)(void*, size_t) noexcept nogil
@@ -55,7 +60,7 @@ cdef extern from "quickjs.h" nogil:
     int JS_TAG_STRING, JS_TAG_STRING_ROPE, JS_TAG_OBJECT, JS_TAG_BIG_INT, JS_TAG_SHORT_BIG_INT
     int JS_EVAL_TYPE_GLOBAL, JS_EVAL_FLAG_STRICT, JS_EVAL_FLAG_COMPILE_ONLY
     int JS_GPN_STRING_MASK, JS_GPN_ENUM_ONLY
-    int JS_PROP_C_W_E, JS_PROP_ENUMERABLE
+    int JS_PROP_C_W_E, JS_PROP_ENUMERABLE, JS_PROP_CONFIGURABLE, JS_PROP_GETSET
 
     int JS_VALUE_GET_NORM_TAG(JSValue)
     int JS_VALUE_GET_INT(JSValue)
@@ -129,6 +134,8 @@ cdef extern from "quickjs.h" nogil:
     JSValue JS_AtomToString(JSContext*, JSAtom)
     void JS_FreeAtom(JSContext*, JSAtom)
     int JS_GetOwnPropertyNames(JSContext*, JSPropertyEnum**, uint32_t*, JSValueConst, int)
+    int JS_GetOwnProperty(JSContext*, JSPropertyDescriptor*, JSValueConst, JSAtom)
+    JSValue JS_GetPrototype(JSContext*, JSValueConst)
     void JS_FreePropertyEnum(JSContext*, JSPropertyEnum*, uint32_t)
     JSValue JS_GetGlobalObject(JSContext*)
     JSValue JS_ThrowTypeError(JSContext*, const char*, ...)
@@ -249,8 +256,10 @@ cdef size_t _js_usable_size(const void* ptr) noexcept nogil:
     return ((<Block*>ptr) - 1).size
 
 
-cdef const char* _EVENT_FIELDS[8]
-_EVENT_FIELDS[:] = [b"name", b"type", b"sendid", b"origin", b"origintype", b"invokeid", b"data", b"raw"]
+cdef const char* _EVENT_FIELDS[10]
+# The eight fields of _event, then the two properties Context._to_py looks up on every object.
+_EVENT_FIELDS[:] = [b"name", b"type", b"sendid", b"origin", b"origintype", b"invokeid", b"data", b"raw",
+                    b"toJSON", b"__og_xml"]
 
 cdef JSMallocFunctions _MALLOC
 _MALLOC.js_calloc = _js_calloc
@@ -290,7 +299,7 @@ cdef class Runtime:
     cdef Py_ssize_t live           # contexts alive
     cdef Py_ssize_t freed          # contexts freed since the last cycle collection
     cdef int* saved[64]            # terminate flags of the calls this one nests in
-    cdef JSAtom event_atoms[8]     # _event's field names, looked up once (atoms belong to the runtime)
+    cdef JSAtom event_atoms[10]    # _EVENT_FIELDS, looked up once (atoms belong to the runtime)
 
     def __cinit__(self):
         memset(&self.st, 0, sizeof(RtState))
@@ -306,14 +315,14 @@ cdef class Runtime:
         if self.checker == NULL:
             raise MemoryError("cannot create a QuickJS context")
         cdef int i
-        for i in range(8):
+        for i in range(10):
             self.event_atoms[i] = JS_NewAtom(self.checker, _EVENT_FIELDS[i])
 
     def __dealloc__(self):
         cdef int i
         self._free_deferred()
         if self.checker != NULL:
-            for i in range(8):
+            for i in range(10):
                 JS_FreeAtom(self.checker, self.event_atoms[i])
             JS_FreeContext(self.checker)
         if self.rt != NULL:
@@ -633,9 +642,66 @@ cdef JSValue _js_in(JSContext* ctx, JSValueConst this_val, int argc, JSValueCons
 
 
 cdef JSValue _js_event(JSContext* ctx, JSValueConst this_val, int argc, JSValueConst* argv) noexcept:
-    # The getter of _event: the object bind_event stored, with no script call per event.
+    # The getter of _event: the object bind_event stored, with no script call per event;
+    # built here on first use when Context.bind left it for later.
     cdef Context self = <Context>JS_GetContextOpaque(ctx)
+    try:
+        self._build_event()
+    except BaseException as exc:
+        return JS_ThrowTypeError(ctx, "cannot build _event: %s", str(exc).encode("utf-8", "replace"))
     return JS_DupValue(ctx, self.event)
+
+
+# Context.bind leaves _event to be built on first use when the event's data is
+# made of values whose trip into the engine and back is known: None, bool, str
+# (with a UTF-8 form), float, an int up to 2**53, and dicts of them with string
+# keys that cannot be array indexes (the engine orders those first) and are not
+# the DOM marker ``__og_xml``. _plain gives what that trip returns (a new dict
+# for each dict, an int beyond 32 bits as a float), or _NOT_PLAIN. Lists are
+# left to the engine: filling an array runs Array.prototype's setters.
+cdef object _NOT_PLAIN = object()
+cdef int _PLAIN_VALUES = 1000
+cdef int _PLAIN_DEPTH = 32
+
+
+cdef object _plain(object v, int depth, int* budget):
+    cdef type t = type(v)
+    cdef dict out
+    budget[0] -= 1
+    if budget[0] < 0:
+        return _NOT_PLAIN
+    if v is None or t is bool or t is float:
+        return v
+    if t is str:
+        return v if _utf8_ok(v) else _NOT_PLAIN
+    if t is int:
+        if -2147483648 <= v <= 2147483647:
+            return v
+        if -(1 << 53) <= v <= (1 << 53):
+            return float(v)
+        return _NOT_PLAIN
+    if t is not dict or depth >= _PLAIN_DEPTH:
+        return _NOT_PLAIN
+    out = {}
+    for key, item in (<dict>v).items():
+        if type(key) is not str or not _plain_key(key):
+            return _NOT_PLAIN
+        item = _plain(item, depth + 1, budget)
+        if item is _NOT_PLAIN:
+            return _NOT_PLAIN
+        out[key] = item
+    return out
+
+
+cdef inline bint _plain_key(str key):
+    if key and "0" <= key[0] <= "9":
+        return False
+    return key != "__og_xml" and _utf8_ok(key)
+
+
+cdef object _plain_copy(object v):
+    cdef int budget = _PLAIN_VALUES
+    return _plain(v, 0, &budget)
 
 
 # One engine operation, run by Context._engine under the runtime's guard: a
@@ -691,6 +757,12 @@ cdef class Context:
     cdef JSValue* slots
     cdef JSValue dom
     cdef JSValue event             # the value of _event
+    cdef tuple pending             # fields of the bound event whose object is not built yet
+    cdef object pdata              # its data (_plain_copy), never handed out itself
+    cdef unsigned char* direct     # per slot: 1 when the expression is exactly _event.data
+    cdef JSValue objproto          # Object.prototype of this context
+    cdef JSValue glob              # the global object
+    cdef JSAtom* names             # per slot: the name a value expression consists of, or 0
     cdef JSValue bigint
     cdef public object in_state
     cdef public object xml_tree
@@ -707,9 +779,13 @@ cdef class Context:
         self.xml_tree = xml_tree
         self.dom = JS_UNDEFINED
         self.event = JS_UNDEFINED
+        self.objproto = JS_UNDEFINED
+        self.glob = JS_UNDEFINED
         self.bigint = JS_UNDEFINED
         self.slots = <JSValue*>malloc(sizeof(JSValue) * (nslots if nslots > 0 else 1))
-        if self.slots == NULL:
+        self.direct = <unsigned char*>calloc(nslots if nslots > 0 else 1, 1)
+        self.names = <JSAtom*>calloc(nslots if nslots > 0 else 1, sizeof(JSAtom))
+        if self.slots == NULL or self.direct == NULL or self.names == NULL:
             raise MemoryError()
         self.nslots = nslots
         for i in range(nslots):
@@ -732,7 +808,8 @@ cdef class Context:
             JS_SetPropertyStr(self.ctx, glob, "In", JS_NewCFunction(self.ctx, _js_in, "In", 1))
             JS_SetPropertyStr(self.ctx, glob, "__og_event", JS_NewCFunction(self.ctx, _js_event, "get _event", 0))
             self.bigint = JS_GetPropertyStr(self.ctx, glob, "BigInt")
-            JS_FreeValue(self.ctx, glob)
+            self.objproto = JS_GetPrototype(self.ctx, glob)
+            self.glob = glob
             self._load(prelude, True, &r)
             JS_FreeValue(self.ctx, r)
             glob = JS_GetGlobalObject(self.ctx)
@@ -748,6 +825,12 @@ cdef class Context:
         if self.slots != NULL:
             free(self.slots)
             self.slots = NULL
+        if self.direct != NULL:
+            free(self.direct)
+            self.direct = NULL
+        if self.names != NULL:
+            free(self.names)
+            self.names = NULL
 
     cdef _free(self):
         cdef Py_ssize_t i
@@ -758,9 +841,18 @@ cdef class Context:
         for i in range(self.nslots):
             JS_FreeValue(ctx, self.slots[i])
             self.slots[i] = JS_UNDEFINED
+            if self.names[i]:
+                JS_FreeAtom(ctx, self.names[i])
+                self.names[i] = 0
+        JS_FreeValue(ctx, self.glob)
+        self.glob = JS_UNDEFINED
         JS_FreeValue(ctx, self.dom)
         JS_FreeValue(ctx, self.event)
         self.event = JS_UNDEFINED
+        self.pending = None
+        self.pdata = None
+        JS_FreeValue(ctx, self.objproto)
+        self.objproto = JS_UNDEFINED
         JS_FreeValue(ctx, self.bigint)
         JS_SetContextOpaque(ctx, NULL)
         if self.runtime.depth > 0:
@@ -900,8 +992,80 @@ cdef class Context:
         """Call the function in slot ``k``: its result as a Python value."""
         cdef JSValue r
         self._ready(k)
+        if self.direct[k] and self._event_data_ready():
+            return self._event_data()
+        if self.names[k] and self._global(self.names[k], &r):
+            return self._result(r)
         self._call(self.slots[k], 0, NULL, &r)
         return self._result(r)
+
+    def mark_global_name(self, Py_ssize_t k, str name) -> None:
+        """Note that slot ``k`` holds a value expression that is exactly the identifier ``name``.
+
+        Such a slot reads a declared global variable without calling the engine.
+        """
+        self._check_open()
+        if not 0 <= k < self.nslots:
+            raise IndexError(k)
+        if self.names[k]:
+            JS_FreeAtom(self.ctx, self.names[k])
+        self.names[k] = JS_NewAtom(self.ctx, name.encode("utf-8"))
+
+    cdef bint _global(self, JSAtom name, JSValue* out) except -1:
+        # A declared variable (var, <data>) is a non-configurable data property of the
+        # global object, and then no let, const or class can shadow it (a redeclaration
+        # is a SyntaxError): the identifier means that property. Anything else
+        # (a getter, a configurable property, none) is left to the engine.
+        cdef JSPropertyDescriptor desc
+        cdef int found
+        self.runtime._enter(self)
+        found = JS_GetOwnProperty(self.ctx, &desc, self.glob, name)
+        self.runtime._leave()
+        if found < 0:
+            self._raise()
+        if found == 0:
+            return False
+        JS_FreeValue(self.ctx, desc.getter)
+        JS_FreeValue(self.ctx, desc.setter)
+        if desc.flags & (JS_PROP_CONFIGURABLE | JS_PROP_GETSET):
+            JS_FreeValue(self.ctx, desc.value)
+            return False
+        out[0] = desc.value
+        return True
+
+    def mark_event_data(self, Py_ssize_t k) -> None:
+        """Note that slot ``k`` holds a value expression that is exactly ``_event.data``.
+
+        While the bound event's object is not built (see :meth:`bind`), such a
+        slot gives the event's data from Python, as the engine would convert it.
+        """
+        if not 0 <= k < self.nslots:
+            raise IndexError(k)
+        self.direct[k] = 1
+
+    cdef bint _event_data_ready(self) except -1:
+        # No script has seen this event's object (it does not exist yet), so its
+        # data is as bound; _to_py would look up toJSON and __og_xml on a dict,
+        # through Object.prototype, which a document may have given either.
+        cdef JSAtom* atoms = self.runtime.event_atoms
+        cdef int found
+        if self.pending is None:
+            return False
+        if type(self.pdata) is dict:
+            found = JS_GetOwnProperty(self.ctx, NULL, self.objproto, atoms[8])
+            if found == 0:
+                found = JS_GetOwnProperty(self.ctx, NULL, self.objproto, atoms[9])
+            if found < 0:
+                self._raise()
+            if found:
+                return False
+        return True
+
+    cdef object _event_data(self):
+        # Under the runtime's guard like a call: same thread rule, same terminate request.
+        self.runtime._enter(self)
+        self.runtime._leave()
+        return _plain_copy(self.pdata)
 
     def values(self, tuple ks) -> list:
         """:meth:`value` of each slot in ``ks``, in order, in one call from Python.
@@ -911,10 +1075,17 @@ cdef class Context:
         cdef JSValue r
         cdef Py_ssize_t i, n = len(ks)
         cdef list out = []
+        cdef Py_ssize_t k
         for i in range(n):
             try:
                 k = ks[i]
                 self._ready(k)
+                if self.direct[k] and self._event_data_ready():
+                    out.append(self._event_data())
+                    continue
+                if self.names[k] and self._global(self.names[k], &r):
+                    out.append(self._result(r))
+                    continue
                 self._call(self.slots[k], 0, NULL, &r)
                 out.append(self._result(r))
             except BaseException as exc:
@@ -1026,13 +1197,43 @@ cdef class Context:
             raise
         JS_FreeValue(self.ctx, self.event)
         self.event = ev
+        self.pending = None
+        self.pdata = None
+
+    cdef int _build_event(self) except -1:
+        """Build the object of the event :meth:`bind` left for later, if any."""
+        cdef tuple f = self.pending
+        if f is None:
+            return 0
+        self.bind_event(f[0], f[1], f[2], f[3], f[4], f[5], _plain_copy(self.pdata), f[6])
+        return 0
 
     def bind(self, event) -> None:
         """:meth:`bind_event` with the fields of ``event`` (an ``orsguard._core.Event``).
 
-        A failure (the data has no ECMAScript form, or the conversion was
-        interrupted) goes to the ``bind_failed(event, exc)`` hook when one is set.
+        When the fields are strings or None and the data is plain (see
+        ``_plain``), the object is built when a script first reads ``_event``:
+        an event that no script reads costs no engine work, and a ``<param>``
+        of exactly ``_event.data`` takes the data from here. Otherwise the
+        object is built now; a failure (the data has no ECMAScript form, or the
+        conversion was interrupted) goes to the ``bind_failed(event, exc)``
+        hook when one is set.
         """
+        cdef tuple fields
+        if self.ctx != NULL:
+            fields = (event.name, event.type, event.sendid, event.origin, event.origintype,
+                      event.invokeid, event.raw)
+            for v in fields:
+                if v is not None and (type(v) is not str or not _utf8_ok(v)):
+                    break
+            else:
+                data = _plain_copy(event.data)
+                if data is not _NOT_PLAIN:
+                    JS_FreeValue(self.ctx, self.event)
+                    self.event = JS_UNDEFINED
+                    self.pending = fields
+                    self.pdata = data
+                    return
         try:
             self.bind_event(event.name, event.type, event.sendid, event.origin, event.origintype,
                             event.invokeid, event.data, event.raw)

@@ -17,6 +17,7 @@ the datamodel again before compiling when a document was loaded with
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable
 from functools import lru_cache
@@ -150,6 +151,18 @@ def _xml_tree(xml: str) -> list[Any]:
     return _tree(root)
 
 
+# A value expression that is one plain identifier reads the global variable of that
+# name without a call (Context.mark_global_name); words that are not variables there
+# (keywords, literals, `arguments` inside the expression's function) keep the call.
+_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+_NOT_NAMES = frozenset(
+    "arguments await break case catch class const continue debugger default delete do else enum eval export"
+    " extends false finally for function if implements import in instanceof interface let new null package"
+    " private protected public return static super switch this throw true try typeof var void while with"
+    " yield undefined NaN Infinity".split()
+)
+
+
 class EcmaScriptDatamodel(Datamodel):
     """ECMAScript expressions and ``<script>`` evaluated by QuickJS."""
 
@@ -186,6 +199,13 @@ class EcmaScriptDatamodel(Datamodel):
         ctx.bind_failed = bind_failed
         self._n = n
         self.reads_event = any(_mentions_event(e) for e in expressions)
+        for k, e in enumerate(expressions):
+            if e.kind == "value":
+                text = expression_text(e.text)
+                if text == "_event.data":
+                    ctx.mark_event_data(k)
+                elif _NAME.fullmatch(text) and text not in _NOT_NAMES:
+                    ctx.mark_global_name(k, text)
         # The step loop calls these straight into the binding, with no Python frame in between:
         # each replaces the Datamodel method of the same signature on this instance, the one
         # pattern mypy's method-assign check exists to flag.
