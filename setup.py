@@ -66,8 +66,20 @@ def quickjs_source() -> str:
     sdist = os.path.join(cache, f"quickjs_ng-{QUICKJS_VERSION}.tar.gz")
     if not os.path.isfile(sdist):
         os.makedirs(cache, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", cache, f"{QUICKJS_PACKAGE}=={QUICKJS_VERSION}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            cache,
+            f"{QUICKJS_PACKAGE}=={QUICKJS_VERSION}",
+        ]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True)
         except OSError as exc:
@@ -81,13 +93,14 @@ def quickjs_source() -> str:
         _fail(f"sha256 of the download is {digest}, expected {QUICKJS_SHA256}")
     prefix = f"quickjs_ng-{QUICKJS_VERSION}/upstream-quickjs/"
     with tarfile.open(sdist) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.isfile()
-                   and "/" not in m.name[len(prefix):]]
+        members = [
+            m for m in tar.getmembers() if m.name.startswith(prefix) and m.isfile() and "/" not in m.name[len(prefix) :]
+        ]
         for m in members:
             src = tar.extractfile(m)
             assert src is not None
             os.makedirs(unpacked, exist_ok=True)
-            with open(os.path.join(unpacked, m.name[len(prefix):]), "wb") as out:
+            with open(os.path.join(unpacked, m.name[len(prefix) :]), "wb") as out:
                 out.write(src.read())
     if not _has_sources(unpacked):
         _fail(f"{sdist} does not contain {prefix}")
@@ -114,14 +127,22 @@ def _extensions():
     directives = {"language_level": "3", "embedsignature": True}
     if trace:
         directives["linetrace"] = True
-    core = Extension("orsguard._core", ["orsguard/_core.pyx"], define_macros=macros,
-                     extra_compile_args=["-O2"])
+    core = Extension("orsguard._core", ["orsguard/_core.pyx"], define_macros=macros, extra_compile_args=["-O2"])
     # The engine's own sources are added by BuildExt; they are C99 with GNU extensions.
-    quickjs = Extension("orsguard.datamodels._quickjs", ["orsguard/datamodels/_quickjs.pyx"],
-                        define_macros=[*macros, ("_GNU_SOURCE", None)],
-                        extra_compile_args=["-O2", "-std=gnu11", "-Wno-sign-compare", "-Wno-unused-variable",
-                                            "-Wno-unused-but-set-variable", "-Wno-missing-field-initializers"],
-                        libraries=["m", "pthread"])
+    quickjs = Extension(
+        "orsguard.datamodels._quickjs",
+        ["orsguard/datamodels/_quickjs.pyx"],
+        define_macros=[*macros, ("_GNU_SOURCE", None)],
+        extra_compile_args=[
+            "-O2",
+            "-std=gnu11",
+            "-Wno-sign-compare",
+            "-Wno-unused-variable",
+            "-Wno-unused-but-set-variable",
+            "-Wno-missing-field-initializers",
+        ],
+        libraries=["m", "pthread"],
+    )
     return cythonize([core, quickjs], compiler_directives=directives, quiet=True)
 
 

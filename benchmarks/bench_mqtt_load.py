@@ -322,9 +322,7 @@ def saturate(gen: Generator, sids: list[str], events: int, window: int, meter: C
     return _result(f"saturation ({window} in flight)", gen, events, seconds, cpu)
 
 
-def fixed_rate(
-    gen: Generator, sids: list[str], rate: float, seconds: float, meter: CpuMeter | None = None
-) -> Result:
+def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float, meter: CpuMeter | None = None) -> Result:
     """Pings paced at ``rate`` per second for ``seconds``.
 
     Open loop with a 1 ms tick: every tick sends the pings that have fallen

@@ -103,6 +103,7 @@ def loop() -> tuple[float, float]:
 
 # ------------------------------------------------------------------ memory, in child processes
 
+
 def _hold(kind: str, count: int, queue: multiprocessing.Queue) -> None:
     import gc
 
@@ -240,9 +241,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer calls and sessions")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    parser.add_argument("--baseline", metavar="PYTHON",
-                        help="an interpreter with an orsguard that still uses the quickjs-ng package: "
-                             "whole-session figures are measured there too")
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="an interpreter with an orsguard that still uses the quickjs-ng package: "
+        "whole-session figures are measured there too",
+    )
     parser.add_argument("--sessions-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     quick = args.quick
@@ -261,9 +265,10 @@ def main() -> None:
 
     c = calls(rounds=3 if quick else 7, loops=20_000 if quick else 200_000)
     figures["calls"] = c
-    rows.append(("call of a compiled function (`n < N`)", f"{c['call'][0] * 1e9:.0f} ns",
-                 f"{c['call'][1] * 1e9:.0f} ns"))
-    rows.append(("`eval(\"n < N\")`", f"{c['eval'][0] * 1e6:.2f} µs", f"{c['eval'][1] * 1e6:.2f} µs"))
+    rows.append(
+        ("call of a compiled function (`n < N`)", f"{c['call'][0] * 1e9:.0f} ns", f"{c['call'][1] * 1e9:.0f} ns")
+    )
+    rows.append(('`eval("n < N")`', f"{c['eval'][0] * 1e6:.2f} µs", f"{c['eval'][1] * 1e6:.2f} µs"))
     if not quick:
         ln, lo = loop()
         figures["loop"] = (ln, lo)
@@ -273,24 +278,35 @@ def main() -> None:
         b = per_session_bytes("new-context", n)
         o = per_session_bytes("old-context", n)
         figures[f"memory_{n}"] = (s, b, o)
-        rows.append((f"memory per session, {n:,} live (whole session / context only)",
-                     f"{s / 1024:.0f} KiB / {b / 1024:.0f} KiB",
-                     (f"{base[str(n)] / 1024:.0f} KiB" if base else "-") + f" / {o / 1024:.0f} KiB"))
+        rows.append(
+            (
+                f"memory per session, {n:,} live (whole session / context only)",
+                f"{s / 1024:.0f} KiB / {b / 1024:.0f} KiB",
+                (f"{base[str(n)] / 1024:.0f} KiB" if base else "-") + f" / {o / 1024:.0f} KiB",
+            )
+        )
     cn, co = context_create(loops=100 if quick else 1000, rounds=3 if quick else 5)
     figures["context_create"] = (cn, co)
     rows.append(("context create + datamodel prelude", f"{cn * 1e6:.0f} µs", f"{co * 1e6:.0f} µs"))
     bc, parse = compile_cost(loops=200 if quick else 2000, rounds=3 if quick else 5)
     figures["compile"] = (bc, parse)
-    rows.append(("compile an expression into a session: cached bytecode / parse",
-                 f"{bc * 1e6:.1f} µs / {parse * 1e6:.1f} µs", "-"))
+    rows.append(
+        (
+            "compile an expression into a session: cached bytecode / parse",
+            f"{bc * 1e6:.1f} µs / {parse * 1e6:.1f} µs",
+            "-",
+        )
+    )
     cs = create_start(loops=100 if quick else 1000, rounds=3 if quick else 5)
     figures["create_start"] = cs
-    rows.append(("session create + start", f"{cs * 1e6:.0f} µs",
-                 f"{base['create_start'] * 1e6:.0f} µs" if base else "-"))
+    rows.append(
+        ("session create + start", f"{cs * 1e6:.0f} µs", f"{base['create_start'] * 1e6:.0f} µs" if base else "-")
+    )
     stops = [timeout_under_load(0.5, 3) for _ in range(1 if quick else 3)]
     figures["timeout_stop"] = stops
-    rows.append(("0.5 s deadline stops `while(true){}`, 3 CPU burners (wall)",
-                 " / ".join(f"{s:.3f} s" for s in stops), "-"))
+    rows.append(
+        ("0.5 s deadline stops `while(true){}`, 3 CPU burners (wall)", " / ".join(f"{s:.3f} s" for s in stops), "-")
+    )
 
     print("| | orsguard `_quickjs` | `quickjs-ng` package |")
     print("| --- | --- | --- |")

@@ -141,15 +141,26 @@ def _child(pythonpath: str | None, args: argparse.Namespace) -> dict[str, dict[s
         env["PYTHONPATH"] = pythonpath
     else:
         env.pop("PYTHONPATH", None)
-    cmd = [sys.executable, __file__, "--child", "--rounds", str(args.rounds), "--events", str(args.events),
-           "--sessions", str(args.sessions)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--rounds",
+        str(args.rounds),
+        "--events",
+        str(args.events),
+        "--sessions",
+        str(args.sessions),
+    ]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def _table(columns: dict[str, dict[str, dict[str, float]]], many: int) -> str:
-    lines = ["| case | sessions | " + " | ".join(f"{c} best | {c} median" for c in columns) + " |",
-             "| --- | ---: |" + " ---: | ---: |" * len(columns)]
+    lines = [
+        "| case | sessions | " + " | ".join(f"{c} best | {c} median" for c in columns) + " |",
+        "| --- | ---: |" + " ---: | ---: |" * len(columns),
+    ]
     for case in CASES:
         for n in (1, many):
             key = f"{case}/{n}"

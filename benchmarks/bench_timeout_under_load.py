@@ -56,8 +56,9 @@ def _burn() -> None:
 def one_run(timeout: float, give_up: float) -> dict:
     start = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-c", PROBE, str(timeout)], capture_output=True, text=True,
-                              timeout=give_up)
+        proc = subprocess.run(
+            [sys.executable, "-c", PROBE, str(timeout)], capture_output=True, text=True, timeout=give_up
+        )
     except subprocess.TimeoutExpired:
         return {"elapsed": None, "note": f"not stopped after {give_up:g} s (killed)"}
     if proc.returncode != 0:
@@ -92,16 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         for p in burners:
             p.join()
 
-    print(f"orsguard {orsguard.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"{args.burners} CPU burners, process-event-timeout {args.timeout:g} s, {args.runs} runs")
+    print(
+        f"orsguard {orsguard.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"{args.burners} CPU burners, process-event-timeout {args.timeout:g} s, {args.runs} runs"
+    )
     for i, r in enumerate(results, 1):
         shown = f"{r['elapsed']:.3f} s" if r["elapsed"] is not None else "-"
         print(f"  run {i:2}: {shown}  {r.get('note', '')}")
     stops = [r["elapsed"] for r in results if r["elapsed"] is not None and "note" not in r]
     if stops:
         met = sum(1 for s in stops if s < args.target)
-        print(f"stop time (wall): min {min(stops):.3f} s, median {statistics.median(stops):.3f} s, "
-              f"max {max(stops):.3f} s; under {args.target:g} s: {met}/{len(results)}")
+        print(
+            f"stop time (wall): min {min(stops):.3f} s, median {statistics.median(stops):.3f} s, "
+            f"max {max(stops):.3f} s; under {args.target:g} s: {met}/{len(results)}"
+        )
     else:
         print("no run was stopped by process-event-timeout")
     return 0

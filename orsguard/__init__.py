@@ -1,11 +1,11 @@
 """orsguard: run W3C SCXML state machines under the session limits of Genesys ORS 8.1.3.
 
-    import orsguard
-    doc = orsguard.load("strategy.scxml")
-    session = orsguard.Session(doc, limits=orsguard.Limits(max_microstep_count=100))
-    session.start()
-    session.send("call.arrived", {"ani": "5551234"})
-    print(session.configuration, session.final, session.termination)
+import orsguard
+doc = orsguard.load("strategy.scxml")
+session = orsguard.Session(doc, limits=orsguard.Limits(max_microstep_count=100))
+session.start()
+session.send("call.arrived", {"ani": "5551234"})
+print(session.configuration, session.final, session.termination)
 """
 
 from orsguard._core import Event, Stats, default_stats

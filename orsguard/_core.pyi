@@ -44,8 +44,18 @@ class Event:
     invokeid: Any
     data: Any
     raw: Any
-    def __init__(self, name: str | None, data: Any = None, *, type: str = "external", sendid: Any = None,
-                 origin: Any = None, origintype: Any = None, invokeid: Any = None, raw: Any = None) -> None: ...
+    def __init__(
+        self,
+        name: str | None,
+        data: Any = None,
+        *,
+        type: str = "external",
+        sendid: Any = None,
+        origin: Any = None,
+        origintype: Any = None,
+        invokeid: Any = None,
+        raw: Any = None,
+    ) -> None: ...
 
 @disjoint_base
 class Stats:
@@ -92,11 +102,24 @@ class Machine:
     def labels(self) -> list[str]: ...
     @property
     def has_invokes(self) -> bool: ...
-    def __init__(self, ids: list[str], kinds: list[int], parents: list[int], initial: list[int],
-                 trans_source: list[int], trans_targets: list[list[int]], trans_events: list[tuple[str, ...]],
-                 trans_cond: list[int], trans_internal: list[bool], trans_content: list[Any],
-                 onentry: list[list[Any]], onexit: list[list[Any]], donedata: list[Any],
-                 invokes: list[list[Any]], data_init: list[Any]) -> None: ...
+    def __init__(
+        self,
+        ids: list[str],
+        kinds: list[int],
+        parents: list[int],
+        initial: list[int],
+        trans_source: list[int],
+        trans_targets: list[list[int]],
+        trans_events: list[tuple[str, ...]],
+        trans_cond: list[int],
+        trans_internal: list[bool],
+        trans_content: list[Any],
+        onentry: list[list[Any]],
+        onexit: list[list[Any]],
+        donedata: list[Any],
+        invokes: list[list[Any]],
+        data_init: list[Any],
+    ) -> None: ...
 
 @disjoint_base
 class Peaks:
@@ -112,8 +135,15 @@ class Peaks:
     def macrostep_seconds(self) -> float: ...
     @property
     def age(self) -> float: ...
-    def __init__(self, microsteps: int = 0, state_entries: int = 0, state: str | None = None, pending: int = 0,
-                 macrostep_seconds: float = 0.0, age: float = 0.0) -> None: ...
+    def __init__(
+        self,
+        microsteps: int = 0,
+        state_entries: int = 0,
+        state: str | None = None,
+        pending: int = 0,
+        macrostep_seconds: float = 0.0,
+        age: float = 0.0,
+    ) -> None: ...
     def as_dict(self) -> dict[str, Any]: ...
 
 @disjoint_base

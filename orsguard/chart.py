@@ -31,8 +31,8 @@ class Emit:
 
     event: str
     line: int
-    internal: bool   # <raise> or <send target="#_internal">; False: a zero-delay <send> to the session itself
-    certain: bool    # not inside <if> or <foreach>
+    internal: bool  # <raise> or <send target="#_internal">; False: a zero-delay <send> to the session itself
+    certain: bool  # not inside <if> or <foreach>
 
 
 @dataclass
@@ -46,11 +46,11 @@ class State:
     line: int
     children: list[int] = field(default_factory=list)
     history_children: list[int] = field(default_factory=list)
-    transitions: list[int] = field(default_factory=list)   # selectable ones, document order
-    initial: int = -1                                      # initial / history default transition
+    transitions: list[int] = field(default_factory=list)  # selectable ones, document order
+    initial: int = -1  # initial / history default transition
     onentry: list[Emit] = field(default_factory=list)
     onexit: list[Emit] = field(default_factory=list)
-    deep: bool = False                                     # a deep <history>
+    deep: bool = False  # a deep <history>
 
 
 @dataclass
@@ -113,8 +113,9 @@ def load_chart(path: str | os.PathLike[str], *, check_expressions: bool = True) 
     document = load(path, check_expressions=check_expressions)
     with open(path, "rb") as f:
         data = f.read()
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True,
-                             remove_pis=True)
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True, remove_pis=True
+    )
     root = etree.fromstring(data, parser)
     return _Builder(path, document).build(root)
 
@@ -142,8 +143,17 @@ class _Builder:
             state = self.states[s]
             if state.kind != HISTORY:
                 for c in _children(el, "transition"):
-                    state.transitions.append(self._add(s, c, c.get("event"), c.get("cond"), c.get("target"),
-                                                       c.get("type") == "internal", initial=False))
+                    state.transitions.append(
+                        self._add(
+                            s,
+                            c,
+                            c.get("event"),
+                            c.get("cond"),
+                            c.get("target"),
+                            c.get("type") == "internal",
+                            initial=False,
+                        )
+                    )
             for block in _children(el, "onentry"):
                 state.onentry.extend(_emits(block))
             for block in _children(el, "onexit"):
@@ -164,8 +174,11 @@ class _Builder:
             i = len(self.states)
             sid = self.document.machine.ids[i]
             if name == "state":
-                has_children = any(local(g) in ("state", "parallel", "final") and g.tag.startswith(_Q)
-                                   for g in c if isinstance(g.tag, str))
+                has_children = any(
+                    local(g) in ("state", "parallel", "final") and g.tag.startswith(_Q)
+                    for g in c
+                    if isinstance(g.tag, str)
+                )
                 kind = COMPOUND if has_children else ATOMIC
             else:
                 kind = {"parallel": PARALLEL, "final": FINAL, "history": HISTORY}[name]
@@ -177,14 +190,32 @@ class _Builder:
                 self.states[index].children.append(i)
                 self._number(c, i)
 
-    def _add(self, s: int, el: etree._Element | None, event: str | None, cond: str | None, target: str | None,
-             internal: bool, *, initial: bool, line: int | None = None) -> int:
+    def _add(
+        self,
+        s: int,
+        el: etree._Element | None,
+        event: str | None,
+        cond: str | None,
+        target: str | None,
+        internal: bool,
+        *,
+        initial: bool,
+        line: int | None = None,
+    ) -> int:
         index_of = self.document.machine.index_of
         targets = [index_of[x] for x in (target or "").split() if x in index_of]
         events = tuple(event_descriptor(d) for d in (event or "").split())
-        t = Transition(len(self.transitions), s, targets, events, cond, internal,
-                       line or (sourceline(el) if el is not None else None) or self.states[s].line, initial,
-                       _emits(el) if el is not None else [])
+        t = Transition(
+            len(self.transitions),
+            s,
+            targets,
+            events,
+            cond,
+            internal,
+            line or (sourceline(el) if el is not None else None) or self.states[s].line,
+            initial,
+            _emits(el) if el is not None else [],
+        )
         self.transitions.append(t)
         return t.index
 
@@ -205,11 +236,11 @@ class _Builder:
             t = _children(initial_els[0], "transition")[0]
             state.initial = self._add(s, t, None, None, t.get("target"), False, initial=True)
         elif el.get("initial") is not None:
-            state.initial = self._add(s, None, None, None, el.get("initial"), False, initial=True,
-                                      line=sourceline(el))
+            state.initial = self._add(s, None, None, None, el.get("initial"), False, initial=True, line=sourceline(el))
         else:
-            state.initial = self._add(s, None, None, None, self._first_child(s), False, initial=True,
-                                      line=sourceline(el))
+            state.initial = self._add(
+                s, None, None, None, self._first_child(s), False, initial=True, line=sourceline(el)
+            )
 
     def _first_child(self, s: int) -> str | None:
         children = self.states[s].children
@@ -233,8 +264,11 @@ def _emits(block: etree._Element, certain: bool = True) -> list[Emit]:
             out.append(Emit(event, line, True, certain))
         elif name == "send" and event and c.get("targetexpr") is None and c.get("typeexpr") is None:
             target = c.get("target")
-            if target not in (None, "#_internal") or c.get("type") not in (None, "scxml",
-                                                                           "http://www.w3.org/TR/scxml/#SCXMLEventProcessor"):
+            if target not in (None, "#_internal") or c.get("type") not in (
+                None,
+                "scxml",
+                "http://www.w3.org/TR/scxml/#SCXMLEventProcessor",
+            ):
                 continue
             if target is None and not _zero_delay(c):
                 continue

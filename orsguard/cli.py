@@ -51,8 +51,7 @@ def _event_arg(text: str) -> tuple[str, float | None, Any]:
         try:
             seconds = float(when)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"event {name!r}: {when!r} after '@' is not a number of seconds") \
-                from None
+            raise argparse.ArgumentTypeError(f"event {name!r}: {when!r} after '@' is not a number of seconds") from None
         if not math.isfinite(seconds) or seconds < 0:
             raise argparse.ArgumentTypeError(f"event {name!r}: the time must be a finite number >= 0, got {when!r}")
     if not sep:
@@ -67,11 +66,13 @@ def limit_arg(text: str) -> tuple[str, float]:
     """``OPTION=VALUE`` -> (``Limits`` field, value); a usage error for anything ``Limits`` cannot hold."""
     option, sep, value = text.partition("=")
     option = option.strip()
-    field = _FIELD_BY_OPTION.get(option) or (option.replace("-", "_") if option.replace("-", "_") in OPTION_NAMES
-                                             else None)
+    field = _FIELD_BY_OPTION.get(option) or (
+        option.replace("-", "_") if option.replace("-", "_") in OPTION_NAMES else None
+    )
     if not sep or field is None:
         raise argparse.ArgumentTypeError(
-            f"--limit takes OPTION=VALUE with OPTION one of {', '.join(OPTION_NAMES.values())}; got {text!r}")
+            f"--limit takes OPTION=VALUE with OPTION one of {', '.join(OPTION_NAMES.values())}; got {text!r}"
+        )
     option = OPTION_NAMES[field]
     try:
         number = float(value)
@@ -85,8 +86,9 @@ def limit_arg(text: str) -> tuple[str, float]:
     except (ValueError, TypeError) as exc:
         raise argparse.ArgumentTypeError(f"--limit {exc}") from None
     if field in ("max_microstep_count", "max_state_entry_count", "max_pending_events") and number > _MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"--limit {option}: {value} is too large (at most {_MAX_COUNT}; "
-                                         f"0 = unlimited)")
+        raise argparse.ArgumentTypeError(
+            f"--limit {option}: {value} is too large (at most {_MAX_COUNT}; 0 = unlimited)"
+        )
     return field, checked
 
 
@@ -102,9 +104,15 @@ def resolve_limits(options: str | None, overrides: list[tuple[str, float]]) -> L
 
 
 def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", metavar="OPTION=VALUE", type=limit_arg, action="append", default=[],
-                        help="set an ORS limit, e.g. max-microstep-count=100 (overrides --options); "
-                             "the two times in seconds; 0 = unlimited")
+    parser.add_argument(
+        "--limit",
+        metavar="OPTION=VALUE",
+        type=limit_arg,
+        action="append",
+        default=[],
+        help="set an ORS limit, e.g. max-microstep-count=100 (overrides --options); "
+        "the two times in seconds; 0 = unlimited",
+    )
     parser.add_argument("--options", metavar="FILE", help="take the limits from an ORS options file's [scxml]")
 
 
@@ -177,7 +185,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     trace = args.trace
     try:
         session = Session(
-            doc, limits=limits, clock=clock, stats=Stats(),
+            doc,
+            limits=limits,
+            clock=clock,
+            stats=Stats(),
             on_transition=(lambda label: print(f"  transition {label}", file=say)) if trace else None,
             on_log=lambda label, value: print(f"  log {label or ''}: {value!r}", file=say),
         )
@@ -227,21 +238,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_run(sub: Any) -> None:
-    run = sub.add_parser("run", help="run one document and print its outcome and peaks",
-                         description="Run one document under the ORS limits and print how it ended and how "
-                                     "close it came to each limit.")
+    run = sub.add_parser(
+        "run",
+        help="run one document and print its outcome and peaks",
+        description="Run one document under the ORS limits and print how it ended and how close it came to each limit.",
+    )
     run.add_argument("document", help="the SCXML file")
-    run.add_argument("--event", metavar="NAME[@SECONDS][=JSON]", type=_event_arg, action="append", default=[],
-                     help="send an external event (repeatable): at the start in the order given, or at SECONDS "
-                          "after the start")
+    run.add_argument(
+        "--event",
+        metavar="NAME[@SECONDS][=JSON]",
+        type=_event_arg,
+        action="append",
+        default=[],
+        help="send an external event (repeatable): at the start in the order given, or at SECONDS after the start",
+    )
     _add_limit_arguments(run)
-    run.add_argument("--virtual-time", action="store_true",
-                     help="run timers and timed events on a virtual clock (no waiting)")
-    run.add_argument("--max-time", type=_seconds_arg, default=60.0, metavar="SECONDS",
-                     help="after the events, let timers run for this long (default 60; virtual or real)")
+    run.add_argument(
+        "--virtual-time", action="store_true", help="run timers and timed events on a virtual clock (no waiting)"
+    )
+    run.add_argument(
+        "--max-time",
+        type=_seconds_arg,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the events, let timers run for this long (default 60; virtual or real)",
+    )
     run.add_argument("--trace", action="store_true", help="also print every event and transition")
-    run.add_argument("--json", action="store_true",
-                     help="print one JSON object (final, termination, peaks, stats); <log> output goes to stderr")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (final, termination, peaks, stats); <log> output goes to stderr",
+    )
     run.set_defaults(func=_cmd_run)
 
 
@@ -270,26 +297,34 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
     if args.json:
-        json.dump({"findings": [f.as_dict() for f in findings], "errors": errors, "warnings": warnings},
-                  sys.stdout, indent=2)
+        json.dump(
+            {"findings": [f.as_dict() for f in findings], "errors": errors, "warnings": warnings}, sys.stdout, indent=2
+        )
         sys.stdout.write("\n")
     else:
         for f in findings:
             print(f)
-        print(f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)} "
-              f"in {len(args.documents)} document{'s' * (len(args.documents) != 1)}", file=sys.stderr)
+        print(
+            f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)} "
+            f"in {len(args.documents)} document{'s' * (len(args.documents) != 1)}",
+            file=sys.stderr,
+        )
     return 1 if errors or (args.strict and warnings) else 0
 
 
 def _add_lint(sub: Any) -> None:
-    lint = sub.add_parser("lint", help="find loops, unreachable states and dead transitions without running",
-                          description="Static checks: certain and possible infinite loops (eventless, or driven "
-                                      "by events the session queues itself), unreachable states, and transitions "
-                                      "an earlier one always pre-empts. Prints FILE:LINE: error|warning: message.")
+    lint = sub.add_parser(
+        "lint",
+        help="find loops, unreachable states and dead transitions without running",
+        description="Static checks: certain and possible infinite loops (eventless, or driven "
+        "by events the session queues itself), unreachable states, and transitions "
+        "an earlier one always pre-empts. Prints FILE:LINE: error|warning: message.",
+    )
     lint.add_argument("documents", nargs="+", metavar="DOC", help="SCXML files")
     lint.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    lint.add_argument("--json", action="store_true",
-                      help="print the findings as JSON (input for orsguard diagram --highlight)")
+    lint.add_argument(
+        "--json", action="store_true", help="print the findings as JSON (input for orsguard diagram --highlight)"
+    )
     lint.set_defaults(func=_cmd_lint)
 
 
@@ -330,16 +365,26 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
 def _add_diagram(sub: Any) -> None:
     from orsguard.diagram import FORMATS
 
-    diag = sub.add_parser("diagram", help="draw a document's statechart (Graphviz or Mermaid)",
-                          description="Draw the statechart: compound and parallel states as clusters, eventless "
-                                      "transitions dashed, a loop from `run --json` or `lint --json` in red.")
+    diag = sub.add_parser(
+        "diagram",
+        help="draw a document's statechart (Graphviz or Mermaid)",
+        description="Draw the statechart: compound and parallel states as clusters, eventless "
+        "transitions dashed, a loop from `run --json` or `lint --json` in red.",
+    )
     diag.add_argument("document", metavar="DOC", help="the SCXML file")
-    diag.add_argument("-o", "--output", metavar="FILE",
-                      help="write here (.svg, .png, .dot, .mmd); default: standard output")
-    diag.add_argument("--format", choices=list(FORMATS),
-                      help="output format (default: from -o's extension, else mermaid); svg and png need Graphviz")
-    diag.add_argument("--highlight", metavar="FILE.json",
-                      help="draw in red the loop of `orsguard run --json` or the loops of `orsguard lint --json`")
+    diag.add_argument(
+        "-o", "--output", metavar="FILE", help="write here (.svg, .png, .dot, .mmd); default: standard output"
+    )
+    diag.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help="output format (default: from -o's extension, else mermaid); svg and png need Graphviz",
+    )
+    diag.add_argument(
+        "--highlight",
+        metavar="FILE.json",
+        help="draw in red the loop of `orsguard run --json` or the loops of `orsguard lint --json`",
+    )
     diag.set_defaults(func=_cmd_diagram)
 
 
@@ -351,8 +396,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     limits = resolve_limits(args.options, args.limit)
     # A traffic file that cannot be read at all is a ReplayError: main() reports it, exit 1.
-    result = replay(args.traffic, args.documents, limits, margin=args.margin, drain=args.drain,
-                    progress=sys.stderr, on_problem=lambda p: print(f"orsguard: {p}", file=sys.stderr))
+    result = replay(
+        args.traffic,
+        args.documents,
+        limits,
+        margin=args.margin,
+        drain=args.drain,
+        progress=sys.stderr,
+        on_problem=lambda p: print(f"orsguard: {p}", file=sys.stderr),
+    )
     report = result.report()
     if args.report:
         try:
@@ -379,21 +431,36 @@ def _margin_arg(text: str) -> float:
 
 
 def _add_replay(sub: Any) -> None:
-    rep = sub.add_parser("replay", help="replay recorded traffic and suggest limits",
-                         description="Replay JSON-lines traffic on a virtual clock under the limits and report, per "
-                                     "document, each limit's peaks (max, p50, p99), the sessions it stopped and a "
-                                     "suggested value.")
-    rep.add_argument("traffic", metavar="TRAFFIC.jsonl",
-                     help='one JSON object a line, sorted by "t": {"t", "session", "document", "start": true, '
-                          '"data"} starts a session, {"t", "session", "event", "data"} delivers an event')
+    rep = sub.add_parser(
+        "replay",
+        help="replay recorded traffic and suggest limits",
+        description="Replay JSON-lines traffic on a virtual clock under the limits and report, per "
+        "document, each limit's peaks (max, p50, p99), the sessions it stopped and a "
+        "suggested value.",
+    )
+    rep.add_argument(
+        "traffic",
+        metavar="TRAFFIC.jsonl",
+        help='one JSON object a line, sorted by "t": {"t", "session", "document", "start": true, '
+        '"data"} starts a session, {"t", "session", "event", "data"} delivers an event',
+    )
     rep.add_argument("--documents", required=True, metavar="DIR", help="where NAME.scxml of each document lives")
     _add_limit_arguments(rep)
     rep.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     rep.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
-    rep.add_argument("--margin", type=_margin_arg, default=2.0,
-                     help="suggested limit = observed max times this, rounded up (default 2)")
-    rep.add_argument("--drain", type=_seconds_arg, default=60.0, metavar="SECONDS",
-                     help="after the last line, let timers run this many virtual seconds (default 60)")
+    rep.add_argument(
+        "--margin",
+        type=_margin_arg,
+        default=2.0,
+        help="suggested limit = observed max times this, rounded up (default 2)",
+    )
+    rep.add_argument(
+        "--drain",
+        type=_seconds_arg,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the last line, let timers run this many virtual seconds (default 60)",
+    )
     rep.set_defaults(func=_cmd_replay)
 
 
@@ -406,7 +473,8 @@ SUBCOMMANDS: list[Callable[[Any], Any]] = [_add_run, _add_lint, _add_diagram, _a
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="orsguard", description="Run W3C SCXML state machines under the session limits of Genesys ORS 8.1.3.")
+        prog="orsguard", description="Run W3C SCXML state machines under the session limits of Genesys ORS 8.1.3."
+    )
     parser.add_argument("--version", action="version", version=f"orsguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:

@@ -42,13 +42,19 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="options_command", metavar="COMMAND", required=True)
     check_parser = _add_command(
-        sub, "check", _cmd_check, "report problems, one per line",
+        sub,
+        "check",
+        _cmd_check,
+        "report problems, one per line",
         "Report each problem as FILE:LINE: section/option: severity: message. "
         "Exit 1 when there is an error; warnings and notes do not fail.",
     )
     check_parser.add_argument("-q", "--quiet", action="store_true", help="leave out notes about unknown options")
     migrate_parser = _add_command(
-        sub, "migrate", _cmd_migrate, "migrate an 8.1.2 export to 8.1.3",
+        sub,
+        "migrate",
+        _cmd_migrate,
+        "migrate an 8.1.2 export to 8.1.3",
         "Delete section cluster and orchestration/mcr-pull-by-msn-only, keep every "
         "other line byte for byte. FILE is never changed unless --in-place is given, and then "
         "the original is kept as FILE.bak for rollback.",
@@ -57,7 +63,10 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     target.add_argument("-o", "--output", metavar="OUT", help="write the migrated file to OUT ('-': stdout)")
     target.add_argument("--in-place", action="store_true", help="rewrite FILE, keeping the original as FILE.bak")
     _add_command(
-        sub, "show", _cmd_show, "show effective values",
+        sub,
+        "show",
+        _cmd_show,
+        "show effective values",
         "Show each option's effective value and where it comes from: the "
         "file's line, the default, or an ORSGUARD_SCXML_* environment variable.",
     )
@@ -171,8 +180,7 @@ def _plan(args: argparse.Namespace) -> tuple[str, str] | None:
         _not_written(exc, args.output, args.file)
         return None
     if how == "replace" and os.path.exists(target) and os.path.samefile(target, args.file):
-        _err(f"{args.output} is the input file; use --in-place to rewrite it (keeps {args.file}.bak). "
-             "Nothing written.")
+        _err(f"{args.output} is the input file; use --in-place to rewrite it (keeps {args.file}.bak). Nothing written.")
         return None
     return how, target
 

@@ -239,8 +239,9 @@ class RealClock(_HeapClock):
         """Wait ``seconds``, running the timers as they fall due."""
         self.run_until(self.now() + seconds)
 
-    def run_until(self, deadline: float, stop: Callable[[], bool] = _never, *,
-                  wait: Callable[[float], object] = time.sleep) -> None:
+    def run_until(
+        self, deadline: float, stop: Callable[[], bool] = _never, *, wait: Callable[[float], object] = time.sleep
+    ) -> None:
         """Sleep from timer to timer until ``deadline`` or until ``stop()`` is true.
 
         ``wait(seconds)`` does the sleeping: a transport passes one that returns
@@ -292,5 +293,7 @@ class AsyncioClock:
         """Nothing to do: the event loop runs what is due as soon as the caller returns to it."""
 
 
-_LOOP_TIME = ("{} needs a VirtualClock or the default real clock: on an AsyncioClock time passes and timers "
-              "run while the asyncio loop runs (await asyncio.sleep(...))")
+_LOOP_TIME = (
+    "{} needs a VirtualClock or the default real clock: on an AsyncioClock time passes and timers "
+    "run while the asyncio loop runs (await asyncio.sleep(...))"
+)

@@ -51,13 +51,18 @@ class DocumentCoverage:
         return {
             "document": self.name,
             "sessions": self.sessions,
-            "states": {"entered": self.states_entered, "total": len(self.states),
-                       "percent": _percent(self.states_entered, len(self.states)),
-                       "counts": dict(zip(self.states, self.entered, strict=True))},
-            "transitions": {"taken": self.transitions_taken, "total": len(self.transitions),
-                            "percent": _percent(self.transitions_taken, len(self.transitions)),
-                            "counts": [{"transition": t, "taken": c}
-                                       for t, c in zip(self.transitions, self.taken, strict=True)]},
+            "states": {
+                "entered": self.states_entered,
+                "total": len(self.states),
+                "percent": _percent(self.states_entered, len(self.states)),
+                "counts": dict(zip(self.states, self.entered, strict=True)),
+            },
+            "transitions": {
+                "taken": self.transitions_taken,
+                "total": len(self.transitions),
+                "percent": _percent(self.transitions_taken, len(self.transitions)),
+                "counts": [{"transition": t, "taken": c} for t, c in zip(self.transitions, self.taken, strict=True)],
+            },
             "never_entered": self.never_entered(),
             "never_taken": self.never_taken(),
         }
@@ -127,11 +132,13 @@ class Coverage:
         lines = []
         for key in sorted(self.documents):
             d = self.documents[key]
-            lines.append(f"{key}: states {d.states_entered}/{len(d.states)} "
-                         f"({_percent(d.states_entered, len(d.states))}%), transitions "
-                         f"{d.transitions_taken}/{len(d.transitions)} "
-                         f"({_percent(d.transitions_taken, len(d.transitions))}%), {d.sessions} "
-                         + ("session" if d.sessions == 1 else "sessions"))
+            lines.append(
+                f"{key}: states {d.states_entered}/{len(d.states)} "
+                f"({_percent(d.states_entered, len(d.states))}%), transitions "
+                f"{d.transitions_taken}/{len(d.transitions)} "
+                f"({_percent(d.transitions_taken, len(d.transitions))}%), {d.sessions} "
+                + ("session" if d.sessions == 1 else "sessions")
+            )
             if d.never_entered():
                 lines.append("  never entered: " + ", ".join(d.never_entered()))
             for t in d.never_taken():
@@ -149,24 +156,29 @@ class Coverage:
     def write_html(self, path: str) -> None:
         """One page: a summary table, then per document the states and transitions with their counts."""
         e = html.escape
-        out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>SCXML coverage</title>',
-               "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
-               ".miss{background:#fdd}</style></head><body><h1>SCXML coverage</h1>",
-               "<table><tr><th>document</th><th>states</th><th>transitions</th><th>sessions</th></tr>"]
+        out = [
+            "<!DOCTYPE html>",
+            '<html><head><meta charset="utf-8"><title>SCXML coverage</title>',
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
+            ".miss{background:#fdd}</style></head><body><h1>SCXML coverage</h1>",
+            "<table><tr><th>document</th><th>states</th><th>transitions</th><th>sessions</th></tr>",
+        ]
         docs = [self.documents[k] for k in sorted(self.documents)]
         for d in docs:
-            out.append(f"<tr><td>{e(d.name)}</td><td>{d.states_entered}/{len(d.states)} "
-                       f"({_percent(d.states_entered, len(d.states))}%)</td><td>{d.transitions_taken}/"
-                       f"{len(d.transitions)} ({_percent(d.transitions_taken, len(d.transitions))}%)</td>"
-                       f"<td>{d.sessions}</td></tr>")
+            out.append(
+                f"<tr><td>{e(d.name)}</td><td>{d.states_entered}/{len(d.states)} "
+                f"({_percent(d.states_entered, len(d.states))}%)</td><td>{d.transitions_taken}/"
+                f"{len(d.transitions)} ({_percent(d.transitions_taken, len(d.transitions))}%)</td>"
+                f"<td>{d.sessions}</td></tr>"
+            )
         out.append("</table>")
         for d in docs:
             out.append(f"<h2>{e(d.name)}</h2><table><tr><th>state</th><th>entries</th></tr>")
             for s, c in zip(d.states, d.entered, strict=True):
-                out.append(f'<tr{" class=miss" if not c else ""}><td>{e(s)}</td><td>{c}</td></tr>')
+                out.append(f"<tr{' class=miss' if not c else ''}><td>{e(s)}</td><td>{c}</td></tr>")
             out.append("</table><table><tr><th>transition</th><th>taken</th></tr>")
             for t, c in zip(d.transitions, d.taken, strict=True):
-                out.append(f'<tr{" class=miss" if not c else ""}><td>{e(t)}</td><td>{c}</td></tr>')
+                out.append(f"<tr{' class=miss' if not c else ''}><td>{e(t)}</td><td>{c}</td></tr>")
             out.append("</table>")
         out.append("</body></html>")
         with open(path, "w", encoding="utf-8") as f:

@@ -50,9 +50,9 @@ def trail_loop(trail: list[str]) -> list[str]:
     """The cycle the end of a trail repeats (at least twice), else the whole trail."""
     n = len(trail)
     for period in range(1, n // 2 + 1):
-        tail = trail[n - 2 * period:]
+        tail = trail[n - 2 * period :]
         if tail[:period] == tail[period:]:
-            return trail[n - period:]
+            return trail[n - period :]
     return list(trail)
 
 
@@ -66,8 +66,13 @@ def highlight_labels(data: object, document_path: str | None = None) -> list[str
         return []
     if isinstance(data, dict) and isinstance(data.get("findings"), list):
         findings = [f for f in data["findings"] if isinstance(f, dict)]
-        mine = [f for f in findings if document_path is not None and isinstance(f.get("file"), str)
-                and os.path.abspath(f["file"]) == os.path.abspath(document_path)]
+        mine = [
+            f
+            for f in findings
+            if document_path is not None
+            and isinstance(f.get("file"), str)
+            and os.path.abspath(f["file"]) == os.path.abspath(document_path)
+        ]
         out: list[str] = []
         for f in mine or findings:
             if isinstance(f.get("transitions"), list) and str(f.get("check", "")).endswith("loop"):
@@ -120,7 +125,7 @@ def to_dot(chart: Chart, highlight: Iterable[str] = ()) -> str:
     lines = [
         "digraph statechart {",
         "  compound=true; rankdir=LR; newrank=true; nodesep=0.5; ranksep=0.9;",
-        f"  label={_q(name)}; labelloc=t; fontname=\"Helvetica\";",
+        f'  label={_q(name)}; labelloc=t; fontname="Helvetica";',
         '  node [fontname="Helvetica", fontsize=11]; edge [fontname="Helvetica", fontsize=9];',
         '  s0_init [shape=point, width=0.15, label=""];',
     ]
@@ -131,15 +136,17 @@ def to_dot(chart: Chart, highlight: Iterable[str] = ()) -> str:
 
     def emit(s: int, indent: str) -> None:
         state = chart.states[s]
-        red = ", color=\"" + RED + "\", fontcolor=\"" + RED + "\", penwidth=2" if s in on_loop else ""
+        red = ', color="' + RED + '", fontcolor="' + RED + '", penwidth=2' if s in on_loop else ""
         if state.kind in (COMPOUND, PARALLEL):
             lines.append(f"{indent}subgraph cluster_{s} {{")
             style = "dashed,rounded" if state.kind == PARALLEL else "rounded"
             tag = " (parallel)" if state.kind == PARALLEL else ""
-            lines.append(f"{indent}  label={_q(state.id + tag)}; style=\"{style}\";"
-                         + (f" color=\"{RED}\"; fontcolor=\"{RED}\";" if s in on_loop else ""))
+            lines.append(
+                f'{indent}  label={_q(state.id + tag)}; style="{style}";'
+                + (f' color="{RED}"; fontcolor="{RED}";' if s in on_loop else "")
+            )
             shape = "point" if state.kind == COMPOUND else "point, style=invis"
-            lines.append(f"{indent}  s{s}_init [shape={shape}, width=0.1, label=\"\"];")
+            lines.append(f'{indent}  s{s}_init [shape={shape}, width=0.1, label=""];')
             for c in state.history_children + state.children:
                 emit(c, indent + "  ")
             lines.append(f"{indent}}}")
@@ -147,9 +154,9 @@ def to_dot(chart: Chart, highlight: Iterable[str] = ()) -> str:
             mark = "H*" if state.deep else "H"
             lines.append(f"{indent}s{s} [shape=circle, width=0.3, label={_q(mark)}, tooltip={_q(state.id)}{red}];")
         elif state.kind == FINAL:
-            lines.append(f"{indent}s{s} [shape=box, style=\"rounded\", peripheries=2, label={_q(state.id)}{red}];")
+            lines.append(f'{indent}s{s} [shape=box, style="rounded", peripheries=2, label={_q(state.id)}{red}];')
         else:
-            lines.append(f"{indent}s{s} [shape=box, style=\"rounded\", label={_q(state.id)}{red}];")
+            lines.append(f'{indent}s{s} [shape=box, style="rounded", label={_q(state.id)}{red}];')
 
     for c in chart.states[0].children:
         emit(c, "  ")
@@ -171,8 +178,12 @@ def to_dot(chart: Chart, highlight: Iterable[str] = ()) -> str:
                 continue
             edge = list(attrs)
             # Clip at a cluster's border only when the other end lies outside that cluster.
-            if (not t.initial and chart.states[t.source].kind in clustered and x != t.source
-                    and not chart.is_descendant(x, t.source)):
+            if (
+                not t.initial
+                and chart.states[t.source].kind in clustered
+                and x != t.source
+                and not chart.is_descendant(x, t.source)
+            ):
                 edge.append(f"ltail=cluster_{t.source}")
             if chart.states[x].kind in clustered and x != t.source and not chart.is_descendant(t.source, x):
                 edge.append(f"lhead=cluster_{x}")
@@ -192,8 +203,9 @@ def _m(text: str) -> str:
 def to_mermaid(chart: Chart, highlight: Iterable[str] = ()) -> str:
     """The chart as a Mermaid ``stateDiagram-v2``; states on a highlighted loop get the class ``loop``."""
     marked = _marked(chart, highlight)
-    on_loop = sorted({chart.transitions[t].source for t in marked}
-                     | {x for t in marked for x in chart.transitions[t].targets})
+    on_loop = sorted(
+        {chart.transitions[t].source for t in marked} | {x for t in marked for x in chart.transitions[t].targets}
+    )
     lines = ["stateDiagram-v2"]
 
     def ref(s: int) -> str:
@@ -243,12 +255,19 @@ def render(dot_text: str, fmt: str) -> bytes:
     """Run Graphviz ``dot`` to turn DOT text into SVG or PNG bytes."""
     exe = shutil.which("dot")
     if exe is None:
-        raise DiagramError("SVG and PNG need Graphviz's `dot` program (Debian: apt-get install graphviz); "
-                           "--format dot or mermaid print text without it")
+        raise DiagramError(
+            "SVG and PNG need Graphviz's `dot` program (Debian: apt-get install graphviz); "
+            "--format dot or mermaid print text without it"
+        )
     try:
         extra = ["-Gdpi=120"] if fmt == "png" else []
-        done = subprocess.run([exe, f"-T{FORMATS[fmt]}", *extra], input=dot_text.encode("utf-8"), capture_output=True,
-                              timeout=120, check=False)
+        done = subprocess.run(
+            [exe, f"-T{FORMATS[fmt]}", *extra],
+            input=dot_text.encode("utf-8"),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise DiagramError("Graphviz took more than 120 s to lay the chart out") from None
     if done.returncode != 0:
@@ -265,4 +284,3 @@ def diagram(chart: Chart, fmt: str, highlight: Iterable[str] = ()) -> bytes:
     if fmt == "dot":
         return text.encode("utf-8")
     return render(text, fmt)
-

@@ -54,8 +54,18 @@ _XML_ENCODING = re.compile(r"""^(\ufeff?\s*<\?xml\s[^>]*?\bencoding\s*=\s*)(["']
 _STATE_TAGS = {"state", "parallel", "final", "history", "initial"}
 _CHILDREN = {
     "scxml": {"state", "parallel", "final", "datamodel", "script"},
-    "state": {"onentry", "onexit", "transition", "initial", "state", "parallel", "final", "history",
-              "datamodel", "invoke"},
+    "state": {
+        "onentry",
+        "onexit",
+        "transition",
+        "initial",
+        "state",
+        "parallel",
+        "final",
+        "history",
+        "datamodel",
+        "invoke",
+    },
     "parallel": {"onentry", "onexit", "transition", "state", "parallel", "history", "datamodel", "invoke"},
     "final": {"onentry", "onexit", "donedata"},
     "history": {"transition"},
@@ -66,8 +76,15 @@ _CHILDREN = {
 def _parser() -> etree.XMLParser:
     # No DTD loading, no entity expansion, no network: a document cannot read
     # local files through entities or blow up through nested entity definitions.
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-                           huge_tree=False, remove_comments=True, remove_pis=True)
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
 
 
 @dataclass
@@ -177,8 +194,13 @@ class DocumentModel:
 #: Largest file load() reads, for a document and for every ``src`` it names.
 MAX_FILE_BYTES = 8 << 20
 
-def load(source: str | bytes | os.PathLike[str], *, check_expressions: bool = True,
-         roots: Iterable[str | os.PathLike[str]] | None = None) -> Document:
+
+def load(
+    source: str | bytes | os.PathLike[str],
+    *,
+    check_expressions: bool = True,
+    roots: Iterable[str | os.PathLike[str]] | None = None,
+) -> Document:
     """Load an SCXML document from a path or from SCXML text.
 
     How ``source`` is read: an ``os.PathLike`` is a path and ``bytes`` are
@@ -201,8 +223,12 @@ def load(source: str | bytes | os.PathLike[str], *, check_expressions: bool = Tr
     return load_file(source, check_expressions=check_expressions, roots=roots)
 
 
-def load_file(path: str | os.PathLike[str], *, check_expressions: bool = True,
-              roots: Iterable[str | os.PathLike[str]] | None = None) -> Document:
+def load_file(
+    path: str | os.PathLike[str],
+    *,
+    check_expressions: bool = True,
+    roots: Iterable[str | os.PathLike[str]] | None = None,
+) -> Document:
     """Load the SCXML document in the file ``path``.
 
     ``src`` attributes in it (``<data>``, ``<script>``, ``<invoke>``, and
@@ -225,8 +251,13 @@ def load_file(path: str | os.PathLike[str], *, check_expressions: bool = True,
     return _Loader(name, check_expressions, base, allowed).load_bytes(data)
 
 
-def load_string(text: str | bytes, *, base: str | os.PathLike[str] | None = None, check_expressions: bool = True,
-                roots: Iterable[str | os.PathLike[str]] | None = None) -> Document:
+def load_string(
+    text: str | bytes,
+    *,
+    base: str | os.PathLike[str] | None = None,
+    check_expressions: bool = True,
+    roots: Iterable[str | os.PathLike[str]] | None = None,
+) -> Document:
     """Load a document from SCXML text (``str``, or ``bytes`` in the encoding its XML declaration names).
 
     Text has no directory of its own: relative ``src`` attributes resolve against
@@ -339,8 +370,7 @@ class _Loader:
             raise
         except (ValueError, TypeError, LookupError, RecursionError, MemoryError, etree.LxmlError) as exc:
             # The contract of load() is DocumentError and nothing else, whatever the text.
-            raise DocumentError(f"cannot load the document: {type(exc).__name__}: {exc}",
-                                file=self.path) from None
+            raise DocumentError(f"cannot load the document: {type(exc).__name__}: {exc}", file=self.path) from None
 
     def _load_bytes(self, data: bytes) -> Document:
         try:
@@ -348,13 +378,15 @@ class _Loader:
         except etree.XMLSyntaxError as exc:
             line, column = exc.position if exc.position else (None, None)
             message = re.sub(r", line \d+, column \d+$", "", exc.msg or "")
-            raise DocumentError(f"malformed XML: {message}", file=self.path, line=line or None,
-                                column=column or None) from None
+            raise DocumentError(
+                f"malformed XML: {message}", file=self.path, line=line or None, column=column or None
+            ) from None
         if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
             at = data.find(b"<!DOCTYPE")
             doctype_line = data.count(b"\n", 0, at) + 1 if at >= 0 else None
-            raise DocumentError("DOCTYPE declarations are not allowed in SCXML documents", file=self.path,
-                                line=doctype_line)
+            raise DocumentError(
+                "DOCTYPE declarations are not allowed in SCXML documents", file=self.path, line=doctype_line
+            )
         doc = self.compile(tree.getroot())
         doc.source = data
         return doc
@@ -369,8 +401,9 @@ class _Loader:
         except UnicodeDecodeError:
             self.fail(el, f"'src' {src!r} is not UTF-8 text")
 
-    def check(self, kind: str, text: str, el: etree._Element, *, location: str | None = None,
-              extra: tuple[str, ...] = ()) -> None:
+    def check(
+        self, kind: str, text: str, el: etree._Element, *, location: str | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         """Refuse ``el`` when its datamodel refuses the expression (see :meth:`Datamodel.check`)."""
         problem = self.dm_class.check(kind, text, location, extra, defer=not self.check_expressions)
         if problem is not None:
@@ -406,8 +439,7 @@ class _Loader:
             self.fail(root, f"unsupported SCXML version {version!r} (expected 1.0)")
         datamodel = root.get("datamodel", "ecmascript")
         if datamodel not in DATAMODELS:
-            self.fail(root, f"unknown datamodel {datamodel!r} "
-                            f"(orsguard supports: {', '.join(sorted(DATAMODELS))})")
+            self.fail(root, f"unknown datamodel {datamodel!r} (orsguard supports: {', '.join(sorted(DATAMODELS))})")
         self.dm_class = datamodel_class(datamodel)
         binding = root.get("binding", "early")
         if binding not in ("early", "late"):
@@ -420,8 +452,9 @@ class _Loader:
         self._number_children(root, 0, states, {})
         return states
 
-    def _number_children(self, el: etree._Element, index: int, states: list[StateModel],
-                         seen: dict[str, etree._Element]) -> None:
+    def _number_children(
+        self, el: etree._Element, index: int, states: list[StateModel], seen: dict[str, etree._Element]
+    ) -> None:
         parent_name = local(el)
         allowed = _CHILDREN[parent_name]
         for c in el:
@@ -457,8 +490,9 @@ class _Loader:
             return KIND_FINAL
         if name == "parallel":
             return KIND_PARALLEL
-        has_children = any(isinstance(g.tag, str) and local(g) in ("state", "parallel", "final")
-                           and g.tag.startswith(_Q) for g in el)
+        has_children = any(
+            isinstance(g.tag, str) and local(g) in ("state", "parallel", "final") and g.tag.startswith(_Q) for g in el
+        )
         return KIND_COMPOUND if has_children else KIND_ATOMIC
 
     def _read_children(self, state: StateModel) -> None:
@@ -519,16 +553,22 @@ class _Loader:
             child, a = t, states[t].parent
             while a >= 0:
                 if a in wanted:
-                    self.fail(el, f"target {states[t].id!r} is inside target {states[a].id!r}: "
-                                  "no target may contain another (spec 3.11)")
+                    self.fail(
+                        el,
+                        f"target {states[t].id!r} is inside target {states[a].id!r}: "
+                        "no target may contain another (spec 3.11)",
+                    )
                 seen = via.get(a)
                 if seen is None:
                     via[a] = (child, t)
                 else:
                     if seen[0] != child and states[a].kind != KIND_PARALLEL:
-                        self.fail(el, f"targets {states[seen[1]].id!r} and {states[t].id!r} cannot be active "
-                                      f"together: only one child of {self._name(a)} is active at a time "
-                                      "(spec 3.11)")
+                        self.fail(
+                            el,
+                            f"targets {states[seen[1]].id!r} and {states[t].id!r} cannot be active "
+                            f"together: only one child of {self._name(a)} is active at a time "
+                            "(spec 3.11)",
+                        )
                     break
                 child, a = a, states[a].parent
 
@@ -541,8 +581,12 @@ class _Loader:
         if state.kind in (KIND_COMPOUND, KIND_ROOT):
             return self._initial_transition(state)
         if state.element.get("initial") is not None:
-            self.fail(state.element, "'initial' is only allowed on a compound <state> or <scxml>"
-                      if state.kind != KIND_ATOMIC else "'initial' names a child but this state has no child states")
+            self.fail(
+                state.element,
+                "'initial' is only allowed on a compound <state> or <scxml>"
+                if state.kind != KIND_ATOMIC
+                else "'initial' names a child but this state has no child states",
+            )
         return None
 
     def _history_default(self, state: StateModel) -> TransitionModel:
@@ -558,8 +602,9 @@ class _Loader:
             self.fail(el, "the default transition of a <history> needs a 'target'")
         outside = self._outside(targets, parent)
         if outside is not None:
-            self.fail(el, f"history default target {self.states[outside].id!r} is not inside "
-                          f"{self.states[parent].id!r}")
+            self.fail(
+                el, f"history default target {self.states[outside].id!r} is not inside {self.states[parent].id!r}"
+            )
         return TransitionModel(state.index, targets, content=self.compiler.block(el))
 
     def _initial_transition(self, state: StateModel) -> TransitionModel:
@@ -668,17 +713,20 @@ class _Loader:
 
                 def content_expr(session: ExecutionContext, ck: int = ck) -> Any:
                     return session.dm.value(ck)
+
                 content = content_expr
             elif scxml_children:
                 if scxml_children[0].tag != _Q + "scxml":
                     self.fail(scxml_children[0], "inline <invoke> content must be an <scxml> document")
-                inline = _Loader(self.path, self.check_expressions, self.base_dir,
-                                 self.roots).compile(scxml_children[0])
+                inline = _Loader(self.path, self.check_expressions, self.base_dir, self.roots).compile(
+                    scxml_children[0]
+                )
             else:
                 text = content_el.text or ""
 
                 def content_text(session: ExecutionContext, text: str = text) -> Any:
                     return text
+
                 content = content_text
         finalize_el = _children(el, "finalize")
         if len(finalize_el) > 1:
@@ -723,18 +771,37 @@ class _Loader:
                 initial[state.index] = len(transitions)
                 transitions.append(state.initial)
         machine = Machine(
-            [s.id for s in states], [s.kind for s in states], [s.parent for s in states], initial,
-            [t.source for t in transitions], [t.targets for t in transitions], [t.events for t in transitions],
-            [t.cond for t in transitions], [t.internal for t in transitions], [t.content for t in transitions],
-            [s.onentry for s in states], [s.onexit for s in states], [s.donedata for s in states],
-            [s.invokes for s in states], _data_init(model),
+            [s.id for s in states],
+            [s.kind for s in states],
+            [s.parent for s in states],
+            initial,
+            [t.source for t in transitions],
+            [t.targets for t in transitions],
+            [t.events for t in transitions],
+            [t.cond for t in transitions],
+            [t.internal for t in transitions],
+            [t.content for t in transitions],
+            [s.onentry for s in states],
+            [s.onexit for s in states],
+            [s.donedata for s in states],
+            [s.invokes for s in states],
+            _data_init(model),
         )
         # Setters for every top-level data id, so that invoke parameters and a
         # host's start data can override them without touching the table later.
         setters = {d.id: model.expressions.add("setter", "", location=d.id) for d in states[0].data}
         data_ids = [d.id for s in states for d in s.data]
-        return Document(model.name, model.datamodel, model.binding, machine, model.expressions, data_ids,
-                        self.path, data_setters=setters, roots=self.roots)
+        return Document(
+            model.name,
+            model.datamodel,
+            model.binding,
+            machine,
+            model.expressions,
+            data_ids,
+            self.path,
+            data_setters=setters,
+            roots=self.roots,
+        )
 
 
 def _children(el: etree._Element, name: str) -> list[etree._Element]:

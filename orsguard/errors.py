@@ -24,8 +24,15 @@ class DocumentError(OrsguardError):
     (None when unknown), ``message`` the reason without the location.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 column: int | None = None, element: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        element: str | None = None,
+    ) -> None:
         self.message = message
         self.file = file
         self.line = line

@@ -56,7 +56,7 @@ def local(el: etree._Element) -> str:
     tag = el.tag
     if not isinstance(tag, str):
         return ""
-    return tag[len(_Q):] if tag.startswith(_Q) else tag
+    return tag[len(_Q) :] if tag.startswith(_Q) else tag
 
 
 def sourceline(el: etree._Element) -> int | None:
@@ -130,6 +130,7 @@ def assignment(k: int, at: Where, value: Any = _EXPR) -> Item:
 
     ``<assign>`` and ``<data>`` share it; a failure is located at ``at``.
     """
+
     def assign(session: ExecutionContext) -> None:
         try:
             if value is _EXPR:
@@ -151,17 +152,23 @@ class Compiler:
     ``load_src(element, src)`` reads a ``src`` resource relative to the document.
     """
 
-    def __init__(self, exprs: Expressions, fail: Callable[[etree._Element | None, str], NoReturn],
-                 check: Callable[..., None],
-                 load_src: Callable[[etree._Element, str], str], json_content: bool) -> None:
+    def __init__(
+        self,
+        exprs: Expressions,
+        fail: Callable[[etree._Element | None, str], NoReturn],
+        check: Callable[..., None],
+        load_src: Callable[[etree._Element, str], str],
+        json_content: bool,
+    ) -> None:
         self.exprs = exprs
         self.fail = fail
         self.check = check
         self.load_src = load_src
         self.json_content = json_content
 
-    def expr(self, kind: str, text: str, el: etree._Element, *, location: str | None = None,
-             extra: tuple[str, ...] = ()) -> int:
+    def expr(
+        self, kind: str, text: str, el: etree._Element, *, location: str | None = None, extra: tuple[str, ...] = ()
+    ) -> int:
         self.check(kind, text, el, location=location, extra=extra)
         return self.exprs.add(kind, text, line=sourceline(el), location=location, extra=extra)
 
@@ -276,8 +283,9 @@ class Compiler:
                 item = self.item(c)
                 if item is not None:
                     branches[-1][1].append(item)
-        compiled = tuple((k, run_items(items) if items else None, at)
-                         for (k, items), at in zip(branches, places, strict=True))
+        compiled = tuple(
+            (k, run_items(items) if items else None, at) for (k, items), at in zip(branches, places, strict=True)
+        )
 
         def if_(session: ExecutionContext) -> None:
             dm = session.dm

@@ -30,8 +30,8 @@ class Finding:
 
     file: str
     line: int
-    severity: str        # "error" or "warning"
-    check: str           # "eventless-loop", "event-loop", "unreachable", "shadowed", "document"
+    severity: str  # "error" or "warning"
+    check: str  # "eventless-loop", "event-loop", "unreachable", "shadowed", "document"
     message: str
     option: str | None = None
     transitions: list[str] = field(default_factory=list)
@@ -42,9 +42,16 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of all fields."""
-        return {"file": self.file, "line": self.line, "severity": self.severity, "check": self.check,
-                "message": self.message, "option": self.option, "transitions": list(self.transitions),
-                "states": list(self.states)}
+        return {
+            "file": self.file,
+            "line": self.line,
+            "severity": self.severity,
+            "check": self.check,
+            "message": self.message,
+            "option": self.option,
+            "transitions": list(self.transitions),
+            "states": list(self.states),
+        }
 
 
 def lint_file(path: str | os.PathLike[str], *, check_expressions: bool = True) -> list[Finding]:
@@ -87,11 +94,20 @@ def _shadowed(chart: Chart) -> dict[int, tuple[int, Finding]]:
             for w in trans[:i]:
                 if w.cond is None and w.index not in out and _covers(w.events, t.events):
                     what = f"event {' '.join(t.events)!r}" if t.events else "eventless"
-                    out[t.index] = (w.index, Finding(
-                        chart.path, t.line, "warning", "shadowed",
-                        f"transition {t.label} ({what}) can never be taken: the transition on line {w.line} "
-                        f"in the same state has the same {'event' if t.events else 'trigger'} and no cond, "
-                        f"so it always wins", transitions=[t.label], states=[chart.name(state.index)]))
+                    out[t.index] = (
+                        w.index,
+                        Finding(
+                            chart.path,
+                            t.line,
+                            "warning",
+                            "shadowed",
+                            f"transition {t.label} ({what}) can never be taken: the transition on line {w.line} "
+                            f"in the same state has the same {'event' if t.events else 'trigger'} and no cond, "
+                            f"so it always wins",
+                            transitions=[t.label],
+                            states=[chart.name(state.index)],
+                        ),
+                    )
                     break
     return out
 
@@ -132,7 +148,7 @@ def _unreachable(chart: Chart, dead: set[int]) -> list[Finding]:
                 stack.append(y)
                 state = chart.states[y]
                 if state.kind == PARALLEL:
-                    todo.extend(state.children)   # regions the target is not in start by default
+                    todo.extend(state.children)  # regions the target is not in start by default
                 elif state.kind == HISTORY:
                     # A history state restores a child its parent had before (shallow) or any descendant (deep).
                     todo.extend(c for c in chart.states[state.parent].children if c in reached)
@@ -158,9 +174,16 @@ def _unreachable(chart: Chart, dead: set[int]) -> list[Finding]:
     for state in chart.states[1:]:
         # A history state is a pseudo-state; what matters is whether the states it restores are reachable.
         if state.index not in reached and state.kind != HISTORY and chart.states[state.parent].index in reached:
-            out.append(Finding(chart.path, state.line, "warning", "unreachable",
-                               f"state {state.id!r} can never be entered: no transition or initial leads to it",
-                               states=[state.id]))
+            out.append(
+                Finding(
+                    chart.path,
+                    state.line,
+                    "warning",
+                    "unreachable",
+                    f"state {state.id!r} can never be entered: no transition or initial leads to it",
+                    states=[state.id],
+                )
+            )
     return out
 
 
@@ -169,8 +192,8 @@ def _unreachable(chart: Chart, dead: set[int]) -> list[Finding]:
 
 @dataclass
 class _Step:
-    after: set[int]                 # states active right after the transition (as far as it decides)
-    leaves: list[int]               # the deepest states it enters (empty for a targetless transition)
+    after: set[int]  # states active right after the transition (as far as it decides)
+    leaves: list[int]  # the deepest states it enters (empty for a targetless transition)
     emits: list[Emit]
 
 
@@ -208,8 +231,11 @@ def _step(chart: Chart, t: Transition) -> _Step:
     after = set(entered)
     for s in entered:
         after.update(chart.ancestors(s))
-    leaves = [s for s in entered if not any(c in entered for c in chart.states[s].children)
-              and chart.states[s].kind != HISTORY]
+    leaves = [
+        s
+        for s in entered
+        if not any(c in entered for c in chart.states[s].children) and chart.states[s].kind != HISTORY
+    ]
     return _Step(after, leaves, emits)
 
 
@@ -221,8 +247,11 @@ def _preempted(chart: Chart, step: _Step, t2: Transition, dead: set[int]) -> boo
         if leaf == t2.source or not chart.is_descendant(leaf, t2.source):
             return False
         below = [leaf] + [a for a in chart.ancestors(leaf) if chart.is_descendant(a, t2.source)]
-        if not any(chart.transitions[x].cond is None and not chart.transitions[x].events and x not in dead
-                   for s in below for x in chart.states[s].transitions):
+        if not any(
+            chart.transitions[x].cond is None and not chart.transitions[x].events and x not in dead
+            for s in below
+            for x in chart.states[s].transitions
+        ):
             return False
     return True
 
@@ -265,14 +294,16 @@ def _loops(chart: Chart, dead: set[int]) -> list[Finding]:
     return findings
 
 
-def _loop_finding(chart: Chart, cycle: list[int], edges: dict[int, list[tuple[int, bool, bool]]],
-                  severity: str) -> Finding:
+def _loop_finding(
+    chart: Chart, cycle: list[int], edges: dict[int, list[tuple[int, bool, bool]]], severity: str
+) -> Finding:
     trans = [chart.transitions[t] for t in cycle]
     # Start the loop at its first transition in the document, so the message reads in file order.
     first = min(range(len(trans)), key=lambda i: trans[i].line)
     trans = trans[first:] + trans[:first]
-    external = any(ext for i, t in enumerate(trans) for v, _, ext in edges[t.index]
-                   if v == trans[(i + 1) % len(trans)].index)
+    external = any(
+        ext for i, t in enumerate(trans) for v, _, ext in edges[t.index] if v == trans[(i + 1) % len(trans)].index
+    )
     eventless = all(not t.events for t in trans)
     path = _path(chart, trans)
     lines = ("lines " if len(trans) > 1 else "line ") + _some([str(t.line) for t in trans])
@@ -285,20 +316,27 @@ def _loop_finding(chart: Chart, cycle: list[int], edges: dict[int, list[tuple[in
         # macrostep: max-microstep-count restarts every lap, the entry count and the timeout do not.
         enters = any(t.targets for t in trans)
         option = "max-state-entry-count" if enters else "process-event-timeout"
-        why = ("each lap is a new macrostep (a zero-delay <send> to the session itself), so "
-               + ("max-state-entry-count (or process-event-timeout, whichever comes first) stops it at run time"
-                  if enters else "only process-event-timeout stops it at run time"))
+        why = "each lap is a new macrostep (a zero-delay <send> to the session itself), so " + (
+            "max-state-entry-count (or process-event-timeout, whichever comes first) stops it at run time"
+            if enters
+            else "only process-event-timeout stops it at run time"
+        )
     else:
         option = "max-microstep-count"
         why = "max-microstep-count stops it at run time"
     kind = "eventless loop" if eventless else "loop driven by events the session queues itself"
     if severity == "error":
-        escapes = [chart.transitions[x] for t in trans for x in chart.states[t.source].transitions
-                   if x < t.index and chart.transitions[x].cond is not None]
+        escapes = [
+            chart.transitions[x]
+            for t in trans
+            for x in chart.states[t.source].transitions
+            if x < t.index and chart.transitions[x].cond is not None
+        ]
         tail = ""
         if escapes:
             tail = "; it leaves only when " + _some(
-                [f"the cond {e.cond!r} of {e.label} (line {e.line}) holds" for e in escapes], " or ")
+                [f"the cond {e.cond!r} of {e.label} (line {e.line}) holds" for e in escapes], " or "
+            )
         message = f"certain infinite {kind}: {path} ({lines}) has no cond{tail}; {why}"
         check = "eventless-loop" if eventless else "event-loop"
     else:
@@ -307,8 +345,10 @@ def _loop_finding(chart: Chart, cycle: list[int], edges: dict[int, list[tuple[in
         guarded = "; guarded by " + _some(conds) if conds else ""
         if uncertain:
             guarded += "; events queued conditionally: " + _some(sorted(set(uncertain)))
-        message = (f"possible infinite {kind} through states {_some([repr(x) for x in states])}: {path} "
-                   f"({lines}){guarded}; {why}")
+        message = (
+            f"possible infinite {kind} through states {_some([repr(x) for x in states])}: {path} "
+            f"({lines}){guarded}; {why}"
+        )
         check = "eventless-loop" if eventless else "event-loop"
     return Finding(chart.path, trans[0].line, severity, check, message, option, [t.label for t in trans], states)
 

@@ -32,12 +32,19 @@ _COVERAGE = pytest.StashKey[Coverage]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("orsguard", "SCXML testing (orsguard)")
-    group.addoption("--scxml-coverage", action="store_true",
-                    help="report states entered and transitions taken per SCXML document")
-    group.addoption("--scxml-coverage-report", action="append", default=[], metavar="json:FILE|html:FILE",
-                    help="also write the SCXML coverage to FILE (repeatable); implies --scxml-coverage")
-    parser.addini("scxml_scenarios", type="bool", default=True,
-                  help="collect NAME.json beside NAME.scxml as orsguard scenarios")
+    group.addoption(
+        "--scxml-coverage", action="store_true", help="report states entered and transitions taken per SCXML document"
+    )
+    group.addoption(
+        "--scxml-coverage-report",
+        action="append",
+        default=[],
+        metavar="json:FILE|html:FILE",
+        help="also write the SCXML coverage to FILE (repeatable); implies --scxml-coverage",
+    )
+    parser.addini(
+        "scxml_scenarios", type="bool", default=True, help="collect NAME.json beside NAME.scxml as orsguard scenarios"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,8 +97,11 @@ def _fail_on_errors(check: Callable[..., None], **kwargs: bool) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix == ".json" and file_path.with_suffix(".scxml").is_file() \
-            and parent.config.getini("scxml_scenarios"):
+    if (
+        file_path.suffix == ".json"
+        and file_path.with_suffix(".scxml").is_file()
+        and parent.config.getini("scxml_scenarios")
+    ):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
@@ -112,8 +122,9 @@ class ScenarioItem(pytest.Item):
         if result.failure is not None:
             raise ScenarioError(result.failure)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: TracebackStyle | None = None) -> str | TerminalRepr:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, ScenarioError):
             return f"scenario {self.path.name}: {excinfo.value}"
         return super().repr_failure(excinfo, style)

@@ -55,8 +55,13 @@ class ErrorRecord:
 
     def as_data(self) -> dict[str, Any]:
         """The event's ``_event.data``; ``message`` repeats ``reason`` under its older name."""
-        return {"message": self.reason, "reason": self.reason, "tagname": self.tagname, "line": self.line,
-                "column": self.column}
+        return {
+            "message": self.reason,
+            "reason": self.reason,
+            "tagname": self.tagname,
+            "line": self.line,
+            "column": self.column,
+        }
 
     def __str__(self) -> str:
         where = _shown(self.file) if self.file else "<string>"

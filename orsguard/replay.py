@@ -72,7 +72,7 @@ class SessionResult:
     peaks: dict[str, Any]
     final: str | None
     termination: dict[str, Any] | None
-    text: str | None        # the termination as one sentence, with its loop
+    text: str | None  # the termination as one sentence, with its loop
     events: int = 0
 
 
@@ -92,7 +92,7 @@ class Replay:
     sessions: list[SessionResult] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
-    dropped: int = 0        # events for sessions that had already ended
+    dropped: int = 0  # events for sessions that had already ended
 
     def documents(self) -> dict[str, list[SessionResult]]:
         out: dict[str, list[SessionResult]] = {}
@@ -114,8 +114,7 @@ class Replay:
                     "p99": percentile(values, 0.99),
                     "limit": configured[option],
                     "stopped": sum(1 for r in results if r.termination and r.termination["option"] == option),
-                    "suggested": suggest(values[-1], self.margin, option in _COUNTS,
-                                         unit=UNITS.get(option, 1.0)),
+                    "suggested": suggest(values[-1], self.margin, option in _COUNTS, unit=UNITS.get(option, 1.0)),
                 }
             docs[name] = {
                 "sessions": len(results),
@@ -123,7 +122,9 @@ class Replay:
                 "limits": limits,
                 "stopped_sessions": [
                     {"session": r.name, "line": r.line, "termination": r.termination, "text": r.text}
-                    for r in results if r.termination is not None],
+                    for r in results
+                    if r.termination is not None
+                ],
             }
         return {
             "documents": docs,
@@ -192,8 +193,13 @@ def _records(path: str, problems: list[Problem]) -> Iterator[tuple[int, dict[str
                 continue
             t = rec.get("t")
             # An integer beyond double range (JSON allows any) is as unusable as an infinity.
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or abs(t) > 1e300 or not math.isfinite(t) \
-                    or t < 0:
+            if (
+                isinstance(t, bool)
+                or not isinstance(t, (int, float))
+                or abs(t) > 1e300
+                or not math.isfinite(t)
+                or t < 0
+            ):
                 bad(f"'t' must be a number of seconds >= 0, got {t!r}")
                 continue
             if t < last_t:
@@ -259,8 +265,16 @@ class _Documents:
         return doc
 
 
-def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0, drain: float = 60.0,
-           progress: TextIO | None = None, on_problem: Callable[[Problem], None] | None = None) -> Replay:
+def replay(
+    traffic: str,
+    documents: str,
+    limits: Limits,
+    *,
+    margin: float = 2.0,
+    drain: float = 60.0,
+    progress: TextIO | None = None,
+    on_problem: Callable[[Problem], None] | None = None,
+) -> Replay:
     """Replay ``traffic`` against the documents in ``documents`` under ``limits``.
 
     After the last line, timers run for ``drain`` more virtual seconds; sessions
@@ -314,7 +328,7 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             finish(entry)
             entry.session.dm.close()
 
-    by_name: dict[str, str] = {}   # traffic session name -> live session id
+    by_name: dict[str, str] = {}  # traffic session name -> live session id
     for lineno, rec in _records(traffic, problems):
         flush_problems()
         clock.advance_to(float(rec["t"]))
@@ -330,8 +344,15 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
                 continue
             doc_name = rec["document"].removesuffix(".scxml")
             try:
-                session = Session(doc, limits=limits, clock=clock, stats=stats, data=rec.get("data") or None,
-                                  on_end=on_end, on_log=_quiet)
+                session = Session(
+                    doc,
+                    limits=limits,
+                    clock=clock,
+                    stats=stats,
+                    data=rec.get("data") or None,
+                    on_end=on_end,
+                    on_log=_quiet,
+                )
             except Exception as exc:  # e.g. a limit beyond what the core holds
                 problems.append(Problem(traffic, lineno, f"session {name!r} cannot be created: {exc}"))
                 continue
@@ -359,8 +380,10 @@ def replay(traffic: str, documents: str, limits: Limits, *, margin: float = 2.0,
             _guarded(partial(_send_recorded, target.session, rec), problems, traffic, lineno, name)
         if progress is not None and time.monotonic() - last_progress >= PROGRESS_EVERY:
             last_progress = time.monotonic()
-            print(f"replay: line {lineno}, t={clock.now():g} s, {len(live)} sessions running, "
-                  f"{len(out.sessions)} ended", file=progress)
+            print(
+                f"replay: line {lineno}, t={clock.now():g} s, {len(live)} sessions running, {len(out.sessions)} ended",
+                file=progress,
+            )
     flush_problems()
     if drain > 0:
         clock.run_until(clock.now() + drain, stop=lambda: not live)
@@ -410,13 +433,16 @@ def format_table(report: dict[str, Any]) -> str:
     lines = []
     for name, doc in report["documents"].items():
         lines.append(f"{name}: {doc['sessions']} sessions, {doc['events']} events")
-        lines.append(f"  {'option':<22} {'max':>10} {'p50':>10} {'p99':>10} {'limit':>10} {'stopped':>8} "
-                     f"{'suggested':>10}")
+        lines.append(
+            f"  {'option':<22} {'max':>10} {'p50':>10} {'p99':>10} {'limit':>10} {'stopped':>8} {'suggested':>10}"
+        )
         for option, row in doc["limits"].items():
             limit = _fmt(row["limit"], option) if row["limit"] else "off"
-            lines.append(f"  {option:<22} {_fmt(row['max'], option):>10} {_fmt(row['p50'], option):>10} "
-                         f"{_fmt(row['p99'], option):>10} {limit:>10} {row['stopped']:>8} "
-                         f"{_fmt(row['suggested'], option):>10}")
+            lines.append(
+                f"  {option:<22} {_fmt(row['max'], option):>10} {_fmt(row['p50'], option):>10} "
+                f"{_fmt(row['p99'], option):>10} {limit:>10} {row['stopped']:>8} "
+                f"{_fmt(row['suggested'], option):>10}"
+            )
         for s in doc["stopped_sessions"]:
             lines.append(f"  stopped {s['session']} (line {s['line']}): {s['text']}")
         lines.append("")
@@ -442,25 +468,34 @@ def _chart(values: list[float], limit: float, suggested: float, option: str) -> 
         counts[min(nbins - 1, int(v / top * nbins))] += 1
     peak = max(counts) or 1
     bw = (width - 2 * pad) / nbins
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 2 * pad}" role="img">',
-             f"<title>{html.escape(option)}</title>"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 2 * pad}" role="img">',
+        f"<title>{html.escape(option)}</title>",
+    ]
     for i, c in enumerate(counts):
         if c:
             h = c / peak * height
-            parts.append(f'<rect x="{pad + i * bw:.1f}" y="{pad + height - h:.1f}" width="{bw - 1:.1f}" '
-                         f'height="{h:.1f}" fill="#4c72b0"><title>{c} sessions</title></rect>')
+            parts.append(
+                f'<rect x="{pad + i * bw:.1f}" y="{pad + height - h:.1f}" width="{bw - 1:.1f}" '
+                f'height="{h:.1f}" fill="#4c72b0"><title>{c} sessions</title></rect>'
+            )
 
     def xline(value: float, color: str, dash: str, label: str, y: int) -> None:
         x = pad + min(value / top, 1.0) * (width - 2 * pad)
-        parts.append(f'<line x1="{x:.1f}" y1="{pad - 8}" x2="{x:.1f}" y2="{pad + height}" stroke="{color}" '
-                     f'stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{x:.1f}" y="{y}" font-size="11" fill="{color}" text-anchor="end">'
-                     f"{html.escape(label)}</text>")
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{pad - 8}" x2="{x:.1f}" y2="{pad + height}" stroke="{color}" '
+            f'stroke-width="2"{dash}/>'
+        )
+        parts.append(
+            f'<text x="{x:.1f}" y="{y}" font-size="11" fill="{color}" text-anchor="end">{html.escape(label)}</text>'
+        )
 
     parts.append(f'<line x1="{pad}" y1="{pad + height}" x2="{width - pad}" y2="{pad + height}" stroke="#333"/>')
     parts.append(f'<text x="{pad}" y="{pad + height + 16}" font-size="11">0</text>')
-    parts.append(f'<text x="{width - pad}" y="{pad + height + 16}" font-size="11" text-anchor="end">'
-                 f"{html.escape(_fmt(top, option))}</text>")
+    parts.append(
+        f'<text x="{width - pad}" y="{pad + height + 16}" font-size="11" text-anchor="end">'
+        f"{html.escape(_fmt(top, option))}</text>"
+    )
     xline(suggested, "#2ca02c", ' stroke-dasharray="5,4"', f"suggested {_fmt(suggested, option)}", pad - 12)
     if limit:
         label = f"limit {_fmt(limit, option)}" + (" (beyond the scale) \u2192" if beyond else "")
@@ -473,15 +508,19 @@ def write_html(result: Replay, path: str) -> None:
     """One self-contained HTML file: per document a table, a chart per limit and the stopped sessions."""
     report = result.report()
     e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>orsguard replay: {e(result.traffic)}</title>",
-           "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th:first-child,td:first-child"
-           "{text-align:left}.stop{color:#d62728;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:1em}"
-           "figure{margin:0}figcaption{font-size:90%}code{white-space:pre-wrap}</style></head><body>",
-           f"<h1>Replay of {e(result.traffic)}</h1>",
-           f"<p>Margin {result.margin:g}. Limits: "
-           + ", ".join(f"{e(k)}={v:g}" for k, v in report["configured_limits"].items()) + ".</p>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>orsguard replay: {e(result.traffic)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th:first-child,td:first-child"
+        "{text-align:left}.stop{color:#d62728;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:1em}"
+        "figure{margin:0}figcaption{font-size:90%}code{white-space:pre-wrap}</style></head><body>",
+        f"<h1>Replay of {e(result.traffic)}</h1>",
+        f"<p>Margin {result.margin:g}. Limits: "
+        + ", ".join(f"{e(k)}={v:g}" for k, v in report["configured_limits"].items())
+        + ".</p>",
+    ]
     if result.problems:
         out.append(f"<h2>Problems ({len(result.problems)})</h2><ul>")
         out.extend(f"<li><code>{e(str(p))}</code></li>" for p in result.problems)
@@ -489,27 +528,37 @@ def write_html(result: Replay, path: str) -> None:
     sessions = result.documents()
     for name, doc in report["documents"].items():
         out.append(f"<h2>{e(name)}</h2><p>{doc['sessions']} sessions, {doc['events']} events</p>")
-        out.append("<table><tr><th>option</th><th>max</th><th>p50</th><th>p99</th><th>limit</th><th>stopped</th>"
-                   "<th>suggested</th></tr>")
+        out.append(
+            "<table><tr><th>option</th><th>max</th><th>p50</th><th>p99</th><th>limit</th><th>stopped</th>"
+            "<th>suggested</th></tr>"
+        )
         for option, row in doc["limits"].items():
             cls = ' class="stop"' if row["stopped"] else ""
-            out.append(f"<tr><td>{e(option)}</td><td>{_fmt(row['max'], option)}</td><td>{_fmt(row['p50'], option)}"
-                       f"</td><td>{_fmt(row['p99'], option)}</td><td>"
-                       f"{_fmt(row['limit'], option) if row['limit'] else 'off'}</td><td{cls}>{row['stopped']}</td>"
-                       f"<td>{_fmt(row['suggested'], option)}</td></tr>")
-        out.append("</table><div class=\"charts\">")
+            out.append(
+                f"<tr><td>{e(option)}</td><td>{_fmt(row['max'], option)}</td><td>{_fmt(row['p50'], option)}"
+                f"</td><td>{_fmt(row['p99'], option)}</td><td>"
+                f"{_fmt(row['limit'], option) if row['limit'] else 'off'}</td><td{cls}>{row['stopped']}</td>"
+                f"<td>{_fmt(row['suggested'], option)}</td></tr>"
+            )
+        out.append('</table><div class="charts">')
         for option, row in doc["limits"].items():
             values = [r.peaks[option] for r in sessions[name]]
-            out.append(f"<figure>{_chart(values, row['limit'], row['suggested'], option)}"
-                       f"<figcaption>{e(option)}: peaks of {len(values)} sessions</figcaption></figure>")
+            out.append(
+                f"<figure>{_chart(values, row['limit'], row['suggested'], option)}"
+                f"<figcaption>{e(option)}: peaks of {len(values)} sessions</figcaption></figure>"
+            )
         out.append("</div>")
         if doc["stopped_sessions"]:
-            out.append("<h3>Stopped sessions</h3><table><tr><th>session</th><th>line</th><th>option</th>"
-                       "<th>termination and loop</th></tr>")
+            out.append(
+                "<h3>Stopped sessions</h3><table><tr><th>session</th><th>line</th><th>option</th>"
+                "<th>termination and loop</th></tr>"
+            )
             for s in doc["stopped_sessions"]:
-                out.append(f"<tr><td>{e(s['session'])}</td><td>{s['line']}</td>"
-                           f"<td>{e(s['termination']['option'])}</td><td style=\"text-align:left\">"
-                           f"<code>{e(s['text'] or '')}</code></td></tr>")
+                out.append(
+                    f"<tr><td>{e(s['session'])}</td><td>{s['line']}</td>"
+                    f'<td>{e(s["termination"]["option"])}</td><td style="text-align:left">'
+                    f"<code>{e(s['text'] or '')}</code></td></tr>"
+                )
             out.append("</table>")
     out.append("</body></html>")
     with open(path, "w", encoding="utf-8") as f:

@@ -46,8 +46,17 @@ class ExecutionContext(DatamodelHost, Protocol):
 
     def new_send_id(self) -> str: ...
 
-    def send_event(self, name: str | None, target: str | None, type_: str | None, sendid: str | None,
-                   delay: float, data: Any, *, public_id: bool = False) -> None: ...
+    def send_event(
+        self,
+        name: str | None,
+        target: str | None,
+        type_: str | None,
+        sendid: str | None,
+        delay: float,
+        data: Any,
+        *,
+        public_id: bool = False,
+    ) -> None: ...
 
     def cancel_send(self, sendid: str | None) -> None: ...
 

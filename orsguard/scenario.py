@@ -44,8 +44,16 @@ from orsguard.records import Sent, StrictError
 from orsguard.session import Session
 from orsguard.testing import Harness, limits_from_options
 
-_TOP_KEYS = {"initialConfiguration", "events", "limits", "params", "strict", "expectErrors", "initialData",
-             "initialOutbox"}
+_TOP_KEYS = {
+    "initialConfiguration",
+    "events",
+    "limits",
+    "params",
+    "strict",
+    "expectErrors",
+    "initialData",
+    "initialOutbox",
+}
 _STEP_KEYS = {"event", "after", "nextConfiguration", "data", "outbox", "termination"}
 _SENT_KEYS = {"event", "target", "type", "data", "delay"}
 
@@ -120,8 +128,16 @@ def run(scenario: Scenario, *, coverage: Coverage | None = None) -> Result:
             if not isinstance(name, str):
                 raise ScenarioError("expectErrors must list event names")
             session.expect_error(name)
-        _expect(session, "start", {"nextConfiguration": spec.get("initialConfiguration"),
-                                   "data": spec.get("initialData"), "outbox": spec.get("initialOutbox")}, 0)
+        _expect(
+            session,
+            "start",
+            {
+                "nextConfiguration": spec.get("initialConfiguration"),
+                "data": spec.get("initialData"),
+                "outbox": spec.get("initialOutbox"),
+            },
+            0,
+        )
         for i, step in enumerate(_list(spec, "events")):
             where = f"events[{i}]"
             if not isinstance(step, dict):
@@ -131,8 +147,7 @@ def run(scenario: Scenario, *, coverage: Coverage | None = None) -> Result:
                 raise ScenarioError(f"{where}: unknown key {sorted(unknown)[0]!r}")
             sent_before = len(session.outbox)
             after = step.get("after", 0)
-            if isinstance(after, bool) or not isinstance(after, (int, float)) or not math.isfinite(after) \
-                    or after < 0:
+            if isinstance(after, bool) or not isinstance(after, (int, float)) or not math.isfinite(after) or after < 0:
                 raise ScenarioError(f"{where}.after must be a number of milliseconds >= 0")
             if after:
                 session.advance(after / 1000.0)
@@ -209,8 +224,7 @@ def _expect(session: Session, label: str, step: dict[str, Any], sent_before: int
             raise ScenarioError(f"{label}: a configuration is a list of state ids")
         got = configuration(session)
         if set(wanted) != set(got):
-            raise ScenarioError(f"{label}: expected configuration {sorted(set(wanted))}, got {got}"
-                                + _why(session))
+            raise ScenarioError(f"{label}: expected configuration {sorted(set(wanted))}, got {got}" + _why(session))
     values = step.get("data")
     if values is not None:
         if not isinstance(values, dict):
@@ -231,8 +245,10 @@ def _expect(session: Session, label: str, step: dict[str, Any], sent_before: int
         option = step["termination"]
         got_option = session.termination.option if session.termination is not None else None
         if option != got_option:
-            raise ScenarioError(f"{label}: expected termination {option!r}, got "
-                                + (str(session.termination) if session.termination else "none"))
+            raise ScenarioError(
+                f"{label}: expected termination {option!r}, got "
+                + (str(session.termination) if session.termination else "none")
+            )
 
 
 def _why(session: Session) -> str:
@@ -247,8 +263,9 @@ def _expect_sends(label: str, wanted: Any, sent: list[Sent]) -> None:
     if not isinstance(wanted, list) or not all(isinstance(w, dict) for w in wanted):
         raise ScenarioError(f"{label}: outbox must be a list of objects")
     if len(wanted) != len(sent):
-        raise ScenarioError(f"{label}: expected {len(wanted)} sends to leave, got {len(sent)}: "
-                            + ", ".join(_show(s) for s in sent))
+        raise ScenarioError(
+            f"{label}: expected {len(wanted)} sends to leave, got {len(sent)}: " + ", ".join(_show(s) for s in sent)
+        )
     for n, (w, s) in enumerate(zip(wanted, sent, strict=True), 1):
         unknown = set(w) - _SENT_KEYS
         if unknown:
@@ -256,8 +273,9 @@ def _expect_sends(label: str, wanted: Any, sent: list[Sent]) -> None:
         for key, value in w.items():
             got = s.delay * 1000.0 if key == "delay" else getattr(s, key)
             if got != value:
-                raise ScenarioError(f"{label}: outbox entry {n}: expected {key} {json.dumps(value)}, got "
-                                    f"{got!r} ({_show(s)})")
+                raise ScenarioError(
+                    f"{label}: outbox entry {n}: expected {key} {json.dumps(value)}, got {got!r} ({_show(s)})"
+                )
 
 
 def _show(s: Sent) -> str:
@@ -271,14 +289,26 @@ def junit_xml(results: list[Result]) -> bytes:
     """JUnit XML: one testcase per scenario (classname = its directory, name = the file's stem)."""
     failures = sum(1 for r in results if not r.passed)
     total = sum(r.seconds for r in results)
-    suites = ET.Element("testsuites", tests=str(len(results)), failures=str(failures), errors="0",
-                        time=f"{total:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name="orsguard scenarios", tests=str(len(results)),
-                          failures=str(failures), errors="0", skipped="0", time=f"{total:.3f}")
+    suites = ET.Element("testsuites", tests=str(len(results)), failures=str(failures), errors="0", time=f"{total:.3f}")
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name="orsguard scenarios",
+        tests=str(len(results)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        time=f"{total:.3f}",
+    )
     for r in results:
-        case = ET.SubElement(suite, "testcase", classname=_xml_text(r.scenario.classname),
-                             name=_xml_text(r.scenario.name), file=_xml_text(r.scenario.file.as_posix()),
-                             time=f"{r.seconds:.3f}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=_xml_text(r.scenario.classname),
+            name=_xml_text(r.scenario.name),
+            file=_xml_text(r.scenario.file.as_posix()),
+            time=f"{r.seconds:.3f}",
+        )
         if r.failure is not None:
             text = _xml_text(r.failure)
             failure = ET.SubElement(case, "failure", message=text.split("\n", 1)[0])

@@ -33,8 +33,12 @@ from orsguard.termination import Termination
 log = logging.getLogger("orsguard")
 
 #: Type URIs that start an SCXML session with ``<invoke>``.
-INVOKE_SCXML_TYPES = ("http://www.w3.org/TR/scxml/", "http://www.w3.org/TR/scxml", "scxml",
-                      "http://www.w3.org/TR/scxml/#SCXMLEventProcessor")
+INVOKE_SCXML_TYPES = (
+    "http://www.w3.org/TR/scxml/",
+    "http://www.w3.org/TR/scxml",
+    "scxml",
+    "http://www.w3.org/TR/scxml/#SCXMLEventProcessor",
+)
 
 #: Event a parent receives when a session it invoked is stopped by a limit.
 LIMIT_EVENT = "error.limit"
@@ -70,21 +74,35 @@ class Session(Interpreter):
 
     clock: Clock
 
-    def __init__(self, document: Document, *, limits: Limits | None = None, clock: Clock | None = None,
-                 session_id: str | None = None, ioprocessors: Iterable[EventIOProcessor] = (),
-                 stats: Stats | None = None, on_end: Callable[[Session], None] | None = None,
-                 data: Mapping[str, Any] | None = None, on_log: Callable[[str | None, Any], None] | None = None,
-                 on_transition: Callable[[str], None] | None = None, child_limits: Limits | None = None,
-                 parent: Session | None = None, invoke_id: str | None = None, strict: bool = False,
-                 sends: str = "dispatch") -> None:
+    def __init__(
+        self,
+        document: Document,
+        *,
+        limits: Limits | None = None,
+        clock: Clock | None = None,
+        session_id: str | None = None,
+        ioprocessors: Iterable[EventIOProcessor] = (),
+        stats: Stats | None = None,
+        on_end: Callable[[Session], None] | None = None,
+        data: Mapping[str, Any] | None = None,
+        on_log: Callable[[str | None, Any], None] | None = None,
+        on_transition: Callable[[str], None] | None = None,
+        child_limits: Limits | None = None,
+        parent: Session | None = None,
+        invoke_id: str | None = None,
+        strict: bool = False,
+        sends: str = "dispatch",
+    ) -> None:
         # The core's constructor has checked ``document`` and allocated the session's tables.
         if clock is None:
             clock = RealClock()
         else:
             missing = [m for m in _CLOCK_METHODS if not callable(getattr(clock, m, None))]
             if missing:
-                raise TypeError(f"a session clock needs the methods of orsguard.clock.Clock; "
-                                f"{type(clock).__name__} has no {', '.join(missing)}")
+                raise TypeError(
+                    f"a session clock needs the methods of orsguard.clock.Clock; "
+                    f"{type(clock).__name__} has no {', '.join(missing)}"
+                )
         self.clock = clock
         self.limits = limits if limits is not None else Limits()
         if stats is not None:
@@ -229,8 +247,17 @@ class Session(Interpreter):
         """A send id unique in this process."""
         return f"{self.session_id}.send{next(_send_ids)}"
 
-    def send_event(self, name: str | None, target: str | None, type_: str | None, sendid: str | None,
-                   delay: float, data: Any, *, public_id: bool = False) -> None:
+    def send_event(
+        self,
+        name: str | None,
+        target: str | None,
+        type_: str | None,
+        sendid: str | None,
+        delay: float,
+        data: Any,
+        *,
+        public_id: bool = False,
+    ) -> None:
         """``<send>``: route through the SCXML processor or a registered one.
 
         ``sendid`` keys the send for ``<cancel>``; it appears as ``_event.sendid``
@@ -250,9 +277,16 @@ class Session(Interpreter):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
         if sendid is None and (delay > 0 or self._sends != "dispatch"):
             sendid = self.new_send_id()
-        event = Event(name, data, type="external", sendid=sendid if public_id else None,
-                      origin=scxml_processor.location(self), origintype=SCXML_TYPE)
+        event = Event(
+            name,
+            data,
+            type="external",
+            sendid=sendid if public_id else None,
+            origin=scxml_processor.location(self),
+            origintype=SCXML_TYPE,
+        )
         if delay > 0:
+
             def fire() -> None:
                 self._dispatch(proc, event, target, type_, delay, sendid, public_id)
                 self._process_external()
@@ -261,8 +295,16 @@ class Session(Interpreter):
         else:
             self._dispatch(proc, event, target, type_, delay, sendid, public_id)
 
-    def _dispatch(self, proc: EventIOProcessor | None, event: Event, target: str | None, type_: str,
-                  delay: float, sendid: str | None, public_id: bool) -> None:
+    def _dispatch(
+        self,
+        proc: EventIOProcessor | None,
+        event: Event,
+        target: str | None,
+        type_: str,
+        delay: float,
+        sendid: str | None,
+        public_id: bool,
+    ) -> None:
         # proc is None: the SCXML processor, or a send only recorded.
         try:
             if proc is None and type_ in scxml_processor.ALIASES:
@@ -270,8 +312,18 @@ class Session(Interpreter):
                 return
             if self._sends != "dispatch":
                 assert sendid is not None  # send_event gives every send it does not dispatch an id
-                self.outbox.append(Sent(event.name, target, type_, event.data, delay, sendid,
-                                        self.invoke_id if self.parent is not None else None, self.clock.now()))
+                self.outbox.append(
+                    Sent(
+                        event.name,
+                        target,
+                        type_,
+                        event.data,
+                        delay,
+                        sendid,
+                        self.invoke_id if self.parent is not None else None,
+                        self.clock.now(),
+                    )
+                )
                 if self._sends == "record" or proc is None:
                     return
             # send_event refuses a type with no processor unless sends are only recorded.
@@ -283,8 +335,7 @@ class Session(Interpreter):
             self.raise_error("error.execution", exc)
         except Exception as exc:
             # Whatever a processor fails with, the event was not dispatched (spec 6.2.4).
-            error = exc if isinstance(exc, CommunicationError) else CommunicationError(
-                f"{type(exc).__name__}: {exc}")
+            error = exc if isinstance(exc, CommunicationError) else CommunicationError(f"{type(exc).__name__}: {exc}")
             if public_id:
                 error.sendid = sendid
             self.raise_error("error.communication", error)
@@ -389,7 +440,7 @@ class Session(Interpreter):
         """Raise :class:`~orsguard.records.StrictError` for unexpected error events (strict sessions)
         and, with ``expectations``, for expected ones that never came. Each error is reported once."""
         root = self._root
-        fresh = root.errors[root._checked:]
+        fresh = root.errors[root._checked :]
         root._checked = len(root.errors)
         problems = []
         if root.strict:
@@ -399,8 +450,9 @@ class Session(Interpreter):
                 root._errors_dropped = 0
         for e in root._expected if expectations else ():
             if not any(e.matches(r) for r in root.errors):
-                problems.append(f"expected {e} in {self.document.path or 'the SCXML text'}, but no such "
-                                "error event was raised")
+                problems.append(
+                    f"expected {e} in {self.document.path or 'the SCXML text'}, but no such error event was raised"
+                )
         if problems:
             raise StrictError("\n".join(problems))
 
@@ -507,9 +559,18 @@ class Session(Interpreter):
                 raise ExecutionError(f"<invoke> src: {exc}") from None
             doc = load_file(path, roots=inv.roots, check_expressions=False)
         limits = self._child_limits if self._child_limits is not None else self.limits
-        child = Session(doc, limits=limits, clock=self.clock, stats=self.stats, child_limits=self._child_limits,
-                        ioprocessors=set(self._ioprocessors.values()), data=data if isinstance(data, dict) else None,
-                        on_log=self.on_log, parent=self, invoke_id=invoke_id)
+        child = Session(
+            doc,
+            limits=limits,
+            clock=self.clock,
+            stats=self.stats,
+            child_limits=self._child_limits,
+            ioprocessors=set(self._ioprocessors.values()),
+            data=data if isinstance(data, dict) else None,
+            on_log=self.on_log,
+            parent=self,
+            invoke_id=invoke_id,
+        )
         self._children[invoke_id] = (child, inv)
         self._cancelled.discard(invoke_id)
         child._boot()
@@ -536,11 +597,20 @@ class Session(Interpreter):
                 try:
                     check_portable(event.data)
                 except ValueError as exc:
-                    self.raise_error("error.communication",
-                                     CommunicationError(f"cannot forward {event.name!r} to {child.invoke_id!r}: {exc}"))
+                    self.raise_error(
+                        "error.communication",
+                        CommunicationError(f"cannot forward {event.name!r} to {child.invoke_id!r}: {exc}"),
+                    )
                     continue
-                copy = Event(event.name, event.data, type="external", sendid=event.sendid,
-                             origin=event.origin, origintype=event.origintype, invokeid=event.invokeid)
+                copy = Event(
+                    event.name,
+                    event.data,
+                    type="external",
+                    sendid=event.sendid,
+                    origin=event.origin,
+                    origintype=event.origintype,
+                    invokeid=event.invokeid,
+                )
                 child.post(copy)
         return True
 
@@ -567,8 +637,16 @@ class Session(Interpreter):
         elif child.end_reason == "limit":
             assert child.termination is not None  # the core sets it before it ends a session on a limit
             event = Event(LIMIT_EVENT, child.termination.as_dict(), type="platform", invokeid=child.invoke_id)
-            self._note_error(ErrorRecord(LIMIT_EVENT, str(child.termination), "invoke", entry[1].element_line,
-                                         file=self.document.path, invokeid=child.invoke_id))
+            self._note_error(
+                ErrorRecord(
+                    LIMIT_EVENT,
+                    str(child.termination),
+                    "invoke",
+                    entry[1].element_line,
+                    file=self.document.path,
+                    invokeid=child.invoke_id,
+                )
+            )
         else:
             return
         self.post(event)

@@ -15,8 +15,9 @@ class Termination:
 
     __slots__ = ("option", "limit", "observed", "state", "transition", "trail")
 
-    def __init__(self, option: str, limit: float, observed: float, state: str | None,
-                 transition: str | None, trail: list[str]) -> None:
+    def __init__(
+        self, option: str, limit: float, observed: float, state: str | None, transition: str | None, trail: list[str]
+    ) -> None:
         self.option = option
         self.limit = limit
         self.observed = observed

@@ -53,9 +53,17 @@ class Harness:
         self.coverage = coverage
         self.sessions: list[Session] = []
 
-    def __call__(self, source: str | os.PathLike[str] | Document, *, limits: Limits | Mapping[str, Any] | None = None,
-                 data: Mapping[str, Any] | None = None, strict: bool = True, clock: Clock | None = None,
-                 sends: str = "record", **options: Any) -> Session:
+    def __call__(
+        self,
+        source: str | os.PathLike[str] | Document,
+        *,
+        limits: Limits | Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        strict: bool = True,
+        clock: Clock | None = None,
+        sends: str = "record",
+        **options: Any,
+    ) -> Session:
         """Load ``source`` (a path, SCXML text or a Document), start a session and return it.
 
         ``limits`` takes a :class:`~orsguard.Limits` or ORS option names;
@@ -63,9 +71,15 @@ class Harness:
         (``on_log``, ``on_transition``, ``ioprocessors``, ...) go to
         :class:`~orsguard.Session`.
         """
-        session = Session(self.document(source), limits=limits_from_options(limits),
-                          clock=clock if clock is not None else VirtualClock(), data=data, strict=strict,
-                          sends=sends, **options)
+        session = Session(
+            self.document(source),
+            limits=limits_from_options(limits),
+            clock=clock if clock is not None else VirtualClock(),
+            data=data,
+            strict=strict,
+            sends=sends,
+            **options,
+        )
         if self.coverage is not None:
             self.coverage.add(session)
         self.sessions.append(session)

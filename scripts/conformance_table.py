@@ -30,9 +30,11 @@ PEERS = (
 LIKELY_CAUSES = {
     **dict.fromkeys(("509", "518", "519", "534"), "the ECMAScript datamodel does not expose `_event.raw`"),
     "520": "a send without `event` is refused (the BasicHTTP processor names it HTTP.POST); "
-           "`_event.raw` is not exposed",
-    **dict.fromkeys(("531", "532"), "a send without `event` is refused (the BasicHTTP processor names it "
-                                    "from `_scxmleventname` or HTTP.POST)"),
+    "`_event.raw` is not exposed",
+    **dict.fromkeys(
+        ("531", "532"),
+        "a send without `event` is refused (the BasicHTTP processor names it from `_scxmleventname` or HTTP.POST)",
+    ),
 }
 
 
@@ -64,8 +66,11 @@ class Row:
     def result(self) -> str:
         if self.passed:
             return "pass"
-        failing = [f"{c.name}: {d}" if len(self.cases) > 1 else d
-                   for c, d in zip(self.cases, self.details, strict=True) if d != "pass"]
+        failing = [
+            f"{c.name}: {d}" if len(self.cases) > 1 else d
+            for c, d in zip(self.cases, self.details, strict=True)
+            if d != "pass"
+        ]
         cause = LIKELY_CAUSES.get(self.first.test_id)
         return "fail: " + "; ".join(failing) + (f". Likely cause: {cause}" if cause else "")
 
@@ -80,6 +85,7 @@ def run_all() -> list[Row]:
 
 def counts(rows: Sequence[Row]) -> dict[str, tuple[int, int]]:
     """``label -> (passed, total)`` for the summary."""
+
     def tally(selected: list[Row]) -> tuple[int, int]:
         return sum(r.passed for r in selected), len(selected)
 
@@ -137,7 +143,7 @@ def render(rows: Sequence[Row]) -> str:
         "  Manual tests and the XPath tests are not part of it.",
         f"- Each start document runs on a virtual clock for up to {MAX_TIME:g} s of virtual time (timers",
         "  fire at once, so the 30 s failure timeouts cost nothing). A test passes when the session ends",
-        "  in `<final id=\"pass\">`; ending in `fail`, being terminated or still running is a failure.",
+        '  in `<final id="pass">`; ending in `fail`, being terminated or still running is a failure.',
         "- The BasicHTTP tests run on the real clock with the BasicHTTP Event I/O Processor serving",
         "  HTTP on a loopback port.",
         "- A failure shows how the test ended and the last events and transitions before that.",
@@ -149,16 +155,22 @@ def render(rows: Sequence[Row]) -> str:
     ]
     for row in sorted(rows, key=lambda r: int(r.first.test_id)):
         c = row.first
-        out.append(f"| {c.test_id} | {c.specnum} | {c.conformance} | {c.datamodel} | {' '.join(c.needs)} "
-                   f"| {_cell(row.result())} |")
+        out.append(
+            f"| {c.test_id} | {c.specnum} | {c.conformance} | {c.datamodel} | {' '.join(c.needs)} "
+            f"| {_cell(row.result())} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite, write the page, print the counts; exit status 1 if a mandatory test failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "conformance.md",
-                        help="where to write the Markdown page (default: docs/conformance.md)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "docs" / "conformance.md",
+        help="where to write the Markdown page (default: docs/conformance.md)",
+    )
     args = parser.parse_args(argv)
     rows = run_all()
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Render orsguard.options.SCHEMA into docs/options.md, between its two markers.
 
-    python scripts/render_options_doc.py          # rewrite the generated part
-    python scripts/render_options_doc.py --check  # exit 1 if the doc is out of date
+python scripts/render_options_doc.py          # rewrite the generated part
+python scripts/render_options_doc.py --check  # exit 1 if the doc is out of date
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ KIND = {
 def _schema() -> dict[str, Option]:
     # The doc must describe this checkout's schema, not one installed from elsewhere.
     if not Path(schema.__file__).resolve().is_relative_to(ROOT):
-        raise SystemExit(f"orsguard is imported from {schema.__file__}, not from {ROOT}: "
-                         f"run this script with the checkout installed (pip install -e .)")
+        raise SystemExit(
+            f"orsguard is imported from {schema.__file__}, not from {ROOT}: "
+            f"run this script with the checkout installed (pip install -e .)"
+        )
     return schema.SCHEMA
 
 

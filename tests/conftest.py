@@ -76,11 +76,13 @@ def delayed(delay: str, target: str = "b", *, final: bool = False) -> Document:
 </scxml>""")
 
 
-def run(document: Document, limits: Limits | None = None, stats: Stats | None = None,
-        clock: VirtualClock | None = None) -> Session:
+def run(
+    document: Document, limits: Limits | None = None, stats: Stats | None = None, clock: VirtualClock | None = None
+) -> Session:
     """A started session on a virtual clock with its own ``Stats``, without limits unless ``limits`` gives some."""
-    session = Session(document, limits=limits or Limits.unlimited(), clock=clock or VirtualClock(),
-                      stats=stats or Stats())
+    session = Session(
+        document, limits=limits or Limits.unlimited(), clock=clock or VirtualClock(), stats=stats or Stats()
+    )
     session.start()
     return session
 
@@ -97,5 +99,11 @@ def cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Comp
     """
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ORSGUARD_")}
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "orsguard.cli", *map(str, args)], cwd=ROOT, env=clean,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "orsguard.cli", *map(str, args)],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -51,8 +51,13 @@ class ChildResult:
 def spawn(code: str, *args: str) -> subprocess.Popen:
     """Start ``code`` (after :data:`PRELUDE`) in a child; the caller waits for it."""
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
-    return subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def finish(proc: subprocess.Popen, what: str, timeout: float) -> ChildResult:
@@ -71,7 +76,7 @@ def finish(proc: subprocess.Popen, what: str, timeout: float) -> ChildResult:
     result: dict = {}
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
     return ChildResult(proc.returncode, out, err, result)
 
 

@@ -134,15 +134,23 @@ class Worker:
                 break
             if step[0] == "send":
                 name, value = step[1], expand(step[2])
-                call(f"send({name!r}, ...)", lambda name=name, value=value: session.send(name, value),
-                     (ValueError, TypeError))
+                call(
+                    f"send({name!r}, ...)",
+                    lambda name=name, value=value: session.send(name, value),
+                    (ValueError, TypeError),
+                )
             elif step[0] == "advance":
                 call(f"advance({step[1]})", lambda s=step[1]: session.advance(s), ())
             self.check_limits(session, limits, violations)
         self.check_limits(session, limits, violations)
         t = session.termination
-        out = {"violations": violations, "running": session.running, "final": session.final,
-               "termination": None if t is None else t.option, "peaks": hasattr(session, "peaks")}
+        out = {
+            "violations": violations,
+            "running": session.running,
+            "final": session.final,
+            "termination": None if t is None else t.option,
+            "peaks": hasattr(session, "peaks"),
+        }
         with contextlib.suppress(Exception):
             session.cancel()
         return out
@@ -168,12 +176,15 @@ class Worker:
                 if observed > limit + 1:
                     violations.append(f"{option}: observed {observed} with limit {limit}")
                 elif t is None or t.option != option:
-                    violations.append(f"{option}: observed {observed} > {limit} but the session was not stopped "
-                                      f"by it (termination: {t and t.option})")
+                    violations.append(
+                        f"{option}: observed {observed} > {limit} but the session was not stopped "
+                        f"by it (termination: {t and t.option})"
+                    )
         timeout = limits.process_event_timeout
         if timeout and peaks.macrostep_seconds > timeout + TIMEOUT_SLACK:
-            violations.append(f"process-event-timeout: a macrostep took {peaks.macrostep_seconds:.3f} s "
-                              f"with limit {timeout}")
+            violations.append(
+                f"process-event-timeout: a macrostep took {peaks.macrostep_seconds:.3f} s with limit {timeout}"
+            )
         age = limits.max_session_age
         if age and session.running and peaks.age > age:
             violations.append(f"max-session-age: still running at age {peaks.age} with limit {age}")
@@ -195,8 +206,7 @@ class Worker:
                 print(exc.code, file=err)
             code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         except BaseException as exc:
-            return {"code": None, "exc": type(exc).__name__, "tb": traceback.format_exc(),
-                    "stderr": _text(err)[-2000:]}
+            return {"code": None, "exc": type(exc).__name__, "tb": traceback.format_exc(), "stderr": _text(err)[-2000:]}
         finally:
             os.environ.clear()
             os.environ.update(saved)

@@ -79,11 +79,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(http: BasicHTTPProcessor, body: str, logs: list[Any] | None = None,
-          clock: orsguard.RealClock | None = None) -> orsguard.Session:
+def start(
+    http: BasicHTTPProcessor, body: str, logs: list[Any] | None = None, clock: orsguard.RealClock | None = None
+) -> orsguard.Session:
     sink = logs if logs is not None else []
-    session = orsguard.Session(orsguard.load(SCXML.format(body)), clock=clock or orsguard.RealClock(),
-                               ioprocessors=[http], on_log=lambda label, value: sink.append(value))
+    session = orsguard.Session(
+        orsguard.load(SCXML.format(body)),
+        clock=clock or orsguard.RealClock(),
+        ioprocessors=[http],
+        on_log=lambda label, value: sink.append(value),
+    )
     session.start()
     return session
 
@@ -123,11 +128,15 @@ def received(logs: list[Any]) -> list[Any]:
 
 def test_location_is_per_session_and_under_both_names(http: BasicHTTPProcessor) -> None:
     logs: list[Any] = []
-    session = start(http, """
+    session = start(
+        http,
+        """
 <state id="s0"><onentry>
   <log expr="_ioprocessors['basichttp'].location"/>
   <log expr="_ioprocessors['http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor'].location"/>
-</onentry></state>""", logs)
+</onentry></state>""",
+        logs,
+    )
     expected = f"http://127.0.0.1:{http.port}/{session.session_id}"
     assert logs == [expected, expected]
     assert http.location(session) == expected
@@ -188,8 +197,9 @@ def test_run_until_wakes_for_a_request_instead_of_sleeping_to_the_deadline(http:
     assert time.monotonic() - began < 30.0
 
 
-def test_a_failing_timer_is_logged_and_run_until_goes_on(http: BasicHTTPProcessor,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_timer_is_logged_and_run_until_goes_on(
+    http: BasicHTTPProcessor, caplog: pytest.LogCaptureFixture
+) -> None:
     logs: list[Any] = []
     session = start(http, RECEIVER, logs)
     clock = session.clock
@@ -206,14 +216,18 @@ def test_a_failing_timer_is_logged_and_run_until_goes_on(http: BasicHTTPProcesso
     assert "boom" in caplog.text
 
 
-@pytest.mark.parametrize(("body", "content_type", "status"), [
-    (b"_scxmleventname=a&_scxmleventname=b", "application/x-www-form-urlencoded", 400),
-    (b"_scxmleventname=not+a+name", "application/x-www-form-urlencoded", 400),
-    (b"{not json", "application/json", 400),
-    (b"\xff\xfe", "text/plain", 400),
-])
-def test_requests_that_are_no_event_are_refused(http: BasicHTTPProcessor, body: bytes, content_type: str,
-                                                 status: int) -> None:
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"_scxmleventname=a&_scxmleventname=b", "application/x-www-form-urlencoded", 400),
+        (b"_scxmleventname=not+a+name", "application/x-www-form-urlencoded", 400),
+        (b"{not json", "application/json", 400),
+        (b"\xff\xfe", "text/plain", 400),
+    ],
+)
+def test_requests_that_are_no_event_are_refused(
+    http: BasicHTTPProcessor, body: bytes, content_type: str, status: int
+) -> None:
     session = start(http, RECEIVER)
     assert post(http.location(session), body, content_type) == status
     settle(http, session, 0.1)
@@ -240,59 +254,80 @@ def test_events_after_the_session_ended_are_dropped(http: BasicHTTPProcessor) ->
 
 
 def test_send_posts_form_encoded_event_and_data(http: BasicHTTPProcessor, recorder: Recorder) -> None:
-    session = start(http, f"""
+    session = start(
+        http,
+        f"""
 <datamodel><data id="Var1" expr="2"/></datamodel>
 <state id="s0"><onentry>
   <send event="ping" type="basichttp" target="{recorder.url}" namelist="Var1">
     <param name="who" expr="'me'"/><param name="tags" expr="['a', 'b']"/>
   </send>
-</onentry></state>""")
+</onentry></state>""",
+    )
     assert session.running
     [(path, headers, body)] = recorder.requests
     assert path == "/inbox"
     assert headers["content-type"] == "application/x-www-form-urlencoded"
     assert headers[ORIGIN_HEADER.lower()] == http.location(session)
     assert urllib.parse.parse_qsl(body.decode()) == [
-        (EVENT_NAME_PARAM, "ping"), ("Var1", "2"), ("who", "me"), ("tags", '["a", "b"]')]
+        (EVENT_NAME_PARAM, "ping"),
+        ("Var1", "2"),
+        ("who", "me"),
+        ("tags", '["a", "b"]'),
+    ]
 
 
 @pytest.mark.parametrize("status", [404, 500])
 def test_refused_answer_is_error_communication(http: BasicHTTPProcessor, recorder: Recorder, status: int) -> None:
     recorder.status = status
     logs: list[Any] = []
-    start(http, f"""
+    start(
+        http,
+        f"""
 <state id="s0">
   <onentry><send event="ping" type="basichttp" target="{recorder.url}"/></onentry>
   <transition event="error.communication" target="done"><log expr="_event.name"/></transition>
-</state><final id="done"/>""", logs)
+</state><final id="done"/>""",
+        logs,
+    )
     assert logs == ["error.communication"]
 
 
 def test_unreachable_target_is_error_communication(http: BasicHTTPProcessor) -> None:
     logs: list[Any] = []
-    session = start(http, f"""
+    session = start(
+        http,
+        f"""
 <state id="s0">
   <onentry><send event="ping" type="basichttp" target="http://127.0.0.1:{free_port()}/x"/></onentry>
   <transition event="error.communication" target="done"><log expr="_event.name"/></transition>
-</state><final id="done"/>""", logs)
+</state><final id="done"/>""",
+        logs,
+    )
     assert logs == ["error.communication"]
     assert session.final == "done"
 
 
 def test_non_http_target_is_error_execution(http: BasicHTTPProcessor) -> None:
     logs: list[Any] = []
-    start(http, """
+    start(
+        http,
+        """
 <state id="s0">
   <onentry><send event="ping" type="basichttp" target="mailto:someone@example.com"/></onentry>
   <transition event="error.*" target="done"><log expr="_event.name"/></transition>
-</state><final id="done"/>""", logs)
+</state><final id="done"/>""",
+        logs,
+    )
     assert logs == ["error.execution"]
 
 
 def test_two_sessions_talk_and_reply_to_origin(http: BasicHTTPProcessor) -> None:
     clock = orsguard.RealClock()
     server_logs: list[Any] = []
-    server = start(http, """
+    server = start(
+        http,
+        """
 <state id="s0">
   <transition event="ping" target="done">
     <log expr="_event.data.n"/>
@@ -300,15 +335,23 @@ def test_two_sessions_talk_and_reply_to_origin(http: BasicHTTPProcessor) -> None
       <param name="n" expr="Number(_event.data.n) + 1"/>
     </send>
   </transition>
-</state><final id="done"/>""", server_logs, clock)
+</state><final id="done"/>""",
+        server_logs,
+        clock,
+    )
     client_logs: list[Any] = []
-    client = start(http, f"""
+    client = start(
+        http,
+        f"""
 <state id="s0">
   <onentry>
     <send event="ping" type="basichttp" target="{http.location(server)}"><param name="n" expr="1"/></send>
   </onentry>
   <transition event="pong" target="done"><log expr="_event.data.n"/></transition>
-</state><final id="done"/>""", client_logs, clock)
+</state><final id="done"/>""",
+        client_logs,
+        clock,
+    )
     settle(http, client)
     assert server_logs == ["1"]
     assert client_logs == ["2"]
@@ -319,8 +362,12 @@ def test_asyncio_loop_gets_events_without_pumping() -> None:
     async def scenario() -> tuple[str | None, list[Any]]:
         logs: list[Any] = []
         with BasicHTTPProcessor(loop=asyncio.get_running_loop()) as http:
-            session = orsguard.Session(orsguard.load(SCXML.format(RECEIVER)), clock=orsguard.AsyncioClock(),
-                                       ioprocessors=[http], on_log=lambda label, value: logs.append(value))
+            session = orsguard.Session(
+                orsguard.load(SCXML.format(RECEIVER)),
+                clock=orsguard.AsyncioClock(),
+                ioprocessors=[http],
+                on_log=lambda label, value: logs.append(value),
+            )
             session.start()
             status = await asyncio.to_thread(post, http.location(session) + "?_scxmleventname=hello", b"k=v")
             assert status == 200
@@ -375,8 +422,7 @@ def post_with(url: str, body: bytes, headers: dict[str, str]) -> int:
         return int(exc.code)
 
 
-@pytest.mark.parametrize("name", ["error.execution", "error.communication", "done.invoke.x", "done.state.s0",
-                                  "error"])
+@pytest.mark.parametrize("name", ["error.execution", "error.communication", "done.invoke.x", "done.state.s0", "error"])
 def test_platform_event_names_are_forbidden(http: BasicHTTPProcessor, name: str) -> None:
     logs: list[Any] = []
     session = start(http, RECEIVER, logs)
@@ -396,8 +442,17 @@ def test_platform_event_names_can_be_allowed() -> None:
         assert received(logs)[0] == "error.remote"
 
 
-@pytest.mark.parametrize("body", [b'{"a": NaN}', b'{"a": -Infinity}', b"[Infinity]", b'{"a": 1' + b"0" * 400 + b"}",
-                                  b'{"a": "\\ud800"}', b"[" * 70 + b"]" * 70])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": NaN}',
+        b'{"a": -Infinity}',
+        b"[Infinity]",
+        b'{"a": 1' + b"0" * 400 + b"}",
+        b'{"a": "\\ud800"}',
+        b"[" * 70 + b"]" * 70,
+    ],
+)
 def test_data_no_session_can_hold_is_refused_and_the_loop_goes_on(http: BasicHTTPProcessor, body: bytes) -> None:
     logs: list[Any] = []
     session = start(http, RECEIVER, logs)
@@ -431,8 +486,10 @@ def test_a_failing_session_does_not_end_the_loop(http: BasicHTTPProcessor) -> No
 
 
 def test_unsigned_origin_is_left_out_and_signed_origin_kept(http: BasicHTTPProcessor) -> None:
-    body = '<state id="s0"><transition event="*" target="done"><log expr="String(_event.origin)"/></transition>' \
-           '</state><final id="done"/>'
+    body = (
+        '<state id="s0"><transition event="*" target="done"><log expr="String(_event.origin)"/></transition>'
+        '</state><final id="done"/>'
+    )
     logs: list[Any] = []
     session = start(http, body, logs)
     assert post_with(http.location(session), b"", {ORIGIN_HEADER: "http://attacker.invalid/x"}) == 200
@@ -443,8 +500,12 @@ def test_unsigned_origin_is_left_out_and_signed_origin_kept(http: BasicHTTPProce
 def test_origin_is_kept_when_trusted() -> None:
     with BasicHTTPProcessor(trust_origin=True) as http:
         logs: list[Any] = []
-        session = start(http, '<state id="s0"><transition event="*" target="done"><log expr="_event.origin"/>'
-                              '</transition></state><final id="done"/>', logs)
+        session = start(
+            http,
+            '<state id="s0"><transition event="*" target="done"><log expr="_event.origin"/>'
+            '</transition></state><final id="done"/>',
+            logs,
+        )
         assert post_with(http.location(session), b"", {ORIGIN_HEADER: "http://peer.invalid/x"}) == 200
         settle(http, session)
         assert logs == ["http://peer.invalid/x"]
@@ -452,8 +513,12 @@ def test_origin_is_kept_when_trusted() -> None:
 
 def test_a_forged_signature_is_not_trusted(http: BasicHTTPProcessor) -> None:
     logs: list[Any] = []
-    session = start(http, '<state id="s0"><transition event="*" target="done"><log expr="String(_event.origin)"/>'
-                          '</transition></state><final id="done"/>', logs)
+    session = start(
+        http,
+        '<state id="s0"><transition event="*" target="done"><log expr="String(_event.origin)"/>'
+        '</transition></state><final id="done"/>',
+        logs,
+    )
     headers = {ORIGIN_HEADER: "http://127.0.0.1:1/x", ORIGIN_SIGNATURE_HEADER: "0" * 64}
     assert post_with(http.location(session), b"", headers) == 200
     settle(http, session)

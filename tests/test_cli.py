@@ -23,8 +23,9 @@ SPIN = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">
 
 def outcome(text: str) -> str:
     """The line of ``orsguard run`` output that says how the session ended."""
-    lines = [line for line in text.splitlines() if line.startswith(("terminated: ", "final: ", "running in: ",
-                                                                     "ended: "))]
+    lines = [
+        line for line in text.splitlines() if line.startswith(("terminated: ", "final: ", "running in: ", "ended: "))
+    ]
     assert len(lines) == 1, text
     return lines[0]
 
@@ -52,10 +53,16 @@ def test_trace_prints_events_and_transitions() -> None:
     result = orsguard("run", RUNAWAY, "--event", "call.arrived", "--trace", "--limit", "max-microstep-count=3")
     assert result.returncode == 3
     lines = result.stdout.splitlines()
-    assert lines[:7] == [f"start {RUNAWAY}", "  transition __scxml__ -> idle", "event call.arrived",
-                         "  transition idle -> route", "  transition route -> retry", "  transition retry -> route",
-                         "terminated: max-microstep-count=3 exceeded (observed 4) while taking route -> retry; "
-                         "trail: idle -> route -> retry -> route"]
+    assert lines[:7] == [
+        f"start {RUNAWAY}",
+        "  transition __scxml__ -> idle",
+        "event call.arrived",
+        "  transition idle -> route",
+        "  transition route -> retry",
+        "  transition retry -> route",
+        "terminated: max-microstep-count=3 exceeded (observed 4) while taking route -> retry; "
+        "trail: idle -> route -> retry -> route",
+    ]
 
 
 def test_json_is_one_object_with_final_termination_peaks_and_stats() -> None:
@@ -68,8 +75,14 @@ def test_json_is_one_object_with_final_termination_peaks_and_stats() -> None:
     assert sorted(data["termination"]["trail"][-2:]) == ["retry -> route", "route -> retry"]
     assert data["peaks"]["max-microstep-count"] == 51
     assert data["peaks"]["max-state-entry-count"] == 25 and data["peaks"]["state"] == "route"
-    assert set(data["peaks"]) == {"max-microstep-count", "max-state-entry-count", "max-pending-events",
-                                  "process-event-timeout", "max-session-age", "state"}
+    assert set(data["peaks"]) == {
+        "max-microstep-count",
+        "max-state-entry-count",
+        "max-pending-events",
+        "process-event-timeout",
+        "max-session-age",
+        "state",
+    }
     assert data["stats"]["limit_violations"]["max-microstep-count"] == 1
     assert data["stats"]["microsteps_per_macrostep"]["buckets"][-1] == "+Inf"  # valid JSON, no Infinity
 
@@ -98,13 +111,16 @@ TIMED = """<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial=
 """
 
 
-@pytest.mark.parametrize(("events", "final"), [
-    (["a@1", "b@4.5"], "pass"),
-    (["b@2", "a@1"], "pass"),        # delivered by time, not by argument order
-    (["a@1", "b@5.5"], "fail"),      # the timer fires at its virtual time first
-    (["a", "b@0"], "pass"),
-    (["b@3", "a"], "pass"),          # an event without a time goes at the start
-])
+@pytest.mark.parametrize(
+    ("events", "final"),
+    [
+        (["a@1", "b@4.5"], "pass"),
+        (["b@2", "a@1"], "pass"),  # delivered by time, not by argument order
+        (["a@1", "b@5.5"], "fail"),  # the timer fires at its virtual time first
+        (["a", "b@0"], "pass"),
+        (["b@3", "a"], "pass"),  # an event without a time goes at the start
+    ],
+)
 def test_timed_events_are_delivered_at_their_virtual_time(tmp_path: Path, events: list[str], final: str) -> None:
     doc = tmp_path / "timed.scxml"
     doc.write_text(TIMED)
@@ -153,8 +169,9 @@ def test_a_session_still_running_exits_zero_and_says_where() -> None:
 
 
 def test_event_data_is_json() -> None:
-    result = orsguard("run", RUNAWAY, "--event", 'call.arrived={"ani": "5551234"}', "--limit",
-                      "max-microstep-count=3", "--trace")
+    result = orsguard(
+        "run", RUNAWAY, "--event", 'call.arrived={"ani": "5551234"}', "--limit", "max-microstep-count=3", "--trace"
+    )
     assert result.returncode == 3
     assert 'event call.arrived {"ani": "5551234"}' in result.stdout
 
@@ -168,8 +185,16 @@ def test_limit_option_changes_which_limit_fires() -> None:
 
 
 def test_limit_zero_switches_a_limit_off() -> None:
-    result = orsguard("run", RUNAWAY, "--event", "call.arrived", "--limit", "max-microstep-count=0",
-                      "--limit", "max-state-entry-count=50")
+    result = orsguard(
+        "run",
+        RUNAWAY,
+        "--event",
+        "call.arrived",
+        "--limit",
+        "max-microstep-count=0",
+        "--limit",
+        "max-state-entry-count=50",
+    )
     assert result.returncode == 3
     assert "max-state-entry-count=50 exceeded" in outcome(result.stdout)
 
@@ -224,8 +249,10 @@ def test_malformed_document_exits_1_with_file_and_line(tmp_path: Path) -> None:
 
 def test_invalid_document_exits_1_with_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad-target.scxml"
-    path.write_text('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
-                    '<state id="a">\n  <transition event="e" target="nowhere"/>\n</state>\n</scxml>\n')
+    path.write_text(
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
+        '<state id="a">\n  <transition event="e" target="nowhere"/>\n</state>\n</scxml>\n'
+    )
     result = orsguard("run", path)
     assert result.returncode == 1
     assert f"{path}:3:" in result.stderr
@@ -256,8 +283,7 @@ def test_options_file_sets_the_limit(tmp_path: Path) -> None:
 
 def test_limit_flag_overrides_the_options_file(tmp_path: Path) -> None:
     cfg = options_file(tmp_path, "max-microstep-count=7\n")
-    result = orsguard("run", RUNAWAY, "--event", "call.arrived", "--options", cfg, "--limit",
-                      "max-microstep-count=11")
+    result = orsguard("run", RUNAWAY, "--event", "call.arrived", "--options", cfg, "--limit", "max-microstep-count=11")
     assert result.returncode == 3, result.stderr
     assert outcome(result.stdout).startswith("terminated: max-microstep-count=11 exceeded (observed 12)")
 
@@ -272,7 +298,8 @@ def test_limit_flag_overrides_the_options_file(tmp_path: Path) -> None:
     ],
 )
 def test_process_event_timeout_from_the_file_in_ms_and_from_the_flag_in_seconds(
-        tmp_path: Path, flags: tuple[str, ...], seconds: str) -> None:
+    tmp_path: Path, flags: tuple[str, ...], seconds: str
+) -> None:
     spin = tmp_path / "spin.scxml"
     spin.write_text(SPIN)
     cfg = options_file(tmp_path, "process-event-timeout=300\n")
@@ -283,8 +310,9 @@ def test_process_event_timeout_from_the_file_in_ms_and_from_the_flag_in_seconds(
 
 def test_environment_overrides_the_options_file(tmp_path: Path) -> None:
     cfg = options_file(tmp_path, "max-microstep-count=7\n")
-    result = orsguard("run", RUNAWAY, "--event", "call.arrived", "--options", cfg,
-                      env={"ORSGUARD_SCXML_MAX_MICROSTEP_COUNT": "9"})
+    result = orsguard(
+        "run", RUNAWAY, "--event", "call.arrived", "--options", cfg, env={"ORSGUARD_SCXML_MAX_MICROSTEP_COUNT": "9"}
+    )
     assert result.returncode == 3, result.stderr
     assert "max-microstep-count=9 exceeded" in outcome(result.stdout)
 
@@ -294,14 +322,17 @@ def test_environment_applies_without_an_options_file() -> None:
     assert "max-microstep-count=9 exceeded" in outcome(result.stdout)
 
 
-@pytest.mark.parametrize("command", [("run", RUNAWAY, "--event", "call.arrived"),
-                                     ("replay", "traffic.jsonl", "--documents", "examples")])
+@pytest.mark.parametrize(
+    "command", [("run", RUNAWAY, "--event", "call.arrived"), ("replay", "traffic.jsonl", "--documents", "examples")]
+)
 def test_bad_value_in_the_options_file_exits_1_naming_file_and_line(tmp_path: Path, command: tuple[str, ...]) -> None:
     cfg = options_file(tmp_path, "max-pending-events=10\nmax-microstep-count=-5\n")
     result = orsguard(*command, "--options", cfg)
     assert result.returncode == 1
-    assert result.stderr == f"orsguard: {cfg}:6: scxml/max-microstep-count: must not be negative, got '-5'; " \
-                            "0 means no limit\n"
+    assert (
+        result.stderr == f"orsguard: {cfg}:6: scxml/max-microstep-count: must not be negative, got '-5'; "
+        "0 means no limit\n"
+    )
     assert result.stdout == ""
 
 

@@ -128,8 +128,10 @@ def ecma_doc(body: str, initial: str = "a") -> object:
     return load(f'<scxml {NS} initial="{initial}">{body}</scxml>')
 
 
-SPINNING = ecma_doc('<state id="a"><transition event="spin" target="b"/></state>'
-                    '<state id="b"><onentry><script>while (true) {}</script></onentry></state>')
+SPINNING = ecma_doc(
+    '<state id="a"><transition event="spin" target="b"/></state>'
+    '<state id="b"><onentry><script>while (true) {}</script></onentry></state>'
+)
 
 
 def test_the_engine_stops_a_script_at_the_deadline_the_core_writes():
@@ -146,12 +148,17 @@ def test_the_engine_stops_a_script_at_the_deadline_the_core_writes():
 
 
 def test_an_invoked_child_cannot_extend_its_parents_deadline():
-    child = (f'<scxml {NS} initial="c"><state id="c"><onentry><script>while (true) {{}}</script></onentry>'
-             '</state></scxml>')
+    child = (
+        f'<scxml {NS} initial="c"><state id="c"><onentry><script>while (true) {{}}</script></onentry></state></scxml>'
+    )
     parent = ecma_doc(f'<state id="a"><invoke><content>{child}</content></invoke></state>')
     stats = Stats()
-    session = Session(parent, limits=Limits.unlimited().replace(process_event_timeout=0.2),
-                      child_limits=Limits.unlimited().replace(process_event_timeout=30.0), stats=stats)
+    session = Session(
+        parent,
+        limits=Limits.unlimited().replace(process_event_timeout=0.2),
+        child_limits=Limits.unlimited().replace(process_event_timeout=30.0),
+        stats=stats,
+    )
     began = time.monotonic()
     session.start()
     assert time.monotonic() - began < 5.0
@@ -207,9 +214,11 @@ def wait_for(predicate, what: str) -> None:
 
 
 def test_cancel_from_another_thread_stops_a_running_script_with_the_timeout_off():
-    doc = ecma_doc('<state id="a"><transition event="spin" target="b"/></state>'
-                   '<state id="b"><onentry><log expr="\'spinning\'"/><script>while (true) {}</script>'
-                   '</onentry><onexit><log expr="\'exit\'"/></onexit></state>')
+    doc = ecma_doc(
+        '<state id="a"><transition event="spin" target="b"/></state>'
+        '<state id="b"><onentry><log expr="\'spinning\'"/><script>while (true) {}</script>'
+        "</onentry><onexit><log expr=\"'exit'\"/></onexit></state>"
+    )
     spinning = threading.Event()
     logs: list[object] = []
 
@@ -222,8 +231,7 @@ def test_cancel_from_another_thread_stops_a_running_script_with_the_timeout_off(
 
     def work() -> None:
         # The session lives in the worker thread, with that thread's engine.
-        session = box["s"] = Session(doc, limits=Limits().replace(process_event_timeout=0), stats=stats,
-                                     on_log=on_log)
+        session = box["s"] = Session(doc, limits=Limits().replace(process_event_timeout=0), stats=stats, on_log=on_log)
         session.start()
         session.send("spin")
 
@@ -259,8 +267,10 @@ def test_cancel_from_another_thread_stops_a_pure_scxml_eventless_loop():
 
 
 def test_cancel_from_another_thread_while_the_session_is_in_a_hook():
-    doc = ecma_doc('<state id="a"><transition event="go" target="b"><log expr="1"/><log expr="2"/></transition>'
-                   '</state><state id="b"><onentry><log expr="3"/></onentry></state>')
+    doc = ecma_doc(
+        '<state id="a"><transition event="go" target="b"><log expr="1"/><log expr="2"/></transition>'
+        '</state><state id="b"><onentry><log expr="3"/></onentry></state>'
+    )
     in_hook = threading.Event()
     resume = threading.Event()
     logs: list[object] = []
@@ -274,8 +284,9 @@ def test_cancel_from_another_thread_while_the_session_is_in_a_hook():
     box: dict[str, Session] = {}
 
     def work() -> None:
-        session = box["s"] = Session(doc, limits=Limits().replace(process_event_timeout=0), on_log=on_log,
-                                     stats=Stats())
+        session = box["s"] = Session(
+            doc, limits=Limits().replace(process_event_timeout=0), on_log=on_log, stats=Stats()
+        )
         session.start()
         session.send("go")
 
@@ -291,9 +302,11 @@ def test_cancel_from_another_thread_while_the_session_is_in_a_hook():
 
 
 def test_cancel_from_the_sessions_own_thread_is_unchanged():
-    doc = ecma_doc('<state id="a"><transition event="go" target="b"/><onexit><log expr="\'exit a\'"/></onexit>'
-                   '</state><state id="b"><onentry><log expr="\'in b\'"/><log expr="\'more\'"/></onentry>'
-                   '<onexit><log expr="\'exit b\'"/></onexit></state>')
+    doc = ecma_doc(
+        '<state id="a"><transition event="go" target="b"/><onexit><log expr="\'exit a\'"/></onexit>'
+        '</state><state id="b"><onentry><log expr="\'in b\'"/><log expr="\'more\'"/></onentry>'
+        "<onexit><log expr=\"'exit b'\"/></onexit></state>"
+    )
     logs: list[object] = []
     box: dict[str, Session] = {}
 
@@ -392,8 +405,12 @@ def test_peak_macrostep_seconds_and_age_on_the_session_clock():
 def test_peaks_before_start_are_zero_and_as_dict_uses_the_option_names():
     session = Session(ECMA_COUNTDOWN, clock=VirtualClock())
     assert session.peaks.as_dict() == {
-        "max-microstep-count": 0, "max-state-entry-count": 0, "max-pending-events": 0,
-        "process-event-timeout": 0.0, "max-session-age": 0.0, "state": None,
+        "max-microstep-count": 0,
+        "max-state-entry-count": 0,
+        "max-pending-events": 0,
+        "process-event-timeout": 0.0,
+        "max-session-age": 0.0,
+        "state": None,
     }
     assert isinstance(session.peaks, Peaks)
     session.cancel()
@@ -433,8 +450,9 @@ def test_peaks_read_in_on_end_are_final_for_a_timeout_stop():
         seen.append((session.peaks.as_dict(), session.peaks.macrostep_seconds, session.stats.snapshot()))
 
     stats = Stats()
-    session = Session(SPINNING, limits=Limits.unlimited().replace(process_event_timeout=0.05), stats=stats,
-                      on_end=on_end)
+    session = Session(
+        SPINNING, limits=Limits.unlimited().replace(process_event_timeout=0.05), stats=stats, on_end=on_end
+    )
     session.start()
     session.send("spin")
     assert session.termination.option == "process-event-timeout"
@@ -450,8 +468,13 @@ def test_peaks_read_in_on_end_are_final_for_a_timeout_stop():
 def test_peaks_read_in_on_end_are_final_for_a_microstep_stop():
     seen: list[dict] = []
     stats = Stats()
-    session = Session(ECMA_COUNTDOWN, limits=Limits.unlimited().replace(max_microstep_count=10), stats=stats,
-                      clock=VirtualClock(), on_end=lambda s: seen.append((s.peaks.as_dict(), s.stats.snapshot())))
+    session = Session(
+        ECMA_COUNTDOWN,
+        limits=Limits.unlimited().replace(max_microstep_count=10),
+        stats=stats,
+        clock=VirtualClock(),
+        on_end=lambda s: seen.append((s.peaks.as_dict(), s.stats.snapshot())),
+    )
     session.start()
     session.send("go", 20)
     [(peaks, snapshot)] = seen
@@ -578,8 +601,9 @@ def test_an_event_left_queued_by_an_interrupted_call_gets_a_fresh_deadline():
       </state>
       <state id="b"/>""")
     slot = ctypes.c_double(0.0)
-    session, dm = slot_session(Limits.unlimited().replace(process_event_timeout=0.2), slot, doc,
-                               fail=KeyboardInterrupt())
+    session, dm = slot_session(
+        Limits.unlimited().replace(process_event_timeout=0.2), slot, doc, fail=KeyboardInterrupt()
+    )
     session.start()
     with pytest.raises(KeyboardInterrupt):
         session.send("go")  # the first "next" fails; the second stays queued
@@ -601,8 +625,11 @@ def test_a_session_is_built_only_on_a_documents_machine() -> None:
         machine = "not a Machine"
 
     for bad in (None, 42, "<scxml/>", Fake()):
-        with pytest.raises(TypeError, match=rf"Session needs a Document from orsguard.load\(\), "
-                                            rf"not {type(bad).__name__}$"):
+        with pytest.raises(
+            TypeError,
+            match=rf"Session needs a Document from orsguard.load\(\), "
+            rf"not {type(bad).__name__}$",
+        ):
             Session(bad)  # type: ignore[arg-type]
     session = Session(GUARDED, clock=VirtualClock()).start()
     assert session._machine is GUARDED.machine

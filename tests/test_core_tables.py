@@ -67,9 +67,11 @@ def test_a_later_transition_that_would_leave_the_parallel_is_preempted():
 
 def test_many_regions_across_word_boundaries_all_move_on_one_event():
     regions = 70  # 211 states: the regions straddle several 64-bit words
-    body = "".join(f'<state id="r{i}" initial="r{i}a"><state id="r{i}a"><transition event="t" target="r{i}b"/>'
-                   f'</state><state id="r{i}b"><transition event="t" target="r{i}a"/></state></state>'
-                   for i in range(regions))
+    body = "".join(
+        f'<state id="r{i}" initial="r{i}a"><state id="r{i}a"><transition event="t" target="r{i}b"/>'
+        f'</state><state id="r{i}b"><transition event="t" target="r{i}a"/></state></state>'
+        for i in range(regions)
+    )
     session = run(f'<parallel id="p">{body}</parallel>', "p")
     session.send("t")
     assert session.atomic_configuration == {f"r{i}b" for i in range(regions)}
@@ -129,9 +131,23 @@ def test_states_out_of_document_order_are_refused():
 
     def machine(parents: list[int]) -> Machine:
         n = len(parents)
-        return Machine([f"s{i}" for i in range(n)], kinds, parents, [0, 1, -1, -1, -1], [0, 1],
-                       [[1], [2]], [(), ()], [-1, -1], [False, False], [None, None],
-                       [()] * n, [()] * n, [None] * n, [()] * n, [None] * n)
+        return Machine(
+            [f"s{i}" for i in range(n)],
+            kinds,
+            parents,
+            [0, 1, -1, -1, -1],
+            [0, 1],
+            [[1], [2]],
+            [(), ()],
+            [-1, -1],
+            [False, False],
+            [None, None],
+            [()] * n,
+            [()] * n,
+            [None] * n,
+            [()] * n,
+            [None] * n,
+        )
 
     assert machine(ok_parents).n == 5
     with pytest.raises(ValueError, match="document order"):
@@ -139,8 +155,23 @@ def test_states_out_of_document_order_are_refused():
 
 
 def test_a_document_without_transitions_compiles():
-    machine = Machine(["root", "only"], [KIND_ROOT, KIND_ATOMIC], [-1, 0], [-1, -1], [], [], [], [], [], [],
-                      [(), ()], [(), ()], [None, None], [(), ()], [None, None])
+    machine = Machine(
+        ["root", "only"],
+        [KIND_ROOT, KIND_ATOMIC],
+        [-1, 0],
+        [-1, -1],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [(), ()],
+        [(), ()],
+        [None, None],
+        [(), ()],
+        [None, None],
+    )
     assert (machine.n, machine.ntrans, machine.labels) == (2, 0, [])
 
 
@@ -155,8 +186,9 @@ def test_the_tables_are_read_only():
 
 
 def session_bytes(states: int, sessions: int = 50) -> float:
-    body = "".join(f'<state id="s{i}"><transition event="t" target="s{(i + 1) % states}"/></state>'
-                   for i in range(states))
+    body = "".join(
+        f'<state id="s{i}"><transition event="t" target="s{(i + 1) % states}"/></state>' for i in range(states)
+    )
     document = load(f'<scxml {NS} initial="s0">{body}</scxml>')
     gc.collect()
     tracemalloc.start()
@@ -179,8 +211,11 @@ def test_a_session_holds_a_few_bytes_per_state_not_a_bitset_per_state():
 
 def test_a_flat_document_walks_through_every_word_of_its_configuration():
     states = 300
-    body = "".join(f'<state id="s{i}"><transition event="t" target="s{(i + 1) % states}"/>'
-                   f'<transition event="home" target="s0"/></state>' for i in range(states))
+    body = "".join(
+        f'<state id="s{i}"><transition event="t" target="s{(i + 1) % states}"/>'
+        f'<transition event="home" target="s0"/></state>'
+        for i in range(states)
+    )
     session = run(body, "s0")
     for step in range(1, 2 * states + 1):
         session.send("t")

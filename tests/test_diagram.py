@@ -119,8 +119,11 @@ def test_svg_is_rendered_with_the_loop_in_red(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     svg = etree.parse(str(out)).getroot()
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
-    red = [g for g in svg.iter("{http://www.w3.org/2000/svg}g")
-           if g.get("class") == "edge" and any(p.get("stroke") == RED for p in g.iter())]
+    red = [
+        g
+        for g in svg.iter("{http://www.w3.org/2000/svg}g")
+        if g.get("class") == "edge" and any(p.get("stroke") == RED for p in g.iter())
+    ]
     assert len(red) == 2
 
 
@@ -141,11 +144,14 @@ def test_graphviz_takes_nested_w3c_charts_without_a_warning(test: str) -> None:
     assert done.returncode == 0 and done.stderr == b"", done.stderr
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("not json", "not JSON"),
-    ('{"something": "else"}', "neither"),
-    ("[1, 2]", "neither"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"something": "else"}', "neither"),
+        ("[1, 2]", "neither"),
+    ],
+)
 def test_bad_highlight_file_exits_1_naming_it(tmp_path: Path, content: str, message: str) -> None:
     report = tmp_path / "h.json"
     report.write_text(content)

@@ -78,8 +78,12 @@ def test_unknown_target_names_the_transition_line() -> None:
 
 
 def test_one_unknown_id_among_several_targets() -> None:
-    err = load_error(doc('<parallel id="p"><state id="a"/><state id="b"/></parallel>',
-                         '<state id="s"><transition event="e" target="a zz b"/></state>'))
+    err = load_error(
+        doc(
+            '<parallel id="p"><state id="a"/><state id="b"/></parallel>',
+            '<state id="s"><transition event="e" target="a zz b"/></state>',
+        )
+    )
     assert err.line == 3
     assert "zz" in err.message
 
@@ -95,8 +99,13 @@ def test_duplicate_id_names_the_first_line() -> None:
     "lines",
     [
         ('<state id="outer" initial="elsewhere">', '  <state id="inner"/>', "</state>", '<state id="elsewhere"/>'),
-        ('<state id="outer">', '  <initial><transition target="elsewhere"/></initial>', '  <state id="inner"/>',
-         "</state>", '<state id="elsewhere"/>'),
+        (
+            '<state id="outer">',
+            '  <initial><transition target="elsewhere"/></initial>',
+            '  <state id="inner"/>',
+            "</state>",
+            '<state id="elsewhere"/>',
+        ),
     ],
 )
 def test_initial_naming_a_non_descendant_is_rejected(lines: tuple[str, ...]) -> None:
@@ -132,8 +141,11 @@ def test_initial_naming_a_missing_state_is_rejected() -> None:
     [
         (('<state id="a"><onentry>', "<raise/>", "</onentry></state>"), "raise", "event"),
         (("<datamodel>", '<data expr="1"/>', '</datamodel><state id="a"/>'), "data", "id"),
-        (('<state id="a"><onentry><send event="e">', '<param expr="1"/>', "</send></onentry></state>"), "param",
-         "name"),
+        (
+            ('<state id="a"><onentry><send event="e">', '<param expr="1"/>', "</send></onentry></state>"),
+            "param",
+            "name",
+        ),
         (('<state id="a"><onentry>', '<assign expr="1"/>', "</onentry></state>"), "assign", "location"),
         (('<state id="a"><onentry>', '<if><log expr="1"/></if>', "</onentry></state>"), "if", "cond"),
         (('<state id="a"><onentry>', '<foreach item="x"/>', "</onentry></state>"), "foreach", "array"),
@@ -178,16 +190,28 @@ def test_invalid_delay_is_rejected_at_load() -> None:
 
 
 def test_errors_inside_inline_invoke_content_point_into_the_outer_document() -> None:
-    err = load_error(doc('<state id="a"><invoke><content>', '<scxml version="1.0">', '<state id="c">',
-                         '<transition target="zz"/>', "</state></scxml></content></invoke></state>"))
+    err = load_error(
+        doc(
+            '<state id="a"><invoke><content>',
+            '<scxml version="1.0">',
+            '<state id="c">',
+            '<transition target="zz"/>',
+            "</state></scxml></content></invoke></state>",
+        )
+    )
     assert (err.line, err.element) == (5, "transition")
 
 
 # ---------------------------------------------------------------- expressions
 
 
-BAD_EXPRESSION = doc('<state id="a"><onentry>', '<log expr="1 +"/>', "</onentry>",
-                     '<transition event="error.execution" target="caught"/></state>', '<final id="caught"/>')
+BAD_EXPRESSION = doc(
+    '<state id="a"><onentry>',
+    '<log expr="1 +"/>',
+    "</onentry>",
+    '<transition event="error.execution" target="caught"/></state>',
+    '<final id="caught"/>',
+)
 
 
 def test_invalid_expression_is_rejected_at_load_by_default() -> None:
@@ -201,8 +225,8 @@ def test_invalid_expression_is_rejected_at_load_by_default() -> None:
     [
         ('<transition cond="a ==== b" target="a"/>', "transition"),
         ('<onentry><assign location="1+" expr="1"/></onentry>', "assign"),
-        ('<onentry><script>var = ;</script></onentry>', "script"),
-        ('<onentry><send eventexpr="\'e\' +"/></onentry>', "send"),
+        ("<onentry><script>var = ;</script></onentry>", "script"),
+        ("<onentry><send eventexpr=\"'e' +\"/></onentry>", "send"),
     ],
 )
 def test_invalid_expressions_of_every_kind_are_rejected(line: str, element: str) -> None:
@@ -226,21 +250,29 @@ def test_invalid_expression_with_checks_off_loads_and_raises_error_execution() -
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('<state id="a"><transition cond="1 + 1 == 2" target="a"/></state>',
-         "the null datamodel only allows In('state') conditions, not '1 + 1 == 2'"),
-        ('<state id="a"><onentry><log expr="1 + 2"/></onentry></state>',
-         "the null datamodel only allows quoted string values, not '1 + 2'"),
-        ('<state id="a"><onentry><script>var x;</script></onentry></state>',
-         "the null datamodel has no script expressions"),
+        (
+            '<state id="a"><transition cond="1 + 1 == 2" target="a"/></state>',
+            "the null datamodel only allows In('state') conditions, not '1 + 1 == 2'",
+        ),
+        (
+            '<state id="a"><onentry><log expr="1 + 2"/></onentry></state>',
+            "the null datamodel only allows quoted string values, not '1 + 2'",
+        ),
+        (
+            '<state id="a"><onentry><script>var x;</script></onentry></state>',
+            "the null datamodel has no script expressions",
+        ),
         ('<datamodel><data id="x"/></datamodel><state id="a"/>', "the null datamodel has no <data>"),
     ],
 )
 @pytest.mark.parametrize("check_expressions", [True, False])
 def test_the_null_datamodel_refuses_what_it_cannot_run_even_with_checks_off(
-        line: str, message: str, check_expressions: bool) -> None:
+    line: str, message: str, check_expressions: bool
+) -> None:
     # Deferring only helps a datamodel that could run the text: the null one never can.
-    err = load_error(doc(line, head=f'<scxml {NS} version="1.0" datamodel="null">'),
-                     check_expressions=check_expressions)
+    err = load_error(
+        doc(line, head=f'<scxml {NS} version="1.0" datamodel="null">'), check_expressions=check_expressions
+    )
     assert (err.line, err.message) == (2, message)
 
 
@@ -315,28 +347,34 @@ def secret_file(tmp_path: Path) -> tuple[Path, str]:
     "use",
     [
         '<datamodel><data id="d">&x;</data></datamodel><state id="a"/>',
-        "<state id=\"a\"><onentry><log expr=\"'&x;'\"/></onentry></state>",
+        '<state id="a"><onentry><log expr="\'&x;\'"/></onentry></state>',
     ],
 )
 def test_external_entity_is_rejected_without_reading_the_file(tmp_path: Path, use: str) -> None:
     path, secret = secret_file(tmp_path)
-    text = (f'<?xml version="1.0"?>\n<!DOCTYPE scxml [<!ENTITY x SYSTEM "file://{path}">]>\n'
-            f'<scxml {NS} version="1.0">{use}</scxml>')
+    text = (
+        f'<?xml version="1.0"?>\n<!DOCTYPE scxml [<!ENTITY x SYSTEM "file://{path}">]>\n'
+        f'<scxml {NS} version="1.0">{use}</scxml>'
+    )
     err = load_error(text)
     assert secret not in str(err)
 
 
 def test_system_file_entity_is_rejected() -> None:
-    text = ('<?xml version="1.0"?>\n<!DOCTYPE scxml [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
-            f'<scxml {NS} version="1.0"><datamodel><data id="d">&x;</data></datamodel><state id="a"/></scxml>')
+    text = (
+        '<?xml version="1.0"?>\n<!DOCTYPE scxml [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+        f'<scxml {NS} version="1.0"><datamodel><data id="d">&x;</data></datamodel><state id="a"/></scxml>'
+    )
     err = load_error(text)
     assert "root:" not in str(err)
 
 
 def test_parameter_entity_is_rejected(tmp_path: Path) -> None:
     path, secret = secret_file(tmp_path)
-    text = (f'<?xml version="1.0"?>\n<!DOCTYPE scxml [<!ENTITY % p SYSTEM "file://{path}"> %p;]>\n'
-            f'<scxml {NS} version="1.0"><state id="a"/></scxml>')
+    text = (
+        f'<?xml version="1.0"?>\n<!DOCTYPE scxml [<!ENTITY % p SYSTEM "file://{path}"> %p;]>\n'
+        f'<scxml {NS} version="1.0"><state id="a"/></scxml>'
+    )
     err = load_error(text)
     assert secret not in str(err)
 
@@ -352,7 +390,7 @@ def test_doctype_error_names_the_doctype_line() -> None:
 
 
 def test_undefined_entity_is_malformed() -> None:
-    err = load_error(doc("<state id=\"a\"><onentry><log expr=\"'&x;'\"/></onentry></state>"))
+    err = load_error(doc('<state id="a"><onentry><log expr="\'&x;\'"/></onentry></state>'))
     assert err.message.startswith("malformed XML")
     assert err.line == 2
 
@@ -435,6 +473,8 @@ def test_document_error_is_an_orsguard_error() -> None:
 
 def test_a_data_id_that_is_no_ecmascript_name_is_rejected_at_load() -> None:
     with pytest.raises(DocumentError, match="'a-b' is not a valid ECMAScript variable name") as info:
-        load('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
-             '<datamodel><data id="a-b"/></datamodel><state id="s"/></scxml>')
+        load(
+            '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
+            '<datamodel><data id="a-b"/></datamodel><state id="s"/></scxml>'
+        )
     assert info.value.line == 2

@@ -32,8 +32,7 @@ def _doc(expr: str, before: str = "", prelude: str = "") -> str:
 
 
 def _run(expr: str, data: object, before: str = "", prelude: str = "") -> list[tuple[str | None, object]]:
-    s = Session(load(_doc(expr, before, prelude)), sends="record", clock=VirtualClock(),
-                limits=Limits.unlimited())
+    s = Session(load(_doc(expr, before, prelude)), sends="record", clock=VirtualClock(), limits=Limits.unlimited())
     s.start()
     s.send("e", data)
     return [(sent.event, sent.data) for sent in s.outbox]
@@ -60,12 +59,53 @@ def _nested(depth: int) -> dict:
 
 
 CASES = [
-    None, True, False, 0, -1, 2**31 - 1, -(2**31), 2**31, -(2**31) - 1, 2**40, 2**53, -(2**53), 2**53 + 1,
-    2**63, 2**70, 1.0, 1.5, -0.0, math.inf, -math.inf, math.nan, "", "text", "é ✓ 𝄞", "a\x00b", "a\ud800b",
-    {}, {"n": 7}, {"b": 1, "a": 2}, {"1": "one", "b": 2}, {"b": 2, "1": "one", "0": 0}, {"01": 1, "x": 2},
-    {"-1": 1, "z": 2}, {"__og_xml": "<a/>"}, {"__proto__": {"p": 1}}, {"toJSON": 3}, {"constructor": 1},
-    {"k": {"deep": [1, {"a": None}]}}, [1, 2], (1, 2), {"big": 2**60}, {"f": 2.0, "i": 2}, {"s\ud800": 1},
-    _nested(20), _nested(40), {str(i) + "k": i for i in range(300)}, {"k": list(range(2000))},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**31 - 1,
+    -(2**31),
+    2**31,
+    -(2**31) - 1,
+    2**40,
+    2**53,
+    -(2**53),
+    2**53 + 1,
+    2**63,
+    2**70,
+    1.0,
+    1.5,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    "",
+    "text",
+    "é ✓ 𝄞",
+    "a\x00b",
+    "a\ud800b",
+    {},
+    {"n": 7},
+    {"b": 1, "a": 2},
+    {"1": "one", "b": 2},
+    {"b": 2, "1": "one", "0": 0},
+    {"01": 1, "x": 2},
+    {"-1": 1, "z": 2},
+    {"__og_xml": "<a/>"},
+    {"__proto__": {"p": 1}},
+    {"toJSON": 3},
+    {"constructor": 1},
+    {"k": {"deep": [1, {"a": None}]}},
+    [1, 2],
+    (1, 2),
+    {"big": 2**60},
+    {"f": 2.0, "i": 2},
+    {"s\ud800": 1},
+    _nested(20),
+    _nested(40),
+    {str(i) + "k": i for i in range(300)},
+    {"k": list(range(2000))},
 ]
 
 
@@ -110,8 +150,10 @@ def test_each_send_gets_its_own_copy_and_the_callers_dict_is_not_shared():
 
 def test_a_mutation_by_a_script_before_the_send_is_seen():
     before = "<script>_event.data.n = 5; _event.data.added = true;</script>"
-    assert _run("_event.data", {"n": 1}, before) == [("out", {"d": {"n": 5, "added": True}}),
-                                                       ("whole", {"n": 5, "added": True})]
+    assert _run("_event.data", {"n": 1}, before) == [
+        ("out", {"d": {"n": 5, "added": True}}),
+        ("whole", {"n": 5, "added": True}),
+    ]
 
 
 def test_reading_another_field_first_changes_nothing():
@@ -119,11 +161,14 @@ def test_reading_another_field_first_changes_nothing():
     assert _run("_event.data", {"n": 1}, before) == _run("(_event.data)", {"n": 1}, before)
 
 
-@pytest.mark.parametrize("patch", [
-    "Object.prototype.toJSON = function () { return 'patched'; };",
-    "Object.defineProperty(Object.prototype, 'toJSON', { get: function () { n++; return undefined; } });",
-    "Object.prototype.__og_xml = '&lt;x/&gt;';",
-])
+@pytest.mark.parametrize(
+    "patch",
+    [
+        "Object.prototype.toJSON = function () { return 'patched'; };",
+        "Object.defineProperty(Object.prototype, 'toJSON', { get: function () { n++; return undefined; } });",
+        "Object.prototype.__og_xml = '&lt;x/&gt;';",
+    ],
+)
 def test_a_document_that_gives_object_prototype_to_json_or_the_dom_marker_is_followed(patch):
     prelude = f"<onentry><script>{patch}</script></onentry>"
     fast = _run("_event.data", {"n": 1}, prelude=prelude)
@@ -195,24 +240,29 @@ def _names_doc(expr: str, setup: str) -> str:
       </state></scxml>"""
 
 
-@pytest.mark.parametrize(("expr", "setup"), [
-    ("label", ""),
-    ("n", "n = {a: [1, 2], b: undefined, c: function () {}};"),
-    ("declared", "var declared = 'v';"),
-    ("implicit", "implicit = 'created by assignment';"),
-    ("lexical", "let lexical = 'let';"),
-    ("constant", "const constant = 3;"),
-    ("getter", "Object.defineProperty(globalThis, 'getter', {get: function () { n++; return n; },"
-               " configurable: false});"),
-    ("missing", ""),
-    ("Math", ""),
-    ("undefined", ""),
-    ("NaN", ""),
-    ("arguments", ""),
-    ("label", "var label = 'again';"),
-    ("n", "n = {toJSON: function () { return 'json'; }};"),
-    ("n", "try { let n = 5; } catch (e) {}"),
-])
+@pytest.mark.parametrize(
+    ("expr", "setup"),
+    [
+        ("label", ""),
+        ("n", "n = {a: [1, 2], b: undefined, c: function () {}};"),
+        ("declared", "var declared = 'v';"),
+        ("implicit", "implicit = 'created by assignment';"),
+        ("lexical", "let lexical = 'let';"),
+        ("constant", "const constant = 3;"),
+        (
+            "getter",
+            "Object.defineProperty(globalThis, 'getter', {get: function () { n++; return n; }, configurable: false});",
+        ),
+        ("missing", ""),
+        ("Math", ""),
+        ("undefined", ""),
+        ("NaN", ""),
+        ("arguments", ""),
+        ("label", "var label = 'again';"),
+        ("n", "n = {toJSON: function () { return 'json'; }};"),
+        ("n", "try { let n = 5; } catch (e) {}"),
+    ],
+)
 def test_a_value_that_is_one_name_reads_what_the_engine_reads(expr, setup):
     def run(e: str) -> list:
         s = Session(load(_names_doc(e, setup)), sends="record", clock=VirtualClock())

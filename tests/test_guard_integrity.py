@@ -37,44 +37,55 @@ def doc(body: str) -> str:
 
 # ---------------------------------------------------------------- eventless loops that throw
 
+
 @pytest.mark.parametrize("cond", ["undefinedVar", "null.x", "(function () { throw 1; })()"])
 def test_error_spinning_eventless_loop_is_stopped_by_the_microstep_limit(cond: str) -> None:
     # Each failed cond raises error.execution, which nothing handles: the empty
     # microsteps count, so the loop ends deterministically on a virtual clock.
     body = f'<state id="a"><transition cond="{cond}" target="b"/></state><state id="b"/>'
-    out = isolated(f"""
+    out = isolated(
+        f"""
         doc = orsguard.load(scxml({body!r}))
         s = Session(doc, limits=Limits(max_microstep_count=50), clock=VirtualClock())
         s.start()
         t = s.termination
         report(running=s.running, option=t and t.option, observed=t and t.observed)
-    """, what=f"eventless cond={cond!r}")
+    """,
+        what=f"eventless cond={cond!r}",
+    )
     assert out == {"running": False, "option": "max-microstep-count", "observed": 51}
 
 
 def test_error_spinning_loop_after_an_external_event_is_stopped() -> None:
-    out = isolated("""
+    out = isolated(
+        """
         doc = orsguard.load(scxml('<state id="a"><transition event="go" target="b"/></state>'
                                   '<state id="b"><transition cond="undefinedVar" target="a"/></state>'))
         s = Session(doc, limits=Limits(max_microstep_count=20), clock=VirtualClock())
         s.start()
         s.send("go")
         report(running=s.running, option=s.termination and s.termination.option)
-    """, what="error-spinning loop entered by an event")
+    """,
+        what="error-spinning loop entered by an event",
+    )
     assert out == {"running": False, "option": "max-microstep-count"}
 
 
 def test_error_spinning_loop_without_a_microstep_limit_is_stopped_by_the_timeout() -> None:
-    out = isolated("""
+    out = isolated(
+        """
         doc = orsguard.load(scxml('<state id="a"><transition cond="undefinedVar" target="b"/></state><state id="b"/>'))
         s = Session(doc, limits=Limits(max_microstep_count=0, process_event_timeout=0.3))
         s.start()
         report(running=s.running, option=s.termination and s.termination.option)
-    """, what="error-spinning loop, microstep limit off")
+    """,
+        what="error-spinning loop, microstep limit off",
+    )
     assert out == {"running": False, "option": "process-event-timeout"}
 
 
 # ---------------------------------------------------------------- the script deadline
+
 
 @pytest.mark.slow
 def test_script_deadline_is_wall_time_not_cpu_time() -> None:
@@ -111,31 +122,41 @@ def test_script_deadline_is_wall_time_not_cpu_time() -> None:
 
 # ---------------------------------------------------------------- code that ran unguarded
 
-@pytest.mark.parametrize(('script', 'cond'), [
-    # valueOf reached from a loop-free cond
-    ("var o = {['value' + 'Of']() { while (true) {} }};", "o &gt; 1"),
-    # toString through a template-free string concatenation
-    ("var o = {['to' + 'String']() { for (;;) {} }};", "'' + o == 'x'"),
-    # a document that redefines In()
-    ("In = {f(id) { for (;;) {} }}.f;", "In('a')"),
-    # a getter reached by a plain property read
-    ("var o = {}; Object['define' + 'Property'](o, 'x', {['g' + 'et']() { for (;;) {} }});", "o.x"),
-])
+
+@pytest.mark.parametrize(
+    ("script", "cond"),
+    [
+        # valueOf reached from a loop-free cond
+        ("var o = {['value' + 'Of']() { while (true) {} }};", "o &gt; 1"),
+        # toString through a template-free string concatenation
+        ("var o = {['to' + 'String']() { for (;;) {} }};", "'' + o == 'x'"),
+        # a document that redefines In()
+        ("In = {f(id) { for (;;) {} }}.f;", "In('a')"),
+        # a getter reached by a plain property read
+        ("var o = {}; Object['define' + 'Property'](o, 'x', {['g' + 'et']() { for (;;) {} }});", "o.x"),
+    ],
+)
 def test_user_code_reached_implicitly_runs_under_the_deadline(script: str, cond: str) -> None:
-    body = (f'<script>{script}</script>'
-            f'<state id="a"><transition event="go" cond="{cond}" target="b"/></state><state id="b"/>')
-    out = isolated(f"""
+    body = (
+        f"<script>{script}</script>"
+        f'<state id="a"><transition event="go" cond="{cond}" target="b"/></state><state id="b"/>'
+    )
+    out = isolated(
+        f"""
         doc = orsguard.load(scxml({body!r}))
         s = Session(doc, limits=Limits(process_event_timeout=0.3))
         s.start()
         s.send("go")
         report(running=s.running, option=s.termination and s.termination.option)
-    """, what=f"implicit call from cond={cond!r}")
+    """,
+        what=f"implicit call from cond={cond!r}",
+    )
     assert out == {"running": False, "option": "process-event-timeout"}
 
 
 def test_foreach_item_setter_runs_under_the_deadline() -> None:
-    out = isolated("""
+    out = isolated(
+        """
         body = ('<script>Object["define" + "Property"](globalThis, "item", {["s" + "et"](v) { for (;;) {} }});</script>'
                 '<state id="a"><transition event="go" target="b"><foreach array="[1, 2]" item="item"/></transition>'
                 '</state><state id="b"/>')
@@ -143,55 +164,71 @@ def test_foreach_item_setter_runs_under_the_deadline() -> None:
         s.start()
         s.send("go")
         report(running=s.running, option=s.termination and s.termination.option)
-    """, what="foreach item setter")
+    """,
+        what="foreach item setter",
+    )
     assert out == {"running": False, "option": "process-event-timeout"}
 
 
 def test_runaway_global_script_at_start_is_stopped() -> None:
     body = f'<script>{LOOP}</script><state id="a"/>'
-    out = isolated(f"""
+    out = isolated(
+        f"""
         s = Session(orsguard.load(scxml({body!r})),
                     limits=Limits(process_event_timeout=0.3))
         s.start()
         report(running=s.running, option=s.termination and s.termination.option)
-    """, what="global script loop")
+    """,
+        what="global script loop",
+    )
     assert out == {"running": False, "option": "process-event-timeout"}
 
 
-@pytest.mark.parametrize("expr", [
-    "/(a+)+$/.test('a'.repeat(40) + 'b')",
-    "'x'.repeat(1 &lt;&lt; 29).length",
-    "JSON.stringify('x'.repeat(1 &lt;&lt; 28)).length",
-    "new Array(1e8).fill(0).length",
-    "JSON.parse('['.repeat(1e6))",
-    "(function f() { return f(); })()",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "/(a+)+$/.test('a'.repeat(40) + 'b')",
+        "'x'.repeat(1 &lt;&lt; 29).length",
+        "JSON.stringify('x'.repeat(1 &lt;&lt; 28)).length",
+        "new Array(1e8).fill(0).length",
+        "JSON.parse('['.repeat(1e6))",
+        "(function f() { return f(); })()",
+    ],
+)
 def test_long_builtins_and_huge_allocations_stay_within_the_timeout(expr: str) -> None:
     # Found by the fuzzer: one call into a builtin (a string repeat, an array
     # fill) ran 6 s past a 0.2 s limit. The memory limit or the deadline must
     # end it: an error.execution, or a process-event-timeout termination.
-    body = (f'<datamodel><data id="d" expr="{expr}"/></datamodel>'
-            '<state id="a"><transition event="error.execution" target="err"/></state><state id="err"/>')
-    out = isolated(f"""
+    body = (
+        f'<datamodel><data id="d" expr="{expr}"/></datamodel>'
+        '<state id="a"><transition event="error.execution" target="err"/></state><state id="err"/>'
+    )
+    out = isolated(
+        f"""
         body = {body!r}
         s = Session(orsguard.load(scxml(body)), limits=Limits(process_event_timeout=0.2))
         s.start()
         report(state=sorted(s.atomic_configuration) if s.running else None,
                option=s.termination and s.termination.option, longest=s.peaks.macrostep_seconds)
-    """, what=f"builtin {expr}")
+    """,
+        what=f"builtin {expr}",
+    )
     assert out["state"] == ["err"] or out["option"] == "process-event-timeout", out
     # The contract is timeout + 50 ms; the margin here only absorbs a busy machine.
     assert out["longest"] < 1.2, f"a macrostep ran {out['longest']:.2f} s under a 0.2 s limit"
 
 
 def test_in_works_after_a_function_is_defined() -> None:
-    text = doc('<script>function f() { return true; }</script>'
-               '<parallel id="a"><state id="r1"><state id="x"/></state>'
-               '<state id="r2"><state id="y"><transition event="go" cond="f() &amp;&amp; In(\'x\')" target="z"/>'
-               '<transition event="error.execution" target="err"/></state>'
-               '<state id="z"/><state id="err"/></state></parallel>')
-    session = orsguard.Session(orsguard.load(text), limits=orsguard.Limits(process_event_timeout=1.0),
-                               clock=orsguard.VirtualClock())
+    text = doc(
+        "<script>function f() { return true; }</script>"
+        '<parallel id="a"><state id="r1"><state id="x"/></state>'
+        '<state id="r2"><state id="y"><transition event="go" cond="f() &amp;&amp; In(\'x\')" target="z"/>'
+        '<transition event="error.execution" target="err"/></state>'
+        '<state id="z"/><state id="err"/></state></parallel>'
+    )
+    session = orsguard.Session(
+        orsguard.load(text), limits=orsguard.Limits(process_event_timeout=1.0), clock=orsguard.VirtualClock()
+    )
     session.start()
     session.send("go")
     assert "z" in session.configuration
@@ -202,19 +239,23 @@ def test_in_works_after_a_function_is_defined() -> None:
 ESCAPE = "1)}); for(;;){} (function(){return (1"
 
 
-@pytest.mark.parametrize("element", [
-    f'<transition event="go" cond="{ESCAPE}" target="b"/>',
-    f'<onentry><log expr="{ESCAPE}"/></onentry>',
-    f'<onentry><assign location="x" expr="{ESCAPE}"/></onentry>',
-    '<onentry><assign location="x = 1; for(;;){} ; x" expr="1"/></onentry>',
-    f'<onentry><foreach array="{ESCAPE}" item="x"/></onentry>',
-    f'<onentry><send eventexpr="{ESCAPE}"/></onentry>',
-    '<onentry><foreach array="[1]" item="x = 1; for(;;){} ; x"/></onentry>',
-    '<datamodel><data id="x" expr="1})); for(;;){} ((function(){return 1"/></datamodel>',
-])
+@pytest.mark.parametrize(
+    "element",
+    [
+        f'<transition event="go" cond="{ESCAPE}" target="b"/>',
+        f'<onentry><log expr="{ESCAPE}"/></onentry>',
+        f'<onentry><assign location="x" expr="{ESCAPE}"/></onentry>',
+        '<onentry><assign location="x = 1; for(;;){} ; x" expr="1"/></onentry>',
+        f'<onentry><foreach array="{ESCAPE}" item="x"/></onentry>',
+        f'<onentry><send eventexpr="{ESCAPE}"/></onentry>',
+        '<onentry><foreach array="[1]" item="x = 1; for(;;){} ; x"/></onentry>',
+        '<datamodel><data id="x" expr="1})); for(;;){} ((function(){return 1"/></datamodel>',
+    ],
+)
 def test_an_expression_cannot_escape_into_code_at_load(element: str) -> None:
     body = f'<datamodel><data id="x"/></datamodel><state id="a">{element}</state><state id="b"/>'
-    out = isolated(f"""
+    out = isolated(
+        f"""
         text = scxml({body!r})
         try:
             orsguard.load(text)
@@ -227,7 +268,9 @@ def test_an_expression_cannot_escape_into_code_at_load(element: str) -> None:
         s.send("go")
         report(checked=checked, state=sorted(s.atomic_configuration) if s.running else None,
                option=s.termination and s.termination.option)
-    """, what=f"wrapper escape {element}")
+    """,
+        what=f"wrapper escape {element}",
+    )
     # Ill-formed text is refused at load, and deferred it is an error.execution at
     # run time: the loop it smuggles in never runs, so no timeout either.
     assert out == {"checked": "DocumentError", "state": ["a"], "option": None}
@@ -295,7 +338,8 @@ def test_hostile_event_data_gives_a_value_or_a_documented_error(name: str) -> No
 
 @pytest.mark.parametrize("name", ["huge int", "nan", "lone surrogate", "deep list"])
 def test_hostile_initial_data_gives_a_value_or_a_documented_error(name: str) -> None:
-    out = isolated(f"""
+    out = isolated(
+        f"""
         def deep(leaf, n):
             x = leaf
             for _ in range(n):
@@ -310,27 +354,45 @@ def test_hostile_initial_data_gives_a_value_or_a_documented_error(name: str) -> 
         except (ValueError, TypeError):
             outcome = "refused"
         report(outcome=outcome)
-    """, what=f"initial data {name}")
+    """,
+        what=f"initial data {name}",
+    )
     assert out["outcome"] in ("running", "refused")
 
 
-@pytest.mark.parametrize("expr", ["10n", "2n ** 200n", "Symbol('s')", "function () {}", "0/0",
-                                  "(function () { var o = {}; o.o = o; return o; })()",
-                                  "'\\ud800'", "new Array(5)"])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "10n",
+        "2n ** 200n",
+        "Symbol('s')",
+        "function () {}",
+        "0/0",
+        "(function () { var o = {}; o.o = o; return o; })()",
+        "'\\ud800'",
+        "new Array(5)",
+    ],
+)
 def test_javascript_values_coming_back_to_python_are_total(expr: str) -> None:
-    body = (f'<state id="a"><onentry><log label="v" expr="{expr}"/></onentry><transition target="f"/></state>'
-            f'<final id="f"><donedata><param name="v" expr="{expr}"/></donedata></final>')
-    out = isolated(f"""
+    body = (
+        f'<state id="a"><onentry><log label="v" expr="{expr}"/></onentry><transition target="f"/></state>'
+        f'<final id="f"><donedata><param name="v" expr="{expr}"/></donedata></final>'
+    )
+    out = isolated(
+        f"""
         body = {body!r}
         logged = []
         s = Session(orsguard.load(scxml(body)), clock=VirtualClock(), on_log=lambda l, v: logged.append(repr(v)))
         s.start()
         report(final=s.final, running=s.running)
-    """, what=f"JS value {expr}")
+    """,
+        what=f"JS value {expr}",
+    )
     assert out == {"final": "f", "running": False}
 
 
 # ---------------------------------------------------------------- data ids and <data src>
+
 
 @pytest.mark.parametrize("data_id", ["for", "class", "null", "typeof", "this", "1x", "a-b", "a b"])
 def test_data_id_that_is_not_an_assignable_name_is_refused_at_load(data_id: str) -> None:
@@ -338,11 +400,16 @@ def test_data_id_that_is_not_an_assignable_name_is_refused_at_load(data_id: str)
     assert err.line == 3
 
 
-@pytest.mark.parametrize("attr", ['<onentry><assign location="for" expr="1"/></onentry>',
-                                  '<onentry><foreach array="[1]" item="class"/></onentry>',
-                                  '<onentry><foreach array="[1]" item="x" index="new"/></onentry>',
-                                  '<onentry><send event="e" idlocation="for"/></onentry>',
-                                  '<invoke idlocation="this"><content>' + CHILD + '</content></invoke>'])
+@pytest.mark.parametrize(
+    "attr",
+    [
+        '<onentry><assign location="for" expr="1"/></onentry>',
+        '<onentry><foreach array="[1]" item="class"/></onentry>',
+        '<onentry><foreach array="[1]" item="x" index="new"/></onentry>',
+        '<onentry><send event="e" idlocation="for"/></onentry>',
+        '<invoke idlocation="this"><content>' + CHILD + "</content></invoke>",
+    ],
+)
 def test_location_that_is_not_assignable_is_refused_at_load(attr: str) -> None:
     err = load_error(doc(f'\n<state id="a">\n{attr}</state>'))
     assert err.line == 3
@@ -350,10 +417,13 @@ def test_location_that_is_not_assignable_is_refused_at_load(attr: str) -> None:
 
 def test_data_src_xml_file_with_an_encoding_declaration_loads(tmp_path) -> None:
     (tmp_path / "d.xml").write_text('<?xml version="1.0" encoding="UTF-8"?>\n<list><b>1</b><b>2</b></list>\n')
-    (tmp_path / "m.scxml").write_text(doc(
-        '<datamodel><data id="d" src="d.xml"/></datamodel>'
-        '<state id="a"><transition cond="d.getElementsByTagName(\'b\').length == 2" target="ok"/></state>'
-        '<state id="ok"/>'))
+    (tmp_path / "m.scxml").write_text(
+        doc(
+            '<datamodel><data id="d" src="d.xml"/></datamodel>'
+            '<state id="a"><transition cond="d.getElementsByTagName(\'b\').length == 2" target="ok"/></state>'
+            '<state id="ok"/>'
+        )
+    )
     session = orsguard.Session(orsguard.load(str(tmp_path / "m.scxml")), clock=orsguard.VirtualClock())
     session.start()
     assert session.configuration == {"ok"}
@@ -368,10 +438,13 @@ def test_document_text_with_an_encoding_declaration_loads() -> None:
 def test_inline_content_with_an_encoding_declaration_loads() -> None:
     # invoke <content> given as an expression: text that carries its own declaration.
     child = '<?xml version="1.0" encoding="UTF-8"?>' + CHILD
-    text = doc('<datamodel><data id="src" expr=\'' + json.dumps(child).replace('"', '&quot;').replace('<', '&lt;')
-               + '\'/></datamodel><state id="a"><invoke type="scxml"><content expr="src"/></invoke>'
-               '<transition event="done.invoke.*" target="ok"/><transition event="error.*" target="err"/></state>'
-               '<state id="ok"/><state id="err"/>')
+    text = doc(
+        '<datamodel><data id="src" expr=\''
+        + json.dumps(child).replace('"', "&quot;").replace("<", "&lt;")
+        + '\'/></datamodel><state id="a"><invoke type="scxml"><content expr="src"/></invoke>'
+        '<transition event="done.invoke.*" target="ok"/><transition event="error.*" target="err"/></state>'
+        '<state id="ok"/><state id="err"/>'
+    )
     session = orsguard.Session(orsguard.load(text), clock=orsguard.VirtualClock())
     session.start()
     assert session.configuration == {"ok"}
@@ -379,19 +452,27 @@ def test_inline_content_with_an_encoding_declaration_loads() -> None:
 
 # ---------------------------------------------------------------- load() raises only DocumentError
 
-@pytest.mark.parametrize("text", [
-    "abc\x00def",
-    "<scxml\x00",
-    doc('<state id="a">\x00</state>'),
-    doc('<state id="a"><invoke type="scxml"><param name="x" expr="1"/>text<content>' + CHILD + '</content>'
-        '</invoke></state>'),
-    doc('<state id="a"><invoke type="scxml" src="c.scxml"><param name="x" expr="1"/>text</invoke></state>'),
-    doc('<state id="a" \u00e9t\u00e9="1"><onentry><log \u00e9="1" expr="1"/></onentry></state>'),
-    doc('<state id="a"><onentry><send event="e"><param name="\u00e9" expr="1" \u00e0="2"/></send></onentry></state>'),
-    "\ufeffjunk" + doc('<state id="a"/>'),
-    "junk" + doc('<state id="a"/>'),
-    doc('<state id="a"/>')[:-3],
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "abc\x00def",
+        "<scxml\x00",
+        doc('<state id="a">\x00</state>'),
+        doc(
+            '<state id="a"><invoke type="scxml"><param name="x" expr="1"/>text<content>' + CHILD + "</content>"
+            "</invoke></state>"
+        ),
+        doc('<state id="a"><invoke type="scxml" src="c.scxml"><param name="x" expr="1"/>text</invoke></state>'),
+        doc('<state id="a" \u00e9t\u00e9="1"><onentry><log \u00e9="1" expr="1"/></onentry></state>'),
+        doc(
+            '<state id="a"><onentry><send event="e"><param name="\u00e9" expr="1" \u00e0="2"/></send></onentry></state>'
+        ),
+        "\ufeffjunk" + doc('<state id="a"/>'),
+        "junk" + doc('<state id="a"/>'),
+        doc('<state id="a"/>')[:-3],
+    ],
+)
 def test_load_raises_only_document_error(text: str) -> None:
     try:
         orsguard.load(text)
@@ -416,14 +497,17 @@ def test_load_reports_a_line_for_malformed_text_after_leading_whitespace() -> No
 
 
 def test_transition_to_two_sibling_states_is_refused_at_load() -> None:
-    err = load_error(doc('<state id="a">\n<transition event="e" target="s1 s2"/>'
-                         '<state id="s1"/><state id="s2"/></state>'))
+    err = load_error(
+        doc('<state id="a">\n<transition event="e" target="s1 s2"/><state id="s1"/><state id="s2"/></state>')
+    )
     assert err.line == 2
 
 
 def test_transition_to_states_in_parallel_regions_loads() -> None:
-    text = doc('<state id="a"><transition event="e" target="x y"/></state><parallel id="p">'
-               '<state id="r1"><state id="x"/></state><state id="r2"><state id="y"/></state></parallel>')
+    text = doc(
+        '<state id="a"><transition event="e" target="x y"/></state><parallel id="p">'
+        '<state id="r1"><state id="x"/></state><state id="r2"><state id="y"/></state></parallel>'
+    )
     session = orsguard.Session(orsguard.load(text), clock=orsguard.VirtualClock())
     session.start()
     session.send("e")
@@ -432,15 +516,19 @@ def test_transition_to_states_in_parallel_regions_loads() -> None:
 
 # ---------------------------------------------------------------- file access from documents
 
+
 def test_data_src_of_a_device_is_refused() -> None:
-    out = isolated("""
+    out = isolated(
+        """
         try:
             orsguard.load(scxml('<datamodel><data id="d" src="/dev/zero"/></datamodel><state id="a"/>'))
             outcome = "loaded"
         except DocumentError:
             outcome = "DocumentError"
         report(outcome=outcome)
-    """, what="<data src=/dev/zero>")
+    """,
+        what="<data src=/dev/zero>",
+    )
     assert out == {"outcome": "DocumentError"}
 
 
@@ -459,10 +547,13 @@ def test_invoke_srcexpr_outside_the_document_directory_is_an_error_execution(tmp
     (tmp_path / "outside.scxml").write_text(CHILD)
     inner = tmp_path / "docs"
     inner.mkdir()
-    (inner / "m.scxml").write_text(doc(
-        '<state id="a"><invoke type="scxml" srcexpr="\'../outside.scxml\'"/>'
-        '<transition event="done.invoke.*" target="escaped"/><transition event="error.*" target="refused"/></state>'
-        '<state id="escaped"/><state id="refused"/>'))
+    (inner / "m.scxml").write_text(
+        doc(
+            '<state id="a"><invoke type="scxml" srcexpr="\'../outside.scxml\'"/>'
+            '<transition event="done.invoke.*" target="escaped"/><transition event="error.*" target="refused"/></state>'
+            '<state id="escaped"/><state id="refused"/>'
+        )
+    )
     session = orsguard.Session(orsguard.load(str(inner / "m.scxml")), clock=orsguard.VirtualClock())
     session.start()
     assert session.configuration == {"refused"}
@@ -470,20 +561,26 @@ def test_invoke_srcexpr_outside_the_document_directory_is_an_error_execution(tmp
 
 # ---------------------------------------------------------------- errors in invoke, finalize, donedata and sends
 
+
 def _invoke_probe(invoke: str, extra: str = "", timeout: float = 0.3) -> dict:
-    body = (f'<state id="a"><invoke type="scxml" id="c">{invoke}</invoke>'
-            '<transition event="error.execution" target="err_exec"/>'
-            '<transition event="error.communication" target="err_comm"/>'
-            '<transition event="done.invoke.c" target="done"/></state>'
-            f'<state id="err_exec"/><state id="err_comm"/><state id="done"/>{extra}')
-    return isolated(f"""
+    body = (
+        f'<state id="a"><invoke type="scxml" id="c">{invoke}</invoke>'
+        '<transition event="error.execution" target="err_exec"/>'
+        '<transition event="error.communication" target="err_comm"/>'
+        '<transition event="done.invoke.c" target="done"/></state>'
+        f'<state id="err_exec"/><state id="err_comm"/><state id="done"/>{extra}'
+    )
+    return isolated(
+        f"""
         body = {body!r}
         s = Session(orsguard.load(scxml(body), check_expressions=False), limits=Limits(process_event_timeout={timeout}))
         s.start()
         s.run(1.0)
         t = s.termination
         report(state=sorted(s.atomic_configuration) if s.running else None, option=t and t.option)
-    """, what=f"invoke {invoke}")
+    """,
+        what=f"invoke {invoke}",
+    )
 
 
 def test_timeout_in_an_invoke_param_terminates_the_session() -> None:
@@ -492,29 +589,36 @@ def test_timeout_in_an_invoke_param_terminates_the_session() -> None:
 
 
 def test_timeout_in_finalize_terminates_the_session() -> None:
-    child = ('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="s"><state id="s">'
-             '<onentry><send target="#_parent" event="ping"/></onentry></state></scxml>')
-    out = _invoke_probe(f'<content>{child}</content><finalize><script>{LOOP}</script></finalize>')
+    child = (
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="s"><state id="s">'
+        '<onentry><send target="#_parent" event="ping"/></onentry></state></scxml>'
+    )
+    out = _invoke_probe(f"<content>{child}</content><finalize><script>{LOOP}</script></finalize>")
     assert out == {"state": None, "option": "process-event-timeout"}
 
 
 @pytest.mark.parametrize("attr", ['srcexpr="42"', 'srcexpr="({})"', 'srcexpr="null"', 'typeexpr="42"'])
 def test_bad_invoke_srcexpr_is_an_error_execution(attr: str) -> None:
     body = f'<state id="a"><invoke {attr}/><transition event="error.execution" target="err"/></state><state id="err"/>'
-    out = isolated(f"""
+    out = isolated(
+        f"""
         body = {body!r}
         s = Session(orsguard.load(scxml(body)), clock=VirtualClock())
         s.start()
         report(state=sorted(s.atomic_configuration) if s.running else None)
-    """, what=f"invoke {attr}")
+    """,
+        what=f"invoke {attr}",
+    )
     assert out == {"state": ["err"]}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("expr", ["10n", "2n ** 100n", "Symbol('s')", "function () {}"])
 def test_invoke_param_that_cannot_cross_is_an_error_or_a_value(expr: str) -> None:
-    child = ('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="f">'
-             '<datamodel><data id="x"/></datamodel><final id="f"/></scxml>')
+    child = (
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="f">'
+        '<datamodel><data id="x"/></datamodel><final id="f"/></scxml>'
+    )
     out = _invoke_probe(f'<param name="x" expr="{expr}"/><content>{child}</content>')
     assert out["option"] is None
     assert out["state"] in (["err_exec"], ["done"])
@@ -525,36 +629,49 @@ def test_cross_session_send_of_a_value_that_cannot_cross_is_an_error_or_a_value(
     # It once escaped start() as TypeError and the event was lost. Now the sender
     # either gets an error (and reports it to the parent as a plain event) or the
     # value crosses in its documented conversion; nothing leaks, nothing is lost.
-    child = ('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">'
-             f'<state id="s"><onentry><send target="#_parent" event="x"><param name="v" expr="{expr}"/></send>'
-             '</onentry><transition event="error.*" target="e"/></state>'
-             '<state id="e"><onentry><send target="#_parent" event="child.error"/></onentry></state></scxml>')
-    body = (f'<state id="a"><invoke type="scxml" id="c"><content>{child}</content></invoke>'
-            '<transition event="x" target="delivered"/><transition event="child.error" target="refused"/></state>'
-            '<state id="delivered"/><state id="refused"/>')
-    out = isolated(f"""
+    child = (
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">'
+        f'<state id="s"><onentry><send target="#_parent" event="x"><param name="v" expr="{expr}"/></send>'
+        '</onentry><transition event="error.*" target="e"/></state>'
+        '<state id="e"><onentry><send target="#_parent" event="child.error"/></onentry></state></scxml>'
+    )
+    body = (
+        f'<state id="a"><invoke type="scxml" id="c"><content>{child}</content></invoke>'
+        '<transition event="x" target="delivered"/><transition event="child.error" target="refused"/></state>'
+        '<state id="delivered"/><state id="refused"/>'
+    )
+    out = isolated(
+        f"""
         body = {body!r}
         s = Session(orsguard.load(scxml(body)), clock=VirtualClock())
         s.start()
         s.run(1.0)
         report(state=sorted(s.atomic_configuration) if s.running else None)
-    """, what=f"cross-session send of {expr}")
+    """,
+        what=f"cross-session send of {expr}",
+    )
     assert out["state"] in (["refused"], ["delivered"])
 
 
 def test_timeout_in_top_level_donedata_is_a_termination() -> None:
-    body = (f'<state id="a"><transition target="f"/></state>'
-            f'<final id="f"><donedata><param name="x" expr="{LOOP}"/></donedata></final>')
-    out = isolated(f"""
+    body = (
+        f'<state id="a"><transition target="f"/></state>'
+        f'<final id="f"><donedata><param name="x" expr="{LOOP}"/></donedata></final>'
+    )
+    out = isolated(
+        f"""
         body = {body!r}
         s = Session(orsguard.load(scxml(body)), limits=Limits(process_event_timeout=0.3))
         s.start()
         report(final=s.final, option=s.termination and s.termination.option)
-    """, what="donedata loop")
+    """,
+        what="donedata loop",
+    )
     assert out == {"final": None, "option": "process-event-timeout"}
 
 
 # ---------------------------------------------------------------- BasicHTTP from outside
+
 
 def _post(url: str, body: bytes, content_type: str) -> int:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
@@ -567,9 +684,11 @@ def _post(url: str, body: bytes, content_type: str) -> int:
 
 def _http_session(http: object) -> orsguard.Session:
     # The cond reads _event, so every event's data is converted into the datamodel.
-    text = doc('<state id="a"><transition event="ok" cond="_event.data !== 0" target="b"/>'
-               '<transition event="error.*" target="spoofed"/><transition event="done.*" target="spoofed"/></state>'
-               '<state id="b"/><state id="spoofed"/>')
+    text = doc(
+        '<state id="a"><transition event="ok" cond="_event.data !== 0" target="b"/>'
+        '<transition event="error.*" target="spoofed"/><transition event="done.*" target="spoofed"/></state>'
+        '<state id="b"/><state id="spoofed"/>'
+    )
     session = orsguard.Session(orsguard.load(text), ioprocessors=[http])
     session.start()
     return session
@@ -589,7 +708,7 @@ def test_basichttp_nan_body_does_not_end_the_loop() -> None:
         url = _url(http, session)
         clock = session.clock
         _post(url, b'{"a": NaN}', "application/json")
-        _post(url, b'{"a": Infinity, "b": 1' + b'0' * 400 + b'}', "application/json")
+        _post(url, b'{"a": Infinity, "b": 1' + b"0" * 400 + b"}", "application/json")
         _post(url + "?_scxmleventname=ok", b"", "application/x-www-form-urlencoded")
         http.run_until(clock, clock.now() + 3.0, stop=lambda: "b" in session.configuration)
         assert session.configuration == {"b"}
@@ -642,8 +761,10 @@ def test_basichttp_drops_slow_clients_and_bounds_its_threads() -> None:
 
 # ---------------------------------------------------------------- the command line
 
+
 def _cli(*args: str, timeout: float = 30.0, stdin: str | None = None) -> dict:
-    return isolated("""
+    return isolated(
+        """
         import io, contextlib, os
         from orsguard.cli import main
         err = io.StringIO()
@@ -653,7 +774,11 @@ def _cli(*args: str, timeout: float = 30.0, stdin: str | None = None) -> dict:
         except SystemExit as exc:
             code = exc.code
         report(code=code, stderr=err.getvalue())
-    """, *args, what="orsguard " + " ".join(a if len(a) < 100 else a[:100] + "..." for a in args), timeout=timeout)
+    """,
+        *args,
+        what="orsguard " + " ".join(a if len(a) < 100 else a[:100] + "..." for a in args),
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "1e400", str(2**64), "-1", "x"])

@@ -43,10 +43,14 @@ def test_hostile_text_is_a_document_error(text: str, line: int | None) -> None:
 
 
 def test_param_with_a_non_ascii_attribute_and_trailing_text_loads() -> None:
-    document = load(doc('<state id="a"><invoke>',
-                        '<param name="x" expr="1" \u00e9t\u00e9="1"/>trailing text',
-                        f'<content><scxml {NS} version="1.0"><state id="c"/></scxml></content>',
-                        "</invoke></state>"))
+    document = load(
+        doc(
+            '<state id="a"><invoke>',
+            '<param name="x" expr="1" \u00e9t\u00e9="1"/>trailing text',
+            f'<content><scxml {NS} version="1.0"><state id="c"/></scxml></content>',
+            "</invoke></state>",
+        )
+    )
     session = Session(document, clock=VirtualClock()).start()
     assert session.running and session.configuration == {"a"}
 
@@ -138,8 +142,12 @@ def test_a_transition_to_exclusive_states_is_refused(where: str, message: str) -
 
 
 def test_exclusive_states_in_deeper_branches_are_refused() -> None:
-    err = load_error(doc('<state id="top"><transition event="e" target="x y"/>',
-                         '<state id="a"><state id="x"/></state><state id="b"><state id="y"/></state></state>'))
+    err = load_error(
+        doc(
+            '<state id="top"><transition event="e" target="x y"/>',
+            '<state id="a"><state id="x"/></state><state id="b"><state id="y"/></state></state>',
+        )
+    )
     assert "'x' and 'y'" in err.message and "'top'" in err.message
 
 
@@ -149,9 +157,13 @@ def test_initial_attribute_with_exclusive_states_is_refused() -> None:
 
 
 def test_targets_in_different_parallel_regions_are_legal() -> None:
-    document = load(doc('<state id="idle"><transition event="go" target="x2 y2"/></state>',
-                        '<parallel id="p"><state id="x"><state id="x1"/><state id="x2"/></state>',
-                        '<state id="y"><state id="y1"/><state id="y2"/></state></parallel>'))
+    document = load(
+        doc(
+            '<state id="idle"><transition event="go" target="x2 y2"/></state>',
+            '<parallel id="p"><state id="x"><state id="x1"/><state id="x2"/></state>',
+            '<state id="y"><state id="y1"/><state id="y2"/></state></parallel>',
+        )
+    )
     session = Session(document, clock=VirtualClock()).start()
     session.send("go")
     assert session.atomic_configuration == {"x2", "y2"}
@@ -168,13 +180,26 @@ def test_data_src_under_the_document_directory_loads(tmp_path: Path) -> None:
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "v.json").write_text('{"n": 1}')
     path = tmp_path / "doc.scxml"
-    path.write_text(doc('<datamodel><data id="v" src="lib/v.json"/></datamodel>',
-                        '<state id="a"><transition cond="v.n === 1" target="b"/></state><state id="b"/>'))
+    path.write_text(
+        doc(
+            '<datamodel><data id="v" src="lib/v.json"/></datamodel>',
+            '<state id="a"><transition cond="v.n === 1" target="b"/></state><state id="b"/>',
+        )
+    )
     assert Session(load(path), clock=VirtualClock()).start().configuration == {"b"}
 
 
-@pytest.mark.parametrize("src", ["/proc/self/environ", "/etc/passwd", "../outside.json", "file:///etc/passwd",
-                                 "file:../outside.json", "http://example.invalid/x.json"])
+@pytest.mark.parametrize(
+    "src",
+    [
+        "/proc/self/environ",
+        "/etc/passwd",
+        "../outside.json",
+        "file:///etc/passwd",
+        "file:../outside.json",
+        "http://example.invalid/x.json",
+    ],
+)
 def test_data_src_outside_the_document_directory_is_refused(tmp_path: Path, src: str) -> None:
     (tmp_path / "outside.json").write_text("1")
     (tmp_path / "docs").mkdir()
@@ -195,8 +220,7 @@ def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
 def test_a_device_src_is_refused_even_under_a_root(device: str, tmp_path: Path) -> None:
-    err = load_error(doc(f'<datamodel><data id="v" src="{device}"/></datamodel>', '<state id="a"/>'),
-                     roots=["/dev"])
+    err = load_error(doc(f'<datamodel><data id="v" src="{device}"/></datamodel>', '<state id="a"/>'), roots=["/dev"])
     assert "not a regular file" in err.message
 
 
@@ -217,8 +241,10 @@ def test_an_oversized_src_is_refused(tmp_path: Path) -> None:
 
 def test_text_reads_no_file_unless_given_roots(tmp_path: Path) -> None:
     (tmp_path / "v.json").write_text("7")
-    text = doc('<datamodel><data id="v" src="v.json"/></datamodel>',
-               '<state id="a"><transition cond="v === 7" target="b"/></state><state id="b"/>')
+    text = doc(
+        '<datamodel><data id="v" src="v.json"/></datamodel>',
+        '<state id="a"><transition cond="v === 7" target="b"/></state><state id="b"/>',
+    )
     assert "may not read files" in load_error(text).message
     document = load_string(text, base=tmp_path)
     assert document.roots == (os.path.realpath(tmp_path),)
@@ -246,12 +272,14 @@ CHILD = f'<scxml {NS} version="1.0"><final id="c"/></scxml>'
 
 
 def invoker(attrs: str) -> str:
-    return doc('<datamodel><data id="where" expr="null"/></datamodel>',
-               f'<state id="a"><invoke {attrs}/>',
-               '<transition event="done.invoke" target="ok"/>',
-               '<transition event="error.execution" target="refused"><assign location="where" expr="_event.data"/>'
-               "</transition></state>",
-               '<final id="ok"/><final id="refused"/>')
+    return doc(
+        '<datamodel><data id="where" expr="null"/></datamodel>',
+        f'<state id="a"><invoke {attrs}/>',
+        '<transition event="done.invoke" target="ok"/>',
+        '<transition event="error.execution" target="refused"><assign location="where" expr="_event.data"/>'
+        "</transition></state>",
+        '<final id="ok"/><final id="refused"/>',
+    )
 
 
 def run(document: orsguard.Document) -> Session:
@@ -261,12 +289,13 @@ def run(document: orsguard.Document) -> Session:
 def test_invoke_src_under_the_root_runs(tmp_path: Path) -> None:
     (tmp_path / "child.scxml").write_text(CHILD)
     path = tmp_path / "doc.scxml"
-    path.write_text(invoker('srcexpr="\'child.scxml\'"'))
+    path.write_text(invoker("srcexpr=\"'child.scxml'\""))
     assert run(load(path)).final == "ok"
 
 
-@pytest.mark.parametrize("expr", ["'/etc/passwd'", "'../secret.scxml'", "'/proc/self/environ'", "'/dev/zero'",
-                                  "5", "null", "'a\\u0000b'"])
+@pytest.mark.parametrize(
+    "expr", ["'/etc/passwd'", "'../secret.scxml'", "'/proc/self/environ'", "'/dev/zero'", "5", "null", "'a\\u0000b'"]
+)
 def test_invoke_srcexpr_outside_the_root_is_an_execution_error(tmp_path: Path, expr: str) -> None:
     (tmp_path / "secret.scxml").write_text(CHILD)
     (tmp_path / "docs").mkdir()
@@ -278,10 +307,14 @@ def test_invoke_srcexpr_outside_the_root_is_an_execution_error(tmp_path: Path, e
 def test_invoke_content_string_is_never_taken_as_a_path(tmp_path: Path) -> None:
     (tmp_path / "child.scxml").write_text(CHILD)
     path = tmp_path / "doc.scxml"
-    path.write_text(doc('<state id="a"><invoke><content expr="\'child.scxml\'"/></invoke>',
-                        '<transition event="done.invoke" target="ok"/>',
-                        '<transition event="error.execution" target="refused"/></state>',
-                        '<final id="ok"/><final id="refused"/>'))
+    path.write_text(
+        doc(
+            '<state id="a"><invoke><content expr="\'child.scxml\'"/></invoke>',
+            '<transition event="done.invoke" target="ok"/>',
+            '<transition event="error.execution" target="refused"/></state>',
+            '<final id="ok"/><final id="refused"/>',
+        )
+    )
     assert run(load(path)).final == "refused"
 
 
@@ -289,8 +322,8 @@ def test_an_invoked_document_keeps_its_parents_roots(tmp_path: Path) -> None:
     (tmp_path / "secret.json").write_text("1")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "child.scxml").write_text(
-        f'<scxml {NS} version="1.0"><datamodel><data id="s" src="../secret.json"/></datamodel>'
-        '<final id="c"/></scxml>')
+        f'<scxml {NS} version="1.0"><datamodel><data id="s" src="../secret.json"/></datamodel><final id="c"/></scxml>'
+    )
     path = tmp_path / "docs" / "doc.scxml"
     path.write_text(invoker('src="child.scxml"'))
     assert run(load(path)).final == "refused"
@@ -302,8 +335,12 @@ def test_an_invoked_document_keeps_its_parents_roots(tmp_path: Path) -> None:
 
 def outcome(text: str, limits: Limits | None = None) -> tuple[Session, list[Any]]:
     logs: list[Any] = []
-    session = Session(load(text, check_expressions=False), clock=VirtualClock(), limits=limits,
-                      on_log=lambda label, value: logs.append(value))
+    session = Session(
+        load(text, check_expressions=False),
+        clock=VirtualClock(),
+        limits=limits,
+        on_log=lambda label, value: logs.append(value),
+    )
     session.start()
     return session, logs
 
@@ -313,43 +350,60 @@ def child_doc(body: str) -> str:
 
 
 IDLE_CHILD = child_doc('<state id="c"/>')
-ERRORS = ('<transition event="error.execution" target="f"><log expr="_event.name"/></transition>'
-          '<transition event="error.communication" target="f"><log expr="_event.name"/></transition>')
+ERRORS = (
+    '<transition event="error.execution" target="f"><log expr="_event.name"/></transition>'
+    '<transition event="error.communication" target="f"><log expr="_event.name"/></transition>'
+)
 
 
-@pytest.mark.parametrize("invoke", [
-    '<invoke srcexpr="5"/>',
-    '<invoke srcexpr="({})"/>',
-    '<invoke typeexpr="Symbol()"/>',
-    f'<invoke><param name="x" expr="undefinedName"/>{IDLE_CHILD}</invoke>',
-    f'<invoke idlocation="1 + "><param name="x" expr="1"/>{IDLE_CHILD}</invoke>',
-])
+@pytest.mark.parametrize(
+    "invoke",
+    [
+        '<invoke srcexpr="5"/>',
+        '<invoke srcexpr="({})"/>',
+        '<invoke typeexpr="Symbol()"/>',
+        f'<invoke><param name="x" expr="undefinedName"/>{IDLE_CHILD}</invoke>',
+        f'<invoke idlocation="1 + "><param name="x" expr="1"/>{IDLE_CHILD}</invoke>',
+    ],
+)
 def test_invoke_evaluation_errors_are_error_execution(invoke: str) -> None:
     session, logs = outcome(doc(f'<state id="a">{invoke}{ERRORS}</state><final id="f"/>'))
     assert session.final == "f"
     assert logs == ["error.execution"]
 
 
-VALUE_CHILD = child_doc('<datamodel><data id="x"/></datamodel><state id="c"><onentry>'
-                        '<send event="got" target="#_parent"><param name="x" expr="typeof x"/></send>'
-                        '</onentry></state>')
+VALUE_CHILD = child_doc(
+    '<datamodel><data id="x"/></datamodel><state id="c"><onentry>'
+    '<send event="got" target="#_parent"><param name="x" expr="typeof x"/></send>'
+    "</onentry></state>"
+)
 
 
 @pytest.mark.parametrize("expr", ["10n", "2n ** 80n", "Symbol()", "function () {}", "[Symbol(), 1]"])
 def test_invoke_params_the_datamodel_cannot_pass_are_an_error_or_plain_data(expr: str) -> None:
     # Which JavaScript values become plain data is the datamodel's conversion; what may
     # not happen is an exception out of start() or a child given an engine object.
-    session, logs = outcome(doc(f'<state id="a"><invoke><param name="x" expr="{expr}"/>{VALUE_CHILD}</invoke>',
-                                f'{ERRORS}<transition event="got" target="f"><log expr="_event.data.x"/>'
-                                '</transition></state><final id="f"/>'))
+    session, logs = outcome(
+        doc(
+            f'<state id="a"><invoke><param name="x" expr="{expr}"/>{VALUE_CHILD}</invoke>',
+            f'{ERRORS}<transition event="got" target="f"><log expr="_event.data.x"/>'
+            '</transition></state><final id="f"/>',
+        )
+    )
     assert session.final == "f"
     assert logs in (["error.execution"], ["number"], ["bigint"], ["object"])
 
 
 def test_data_that_cannot_cross_is_error_communication_for_the_sender() -> None:
-    parent = Session(load(doc(f'<state id="a"><invoke id="kid">{IDLE_CHILD}</invoke>'
-                              '<transition event="x" target="wrong"/></state><final id="wrong"/>')),
-                     clock=VirtualClock()).start()
+    parent = Session(
+        load(
+            doc(
+                f'<state id="a"><invoke id="kid">{IDLE_CHILD}</invoke>'
+                '<transition event="x" target="wrong"/></state><final id="wrong"/>'
+            )
+        ),
+        clock=VirtualClock(),
+    ).start()
     child = parent.child("kid")
     assert child is not None
     for data in (object(), {"f": print}, [b"bytes"]):
@@ -362,9 +416,14 @@ def test_data_that_cannot_cross_is_error_communication_for_the_sender() -> None:
 
 
 def test_invoke_param_timeout_ends_the_session_by_the_limit() -> None:
-    session, _ = outcome(doc('<state id="a"><invoke><param name="x" expr="(function () { while (true) {} })()"/>',
-                             IDLE_CHILD, f"</invoke>{ERRORS}</state><final id='f'/>"),
-                         Limits(process_event_timeout=0.2))
+    session, _ = outcome(
+        doc(
+            '<state id="a"><invoke><param name="x" expr="(function () { while (true) {} })()"/>',
+            IDLE_CHILD,
+            f"</invoke>{ERRORS}</state><final id='f'/>",
+        ),
+        Limits(process_event_timeout=0.2),
+    )
     assert not session.running and session.end_reason == "limit"
     assert session.termination.option == "process-event-timeout"
     assert session.final is None
@@ -372,25 +431,34 @@ def test_invoke_param_timeout_ends_the_session_by_the_limit() -> None:
 
 def test_finalize_timeout_ends_the_session_by_the_limit() -> None:
     child = child_doc('<state id="c"><onentry><send event="x" target="#_parent"/></onentry></state>')
-    session, _ = outcome(doc(f'<state id="a"><invoke>{child}<finalize><script>while (true) {{}}</script>'
-                             f'</finalize></invoke><transition event="x" target="f"/></state><final id="f"/>'),
-                         Limits(process_event_timeout=0.2))
+    session, _ = outcome(
+        doc(
+            f'<state id="a"><invoke>{child}<finalize><script>while (true) {{}}</script>'
+            f'</finalize></invoke><transition event="x" target="f"/></state><final id="f"/>'
+        ),
+        Limits(process_event_timeout=0.2),
+    )
     assert session.end_reason == "limit"
     assert session.termination.option == "process-event-timeout"
 
 
 def test_finalize_error_is_error_execution() -> None:
     child = child_doc('<state id="c"><onentry><send event="x" target="#_parent"/></onentry></state>')
-    session, logs = outcome(doc(f'<state id="a"><invoke>{child}<finalize><script>throw 10n</script></finalize>'
-                                f'</invoke><transition event="x" target="b"/></state>'
-                                f'<state id="b">{ERRORS}</state><final id="f"/>'))
+    session, logs = outcome(
+        doc(
+            f'<state id="a"><invoke>{child}<finalize><script>throw 10n</script></finalize>'
+            f'</invoke><transition event="x" target="b"/></state>'
+            f'<state id="b">{ERRORS}</state><final id="f"/>'
+        )
+    )
     assert session.final == "f" and logs == ["error.execution"]
 
 
 def test_donedata_timeout_of_a_top_level_final_is_a_limit_not_a_final() -> None:
-    session, _ = outcome(doc('<final id="a"><donedata>'
-                             '<param name="x" expr="(function () { while (true) {} })()"/></donedata></final>'),
-                         Limits(process_event_timeout=0.2))
+    session, _ = outcome(
+        doc('<final id="a"><donedata><param name="x" expr="(function () { while (true) {} })()"/></donedata></final>'),
+        Limits(process_event_timeout=0.2),
+    )
     assert session.end_reason == "limit"
     assert session.termination.option == "process-event-timeout"
     assert session.final is None
@@ -401,15 +469,15 @@ FINALIZE_CHILD = child_doc('<state id="c"><onentry><send event="x" target="#_par
 TIMED_OUT_SCRIPTS = {
     "top-level donedata": f'<final id="a"><donedata><param name="x" expr="{LOOP}"/></donedata></final>',
     "inner donedata": f'<state id="p"><final id="pf"><donedata><param name="x" expr="{LOOP}"/></donedata></final>'
-                      '<transition event="done.state.p" target="f"/></state><final id="f"/>',
+    '<transition event="done.state.p" target="f"/></state><final id="f"/>',
     "invoke param": f'<state id="a"><invoke><param name="x" expr="{LOOP}"/>{IDLE_CHILD}</invoke>{ERRORS}</state>'
-                    '<final id="f"/>',
+    '<final id="f"/>',
     "finalize": f'<state id="a"><invoke>{FINALIZE_CHILD}<finalize><script>{LOOP}</script></finalize></invoke>'
-                '<transition event="x" target="f"/></state><final id="f"/>',
+    '<transition event="x" target="f"/></state><final id="f"/>',
     "data": f'<datamodel><data id="d" expr="{LOOP}"/><data id="e" expr="1"/></datamodel>'
-            f'<state id="a">{ERRORS}</state><final id="f"/>',
+    f'<state id="a">{ERRORS}</state><final id="f"/>',
     "if cond": f'<state id="a"><onentry><if cond="{LOOP}"><log expr="1"/></if></onentry>{ERRORS}</state>'
-               '<final id="f"/>',
+    '<final id="f"/>',
 }
 
 
@@ -428,8 +496,9 @@ def test_each_script_stopped_at_the_timeout_counts_as_one_violation(body: str) -
 
 def test_a_top_level_donedata_stopped_by_terminate_is_a_cancellation() -> None:
     stats = Stats()
-    session = Session(load(doc(TIMED_OUT_SCRIPTS["top-level donedata"])), clock=VirtualClock(), stats=stats,
-                      limits=Limits.unlimited())
+    session = Session(
+        load(doc(TIMED_OUT_SCRIPTS["top-level donedata"])), clock=VirtualClock(), stats=stats, limits=Limits.unlimited()
+    )
     timer = threading.Timer(0.2, session.dm.terminate)
     timer.start()
     try:
@@ -443,14 +512,20 @@ def test_a_top_level_donedata_stopped_by_terminate_is_a_cancellation() -> None:
 @pytest.mark.parametrize("expr", ["function () {}", "Symbol()"])
 def test_engine_values_sent_to_another_session_are_an_error_or_plain_data(expr: str) -> None:
     # The sender gets error.communication, or the datamodel made plain data of the value.
-    child = child_doc('<state id="c">'
-                      f'<onentry><send event="x" target="#_parent"><content expr="{expr}"/></send></onentry>'
-                      '<transition event="error.communication" target="cf">'
-                      '<send event="sender.saw.error" target="#_parent"/></transition></state><final id="cf"/>')
-    session, logs = outcome(doc(f'<state id="a"><invoke>{child}</invoke>'
-                                '<transition event="x" target="f"><log expr="String(_event.data)"/></transition>'
-                                '<transition event="sender.saw.error" target="f"><log expr="_event.name"/>'
-                                '</transition></state><final id="f"/>'))
+    child = child_doc(
+        '<state id="c">'
+        f'<onentry><send event="x" target="#_parent"><content expr="{expr}"/></send></onentry>'
+        '<transition event="error.communication" target="cf">'
+        '<send event="sender.saw.error" target="#_parent"/></transition></state><final id="cf"/>'
+    )
+    session, logs = outcome(
+        doc(
+            f'<state id="a"><invoke>{child}</invoke>'
+            '<transition event="x" target="f"><log expr="String(_event.data)"/></transition>'
+            '<transition event="sender.saw.error" target="f"><log expr="_event.name"/>'
+            '</transition></state><final id="f"/>'
+        )
+    )
     assert session.final == "f"
     assert logs in (["sender.saw.error"], ["null"], ["undefined"])
 
@@ -466,17 +541,23 @@ def test_a_processor_failing_with_any_exception_is_error_communication() -> None
         def send(self, session: Any, event: Any, target: str) -> None:
             raise TypeError("not serializable")
 
-    session = Session(load(doc('<state id="s"><onentry><send event="x" type="broken" target="t"/></onentry>'
-                               '<transition event="error.communication" target="f"/></state><final id="f"/>')),
-                      clock=VirtualClock(), ioprocessors=[Broken()]).start()
+    session = Session(
+        load(
+            doc(
+                '<state id="s"><onentry><send event="x" type="broken" target="t"/></onentry>'
+                '<transition event="error.communication" target="f"/></state><final id="f"/>'
+            )
+        ),
+        clock=VirtualClock(),
+        ioprocessors=[Broken()],
+    ).start()
     assert session.final == "f"
 
 
 # ---------------------------------------------------------------- data and names from outside
 
 
-@pytest.mark.parametrize("name", ["error", "error.execution", "error.limit", "done", "done.invoke.x",
-                                  "done.state.s"])
+@pytest.mark.parametrize("name", ["error", "error.execution", "error.limit", "done", "done.invoke.x", "done.state.s"])
 def test_platform_names_are_reserved(name: str) -> None:
     assert is_platform_event(name)
     with pytest.raises(ValueError, match="platform"):
@@ -519,11 +600,14 @@ def test_data_at_the_bounds_is_portable() -> None:
     check_external_event("e", data)
 
 
-
 @pytest.mark.parametrize("expr", ["NaN", "Infinity", "-1", "1e400"])
 def test_a_delay_that_is_not_a_finite_time_is_error_execution(expr: str) -> None:
-    session, logs = outcome(doc(f'<state id="a"><onentry><send event="later" delayexpr="{expr}"/></onentry>',
-                                f"{ERRORS}<transition event=\"later\" target=\"wrong\"/></state>",
-                                '<final id="f"/><final id="wrong"/>'))
+    session, logs = outcome(
+        doc(
+            f'<state id="a"><onentry><send event="later" delayexpr="{expr}"/></onentry>',
+            f'{ERRORS}<transition event="later" target="wrong"/></state>',
+            '<final id="f"/><final id="wrong"/>',
+        )
+    )
     assert session.final == "f" and logs == ["error.execution"]
     assert session.clock.next_due() is None

@@ -37,7 +37,8 @@ def ivr(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_the_fixture_starts_on_virtual_time_records_sends_and_cancels_at_teardown(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_inner_ivr="""
+    ivr.makepyfile(
+        test_inner_ivr="""
         import orsguard
 
         kept = []
@@ -61,27 +62,32 @@ def test_the_fixture_starts_on_virtual_time_records_sends_and_cancels_at_teardow
         def test_afterwards():
             assert kept[-1].end_reason == "cancelled"
             assert [s.running for s in kept] == [False, False, False]
-    """)
+    """
+    )
     ivr.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3)
 
 
 def test_an_error_execution_fails_a_strict_test_naming_the_event_and_line(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_inner_strict="""
+    ivr.makepyfile(
+        test_inner_strict="""
         def test_missing_field(scxml):
             call = scxml("ivr.scxml")
             call.send("dtmf", {})          # no digit: the cond is false, not an error
             call.send("dtmf", None)        # no data at all: _event.data.digit throws
             assert call.configuration == {"menu"}
-    """)
+    """
+    )
     result = ivr.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*unexpected error.execution at ivr.scxml:9:5 <transition> (cond of menu -> sales): TypeError*"])
+    result.stdout.fnmatch_lines(
+        ["*unexpected error.execution at ivr.scxml:9:5 <transition> (cond of menu -> sales): TypeError*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
 def test_expected_errors_and_non_strict_sessions_pass_and_missing_ones_fail(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_inner_expect="""
+    ivr.makepyfile(
+        test_inner_expect="""
         def test_expected(scxml):
             call = scxml("ivr.scxml").expect_error("error.execution", match="digit")
             call.send("dtmf", None)
@@ -93,29 +99,37 @@ def test_expected_errors_and_non_strict_sessions_pass_and_missing_ones_fail(ivr:
 
         def test_expected_but_never_raised(scxml):
             scxml("ivr.scxml").expect_error("error.communication")
-    """)
+    """
+    )
     result = ivr.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*test_expected_but_never_raised*", "*expected error.communication in *ivr.scxml,"
-                                 " but no such error event was raised*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_expected_but_never_raised*",
+            "*expected error.communication in *ivr.scxml, but no such error event was raised*",
+        ]
+    )
 
 
 def test_an_error_raised_while_cancelling_fails_at_teardown(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_inner_exit="""
+    pytester.makepyfile(
+        test_inner_exit="""
         DOC = '''<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">
           <state id="s"><onexit><script>undefinedCall()</script></onexit></state>
         </scxml>'''
 
         def test_exit(scxml):
             scxml(DOC)
-    """)
+    """
+    )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*unexpected error.execution at <string>:2:* <script>*undefinedCall*"])
 
 
 def test_limits_by_option_name_and_a_bad_one(ivr: pytest.Pytester) -> None:
-    ivr.makepyfile(test_inner_limits="""
+    ivr.makepyfile(
+        test_inner_limits="""
         import pytest
 
         def test_limits(scxml):
@@ -126,7 +140,8 @@ def test_limits_by_option_name_and_a_bad_one(ivr: pytest.Pytester) -> None:
         def test_bad(scxml):
             with pytest.raises(ValueError, match="unknown limit"):
                 scxml("ivr.scxml", limits={"max-steps": 1})
-    """)
+    """
+    )
     ivr.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
@@ -150,9 +165,13 @@ def test_the_routing_example_runs_under_pytest(pytester: pytest.Pytester) -> Non
 
 
 def test_coverage_per_document_in_the_terminal_and_as_json_and_html(ivr: pytest.Pytester) -> None:
-    ivr.makefile(".scxml", other='<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="a">'
-                                 '<state id="a"><transition event="go" target="b"/></state><state id="b"/></scxml>')
-    ivr.makepyfile(test_inner_cov="""
+    ivr.makefile(
+        ".scxml",
+        other='<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="a">'
+        '<state id="a"><transition event="go" target="b"/></state><state id="b"/></scxml>',
+    )
+    ivr.makepyfile(
+        test_inner_cov="""
         def test_sales(scxml):
             scxml("ivr.scxml").send("dtmf", {"digit": "1"})
 
@@ -161,23 +180,31 @@ def test_coverage_per_document_in_the_terminal_and_as_json_and_html(ivr: pytest.
 
         def test_other(scxml):
             scxml("other.scxml")
-    """)
-    result = ivr.runpytest("-p", "no:cacheprovider", "--scxml-coverage-report", "json:cov.json",
-                           "--scxml-coverage-report", "html:cov.html")
+    """
+    )
+    result = ivr.runpytest(
+        "-p", "no:cacheprovider", "--scxml-coverage-report", "json:cov.json", "--scxml-coverage-report", "html:cov.html"
+    )
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines([
-        "*SCXML coverage*",
-        "ivr.scxml: states 2/3 (66.7%), transitions 3/4 (75.0%), 2 sessions",
-        "  never entered: operator",
-        "  never taken: menu -> operator on timeout",
-        "other.scxml: states 1/2 (50.0%), transitions 1/2 (50.0%), 1 session",
-        "  never entered: b",
-        "  never taken: a -> b on go",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*SCXML coverage*",
+            "ivr.scxml: states 2/3 (66.7%), transitions 3/4 (75.0%), 2 sessions",
+            "  never entered: operator",
+            "  never taken: menu -> operator on timeout",
+            "other.scxml: states 1/2 (50.0%), transitions 1/2 (50.0%), 1 session",
+            "  never entered: b",
+            "  never taken: a -> b on go",
+        ]
+    )
     report = json.loads((ivr.path / "cov.json").read_text())
     ivr_doc = next(d for d in report["documents"] if d["document"] == "ivr.scxml")
-    assert ivr_doc["states"] == {"entered": 2, "total": 3, "percent": 66.7,
-                                 "counts": {"menu": 3, "sales": 1, "operator": 0}}
+    assert ivr_doc["states"] == {
+        "entered": 2,
+        "total": 3,
+        "percent": 66.7,
+        "counts": {"menu": 3, "sales": 1, "operator": 0},
+    }
     assert {"transition": "menu -> menu on timeout", "taken": 1} in ivr_doc["transitions"]["counts"]
     assert ivr_doc["never_taken"] == ["menu -> operator on timeout"]
     html = (ivr.path / "cov.html").read_text()
@@ -201,15 +228,25 @@ def test_a_bad_coverage_report_option_is_a_usage_error(pytester: pytest.Pytester
 
 
 def test_scenario_files_are_collected_and_failures_say_what_differed(ivr: pytest.Pytester) -> None:
-    ivr.makefile(".json", ivr=json.dumps({
-        "initialConfiguration": ["menu"],
-        "events": [{"after": 5000, "nextConfiguration": ["menu"], "data": {"tries": 2}},
-                   {"event": {"name": "dtmf", "data": {"digit": "1"}}, "nextConfiguration": ["operator"]}]}))
+    ivr.makefile(
+        ".json",
+        ivr=json.dumps(
+            {
+                "initialConfiguration": ["menu"],
+                "events": [
+                    {"after": 5000, "nextConfiguration": ["menu"], "data": {"tries": 2}},
+                    {"event": {"name": "dtmf", "data": {"digit": "1"}}, "nextConfiguration": ["operator"]},
+                ],
+            }
+        ),
+    )
     ivr.makefile(".json", unrelated='{"not": "a scenario"}')
     result = ivr.runpytest("-p", "no:cacheprovider", "--scxml-coverage")
     result.assert_outcomes(failed=1)
-    assert "scenario ivr.json: step 2 (event dtmf): expected configuration ['operator'], got ['sales']" \
+    assert (
+        "scenario ivr.json: step 2 (event dtmf): expected configuration ['operator'], got ['sales']"
         in result.stdout.str()
+    )
     result.stdout.fnmatch_lines(["ivr.scxml: states 2/3*"])
 
 

@@ -65,9 +65,14 @@ def write(directory: Path, name: str, spec: object, document: str = TOGGLE) -> P
 def test_the_examples_and_the_w3c_corners_pass_with_junit_xml(tmp_path: Path) -> None:
     report = tmp_path / "junit.xml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORSGUARD_")}
-    result = subprocess.run([sys.executable, "-m", "orsguard.cli", "test", "examples", "tests/scenarios",
-                             "--junit-xml", str(report)], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "orsguard.cli", "test", "examples", "tests/scenarios", "--junit-xml", str(report)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "PASS tests/scenarios/w3c/parallel-exit.json (8 steps)" in lines
@@ -75,26 +80,45 @@ def test_the_examples_and_the_w3c_corners_pass_with_junit_xml(tmp_path: Path) ->
     suite = ET.parse(report).getroot()
     assert suite.tag == "testsuites" and suite.get("tests") == "11" and suite.get("failures") == "0"
     cases = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")}
-    assert {("w3c", "parallel-exit"), ("w3c", "history"), ("w3c", "internal-transitions"), ("w3c", "finals"),
-            (".", "runaway"), (".", "retry-with-delay"), ("ivr", "ivr-menu"), ("routing", "routing"),
-            ("documents", "pingpong")} <= cases
+    assert {
+        ("w3c", "parallel-exit"),
+        ("w3c", "history"),
+        ("w3c", "internal-transitions"),
+        ("w3c", "finals"),
+        (".", "runaway"),
+        (".", "retry-with-delay"),
+        ("ivr", "ivr-menu"),
+        ("routing", "routing"),
+        ("documents", "pingpong"),
+    } <= cases
     assert len(cases) == 11
 
 
 def test_a_failing_scenario_is_reported_and_exits_1(orsguard: Run, tmp_path: Path) -> None:
-    write(tmp_path / "calls" / "inbound", "toggle", {
-        "initialConfiguration": ["a"],
-        "events": [{"event": {"name": "t"}, "nextConfiguration": ["b"], "data": {"flips": 1}},
-                   {"after": 1000, "nextConfiguration": ["b"]}]})
-    write(tmp_path / "calls", "good", {"events": [{"event": {"name": "t"}}, {"event": {"name": "end"},
-                                                                              "nextConfiguration": ["done"]}]})
+    write(
+        tmp_path / "calls" / "inbound",
+        "toggle",
+        {
+            "initialConfiguration": ["a"],
+            "events": [
+                {"event": {"name": "t"}, "nextConfiguration": ["b"], "data": {"flips": 1}},
+                {"after": 1000, "nextConfiguration": ["b"]},
+            ],
+        },
+    )
+    write(
+        tmp_path / "calls",
+        "good",
+        {"events": [{"event": {"name": "t"}}, {"event": {"name": "end"}, "nextConfiguration": ["done"]}]},
+    )
     report = tmp_path / "out.xml"
     result = orsguard("test", tmp_path / "calls", "--junit-xml", report)
     assert result.returncode == 1
     assert result.stdout.splitlines()[:2] == [
         f"PASS {os.path.relpath(tmp_path / 'calls' / 'good.json', ROOT)} (2 steps)",
         f"FAIL {os.path.relpath(tmp_path / 'calls' / 'inbound' / 'toggle.json', ROOT)}: step 2: expected "
-        "configuration ['b'], got ['a']"]
+        "configuration ['b'], got ['a']",
+    ]
     assert result.stdout.splitlines()[-1].startswith("1 passed, 1 failed")
     cases = {c.get("name"): c for c in ET.parse(report).getroot().iter("testcase")}
     assert cases["toggle"].get("classname") == "inbound" and cases["good"].get("classname") == "."
@@ -111,34 +135,47 @@ def test_a_file_path_runs_that_scenario_alone(orsguard: Run, tmp_path: Path) -> 
         assert result.stdout.startswith("PASS ")
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("{not json", "is not JSON"),
-    ("[1, 2]", "a scenario is a JSON object"),
-    ({"initialConfiguration": ["a"], "evnets": []}, "unknown key 'evnets'"),
-    ({"events": {"event": "t"}}, "events must be a list"),
-    ({"events": [{"event": "t"}]}, "events[0].event must be an object with a 'name'"),
-    ({"events": [{"event": {"data": 1}}]}, "events[0].event must be an object with a 'name'"),
-    ({"events": [{"after": -5}]}, "events[0].after must be a number of milliseconds >= 0"),
-    ({"events": [{"after": "1s"}]}, "events[0].after must be a number of milliseconds >= 0"),
-    ({"events": [{"after": 1, "nextConfig": ["a"]}]}, "events[0]: unknown key 'nextConfig'"),
-    ({"events": [7]}, "events[0] must be an object"),
-    ({"initialConfiguration": "a"}, "a configuration is a list of state ids"),
-    ({"initialData": {"nosuch": 1}}, "the document has no data 'nosuch'"),
-    ({"initialData": {"flips": 1}}, "expected data flips = 1, got 0"),
-    ({"initialOutbox": [{"event": "x"}]}, "expected 1 sends to leave, got 0"),
-    ({"limits": {"max-steps": 3}}, "limits: unknown limit 'max-steps'"),
-    ({"limits": {"max-microstep-count": -1}}, "limits: max-microstep-count must be >= 0"),
-    ({"limits": [1]}, "limits must be an object"),
-    ({"params": {"flipz": 1}}, "params: the document has no data 'flipz'"),
-    ({"params": {"flips": 5}, "initialData": {"flips": 5}, "events": [{"event": {"name": "t"}}],
-      "expectErrors": ["error.execution"]}, "expected error.execution in "),
-    ({"strict": "yes"}, "strict must be true or false"),
-    ({"expectErrors": ["error.execution"]}, "expected error.execution in "),
-    ({"events": [{"event": {"name": "t"}, "termination": "max-microstep-count"}]},
-     "expected termination 'max-microstep-count', got none"),
-])
-def test_bad_scenarios_fail_with_a_message_never_a_traceback(orsguard: Run, tmp_path: Path, spec: object,
-                                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{not json", "is not JSON"),
+        ("[1, 2]", "a scenario is a JSON object"),
+        ({"initialConfiguration": ["a"], "evnets": []}, "unknown key 'evnets'"),
+        ({"events": {"event": "t"}}, "events must be a list"),
+        ({"events": [{"event": "t"}]}, "events[0].event must be an object with a 'name'"),
+        ({"events": [{"event": {"data": 1}}]}, "events[0].event must be an object with a 'name'"),
+        ({"events": [{"after": -5}]}, "events[0].after must be a number of milliseconds >= 0"),
+        ({"events": [{"after": "1s"}]}, "events[0].after must be a number of milliseconds >= 0"),
+        ({"events": [{"after": 1, "nextConfig": ["a"]}]}, "events[0]: unknown key 'nextConfig'"),
+        ({"events": [7]}, "events[0] must be an object"),
+        ({"initialConfiguration": "a"}, "a configuration is a list of state ids"),
+        ({"initialData": {"nosuch": 1}}, "the document has no data 'nosuch'"),
+        ({"initialData": {"flips": 1}}, "expected data flips = 1, got 0"),
+        ({"initialOutbox": [{"event": "x"}]}, "expected 1 sends to leave, got 0"),
+        ({"limits": {"max-steps": 3}}, "limits: unknown limit 'max-steps'"),
+        ({"limits": {"max-microstep-count": -1}}, "limits: max-microstep-count must be >= 0"),
+        ({"limits": [1]}, "limits must be an object"),
+        ({"params": {"flipz": 1}}, "params: the document has no data 'flipz'"),
+        (
+            {
+                "params": {"flips": 5},
+                "initialData": {"flips": 5},
+                "events": [{"event": {"name": "t"}}],
+                "expectErrors": ["error.execution"],
+            },
+            "expected error.execution in ",
+        ),
+        ({"strict": "yes"}, "strict must be true or false"),
+        ({"expectErrors": ["error.execution"]}, "expected error.execution in "),
+        (
+            {"events": [{"event": {"name": "t"}, "termination": "max-microstep-count"}]},
+            "expected termination 'max-microstep-count', got none",
+        ),
+    ],
+)
+def test_bad_scenarios_fail_with_a_message_never_a_traceback(
+    orsguard: Run, tmp_path: Path, spec: object, message: str
+) -> None:
     write(tmp_path, "bad", spec)
     result = orsguard("test", tmp_path)
     assert result.returncode == 1
@@ -156,8 +193,12 @@ def test_a_document_that_does_not_load_fails_its_scenario(orsguard: Run, tmp_pat
 def test_an_unexpected_error_fails_the_scenario_unless_expected_or_not_strict(orsguard: Run, tmp_path: Path) -> None:
     document = TOGGLE.replace('expr="flips + 1"', 'expr="flips + nosuch"')
     write(tmp_path / "strict", "err", {"events": [{"event": {"name": "t"}, "nextConfiguration": ["b"]}]}, document)
-    write(tmp_path / "expected", "err", {"expectErrors": ["error.execution"],
-                                         "events": [{"event": {"name": "t"}}]}, document)
+    write(
+        tmp_path / "expected",
+        "err",
+        {"expectErrors": ["error.execution"], "events": [{"event": {"name": "t"}}]},
+        document,
+    )
     write(tmp_path / "lenient", "err", {"strict": False, "events": [{"event": {"name": "t"}}]}, document)
     result = orsguard("test", tmp_path)
     assert result.returncode == 1
@@ -167,11 +208,14 @@ def test_an_unexpected_error_fails_the_scenario_unless_expected_or_not_strict(or
     assert "<assign>: ReferenceError: nosuch is not defined" in failed[0]
 
 
-@pytest.mark.parametrize(("args", "status", "message"), [
-    (["nowhere"], 2, "nowhere: no such file or directory"),
-    (["empty"], 1, "no scenarios"),
-    (["lonely.scxml"], 2, "needs both lonely.scxml and lonely.json"),
-])
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["nowhere"], 2, "nowhere: no such file or directory"),
+        (["empty"], 1, "no scenarios"),
+        (["lonely.scxml"], 2, "needs both lonely.scxml and lonely.json"),
+    ],
+)
 def test_bad_paths(orsguard: Run, tmp_path: Path, args: list[str], status: int, message: str) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "lonely.scxml").write_text(TOGGLE)
@@ -193,17 +237,28 @@ def test_outbox_steps_match_on_the_keys_given(orsguard: Run, tmp_path: Path) -> 
         <send event="req" type="http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor" target="http://x/"
               delay="250ms"><param name="n" expr="1"/></send>
       </transition></state></scxml>"""
-    write(tmp_path / "ok", "sends", {"events": [
-        {"event": {"name": "go"}, "outbox": []},
-        {"after": 250, "outbox": [{"event": "req", "target": "http://x/", "data": {"n": 1}, "delay": 250}]}]},
-        document)
-    write(tmp_path / "wrong", "sends", {"events": [
-        {"event": {"name": "go"}}, {"after": 250, "outbox": [{"event": "req", "data": {"n": 2}}]}]}, document)
+    write(
+        tmp_path / "ok",
+        "sends",
+        {
+            "events": [
+                {"event": {"name": "go"}, "outbox": []},
+                {"after": 250, "outbox": [{"event": "req", "target": "http://x/", "data": {"n": 1}, "delay": 250}]},
+            ]
+        },
+        document,
+    )
+    write(
+        tmp_path / "wrong",
+        "sends",
+        {"events": [{"event": {"name": "go"}}, {"after": 250, "outbox": [{"event": "req", "data": {"n": 2}}]}]},
+        document,
+    )
     result = orsguard("test", tmp_path)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith("PASS") and "ok" in lines[0]
-    assert lines[1].endswith('step 2: outbox entry 1: expected data {"n": 2}, got {\'n\': 1} (req to http://x/)')
+    assert lines[1].endswith("step 2: outbox entry 1: expected data {\"n\": 2}, got {'n': 1} (req to http://x/)")
 
 
 def test_junit_xml_escapes_what_a_failure_says() -> None:

@@ -142,8 +142,10 @@ def test_an_error_loop_keeps_only_the_first_records() -> None:
 # ---------------------------------------------------------------- strict checks
 
 
-BROKEN = '<state id="s"><transition event="go" target="t"><assign location="x" expr="1"/></transition></state>' \
-         '<state id="t"/>'
+BROKEN = (
+    '<state id="s"><transition event="go" target="t"><assign location="x" expr="1"/></transition></state>'
+    '<state id="t"/>'
+)
 
 
 def test_strict_check_fails_on_an_unexpected_error_once() -> None:
@@ -161,16 +163,19 @@ def test_a_session_that_is_not_strict_only_checks_expectations() -> None:
     assert [e.event for e in session.errors] == ["error.execution"]
 
 
-@pytest.mark.parametrize(('event', 'match'), [("error.execution", None), ("error", None), ("error.*", "x"),
-                                          ("error.execution", "not defined")])
+@pytest.mark.parametrize(
+    ("event", "match"),
+    [("error.execution", None), ("error", None), ("error.*", "x"), ("error.execution", "not defined")],
+)
 def test_expected_errors_pass(event: str, match: str | None) -> None:
     session = start(doc(BROKEN), strict=True).expect_error(event, match=match)
     session.send("go")
     session.check()
 
 
-@pytest.mark.parametrize(('event', 'match'), [("error.communication", None), ("error.exec", None),
-                                          ("error.execution", "TypeError")])
+@pytest.mark.parametrize(
+    ("event", "match"), [("error.communication", None), ("error.exec", None), ("error.execution", "TypeError")]
+)
 def test_an_expectation_that_does_not_match_fails_both_ways(event: str, match: str | None) -> None:
     session = start(doc(BROKEN), strict=True).expect_error(event, match=match)
     session.send("go")
@@ -219,8 +224,9 @@ SENDS = """
 <state id="u"/>"""
 
 
-@pytest.mark.parametrize(('mode', 'recorded', 'dispatched'), [("record", True, False), ("both", True, True),
-                                                        ("dispatch", False, True)])
+@pytest.mark.parametrize(
+    ("mode", "recorded", "dispatched"), [("record", True, False), ("both", True, True), ("dispatch", False, True)]
+)
 def test_sends_that_leave_are_recorded_or_dispatched(mode: str, recorded: bool, dispatched: bool) -> None:
     fake = FakeProcessor()
     session = start(doc(SENDS), sends=mode, ioprocessors=[fake])
@@ -369,14 +375,21 @@ def test_a_failing_data_initialization_is_located_at_its_data_element() -> None:
 
 
 def test_an_invoked_document_that_does_not_load_is_located_in_that_document(tmp_path: Any) -> None:
-    (tmp_path / "child.scxml").write_text('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
-                                          '  <state id="a"><transition target="nowhere"/></state>\n</scxml>\n')
-    (tmp_path / "parent.scxml").write_text(SCXML.format(attrs='initial="s"', body='<state id="s">'
-                                                        '<invoke src="child.scxml"/></state>'))
+    (tmp_path / "child.scxml").write_text(
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
+        '  <state id="a"><transition target="nowhere"/></state>\n</scxml>\n'
+    )
+    (tmp_path / "parent.scxml").write_text(
+        SCXML.format(attrs='initial="s"', body='<state id="s"><invoke src="child.scxml"/></state>')
+    )
     session = start(orsguard.load(tmp_path / "parent.scxml"))
     [error] = session.errors
-    assert (error.event, error.tagname, error.line, error.file) == ("error.execution", "transition", 2,
-                                                                    str(tmp_path / "child.scxml"))
+    assert (error.event, error.tagname, error.line, error.file) == (
+        "error.execution",
+        "transition",
+        2,
+        str(tmp_path / "child.scxml"),
+    )
     assert "nowhere" in error.reason
 
 
@@ -389,4 +402,3 @@ def test_an_invoke_that_cannot_start_is_located_at_its_invoke_element() -> None:
     session = start(document)
     assert [(e.tagname, e.line, e.column) for e in session.errors] == [("invoke", 3, 3), ("invoke", 4, 3)]
     assert "unsupported invoke type" in session.errors[0].reason
-

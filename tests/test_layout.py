@@ -24,10 +24,36 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "orsguard"
 
 #: Top-level modules and packages below orsguard, by layer. A new module must be placed in one.
-INSIDE = ("_core", "_version", "document", "executable", "datamodels", "runtime", "limits", "errors", "clock",
-          "session", "records", "termination", "ioprocessors")
-OUTSIDE = ("host", "cli", "cli_options", "options", "metrics", "replay", "lint", "chart", "diagram", "scenario",
-           "pytest_plugin", "testing", "coverage")
+INSIDE = (
+    "_core",
+    "_version",
+    "document",
+    "executable",
+    "datamodels",
+    "runtime",
+    "limits",
+    "errors",
+    "clock",
+    "session",
+    "records",
+    "termination",
+    "ioprocessors",
+)
+OUTSIDE = (
+    "host",
+    "cli",
+    "cli_options",
+    "options",
+    "metrics",
+    "replay",
+    "lint",
+    "chart",
+    "diagram",
+    "scenario",
+    "pytest_plugin",
+    "testing",
+    "coverage",
+)
 
 #: Exception classes of the package that are not OrsguardErrors, and why.
 NOT_ORSGUARD_ERRORS = {
@@ -103,8 +129,9 @@ IDS = [str(p.relative_to(ROOT)) for p in MODULES]
 @pytest.mark.parametrize("path", MODULES, ids=IDS)
 def test_every_module_has_a_layer(path: Path) -> None:
     layer = _layer(_name(path))
-    assert layer == "" or layer in INSIDE + OUTSIDE, \
+    assert layer == "" or layer in INSIDE + OUTSIDE, (
         f"{path.relative_to(ROOT)}: add {layer!r} to INSIDE or OUTSIDE in this test"
+    )
 
 
 @pytest.mark.parametrize("path", MODULES, ids=IDS)
@@ -114,12 +141,17 @@ def test_no_relative_imports(path: Path) -> None:
     assert relative == [], f"{path.relative_to(ROOT)}: import by the full orsguard.… path"
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if p != PACKAGE / "__init__.py"],
-                         ids=[i for p, i in zip(MODULES, IDS, strict=True) if p != PACKAGE / "__init__.py"])
+@pytest.mark.parametrize(
+    "path",
+    [p for p in MODULES if p != PACKAGE / "__init__.py"],
+    ids=[i for p, i in zip(MODULES, IDS, strict=True) if p != PACKAGE / "__init__.py"],
+)
 def test_no_module_imports_the_package_face(path: Path) -> None:
     face = [line for line, module in _orsguard_imports(path) if module == "orsguard"]
-    assert face == [], (f"{path.relative_to(ROOT)} imports the package face (`import orsguard` or "
-                        f"`from orsguard import ...`) on line(s) {face}: import from the defining module")
+    assert face == [], (
+        f"{path.relative_to(ROOT)} imports the package face (`import orsguard` or "
+        f"`from orsguard import ...`) on line(s) {face}: import from the defining module"
+    )
 
 
 @pytest.mark.parametrize("path", MODULES, ids=IDS)
@@ -157,21 +189,29 @@ def test_only_the_session_reads_its_private_names() -> None:
         if path.suffix != ".py" or path == PACKAGE / "session.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Attribute) and node.attr in private
-                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in private
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
 
 
 def test_the_face_pattern_finds_what_it_must() -> None:
     """The checks above read imports; this makes sure they see each form they must refuse."""
-    source = ("import orsguard\nfrom orsguard import Session\nfrom orsguard.session import Session\n"
-              "def f():\n    from orsguard.cli import main\n"
-              "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from orsguard.host import x\n")
+    source = (
+        "import orsguard\nfrom orsguard import Session\nfrom orsguard.session import Session\n"
+        "def f():\n    from orsguard.cli import main\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from orsguard.host import x\n"
+    )
     found = [module for _, module in _imports_in(source, cython=False)]
     assert found == ["orsguard", "orsguard", "orsguard.session", "orsguard.cli", "typing", "orsguard.host"]
-    cython = _imports_in("from orsguard.errors import X\ncimport orsguard._core\n    from orsguard cimport a\n"
-                         "x = 1\nfrom .tables cimport Machine\n", cython=True)
+    cython = _imports_in(
+        "from orsguard.errors import X\ncimport orsguard._core\n    from orsguard cimport a\n"
+        "x = 1\nfrom .tables cimport Machine\n",
+        cython=True,
+    )
     assert cython == [(1, "orsguard.errors"), (2, "orsguard._core"), (3, "orsguard"), (5, ".tables")]
 
 
@@ -192,10 +232,12 @@ def test_every_exception_is_an_orsguard_error() -> None:
     classes = _exception_classes()
     names = set(classes)
     # The search must reach the compiled core and the errors defined outside errors.py.
-    assert {"orsguard._core.Halt", "orsguard.replay.ReplayError",
-            "orsguard.ioprocessors.mqtt_protocol.QueueFull"} <= names
-    stray = sorted(n for n, c in classes.items()
-                   if not issubclass(c, OrsguardError) and n not in NOT_ORSGUARD_ERRORS)
+    assert {
+        "orsguard._core.Halt",
+        "orsguard.replay.ReplayError",
+        "orsguard.ioprocessors.mqtt_protocol.QueueFull",
+    } <= names
+    stray = sorted(n for n, c in classes.items() if not issubclass(c, OrsguardError) and n not in NOT_ORSGUARD_ERRORS)
     assert stray == [], f"derive these from orsguard.errors.OrsguardError (or list them here with why): {stray}"
     assert NOT_ORSGUARD_ERRORS <= names, "an exception listed as an exception is gone: update the list"
 
@@ -208,8 +250,11 @@ def test_strict_error_is_an_assertion_too() -> None:
 
 
 def _modules_and_packages() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*")
-                  if p.suffix in (".py", ".pyx", ".pxd", ".pxi", ".pyi") and "__pycache__" not in p.parts)
+    return sorted(
+        p
+        for p in PACKAGE.rglob("*")
+        if p.suffix in (".py", ".pyx", ".pxd", ".pxi", ".pyi") and "__pycache__" not in p.parts
+    )
 
 
 def test_the_readme_map_names_every_module() -> None:

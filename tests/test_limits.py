@@ -161,8 +161,9 @@ ERROR_SPIN = f"""<scxml {NS} initial="a">
 
 def test_an_error_spinning_eventless_loop_counts_its_events_as_microsteps():
     stats = Stats()
-    session = Session(load(ERROR_SPIN), clock=VirtualClock(), stats=stats,
-                      limits=Limits.unlimited().replace(max_microstep_count=50))
+    session = Session(
+        load(ERROR_SPIN), clock=VirtualClock(), stats=stats, limits=Limits.unlimited().replace(max_microstep_count=50)
+    )
     session.start()
     t = session.termination
     assert (t.option, t.limit, t.observed) == ("max-microstep-count", 50, 51)
@@ -181,8 +182,12 @@ def test_the_default_limits_stop_an_error_spinning_loop():
 
 
 def test_without_a_microstep_limit_the_timeout_stops_an_error_spinning_loop():
-    session = Session(load(ERROR_SPIN), clock=VirtualClock(), stats=Stats(),
-                      limits=Limits.unlimited().replace(process_event_timeout=0.2))
+    session = Session(
+        load(ERROR_SPIN),
+        clock=VirtualClock(),
+        stats=Stats(),
+        limits=Limits.unlimited().replace(process_event_timeout=0.2),
+    )
     session.start()
     t = session.termination
     assert (t.option, t.limit) == ("process-event-timeout", 0.2)
@@ -461,8 +466,13 @@ PARENT = load(f"""<scxml {NS} initial="s">
 
 def test_a_child_inherits_its_parents_limits_and_its_violation_is_reported():
     logs: list[object] = []
-    session = Session(PARENT, limits=Limits.unlimited().replace(max_microstep_count=20), clock=VirtualClock(),
-                      stats=Stats(), on_log=lambda label, value: logs.append(value))
+    session = Session(
+        PARENT,
+        limits=Limits.unlimited().replace(max_microstep_count=20),
+        clock=VirtualClock(),
+        stats=Stats(),
+        on_log=lambda label, value: logs.append(value),
+    )
     session.start()
     child = session.child("child")
     assert child.limits.max_microstep_count == 20
@@ -473,8 +483,13 @@ def test_a_child_inherits_its_parents_limits_and_its_violation_is_reported():
 
 
 def test_child_limits_replace_the_inherited_ones():
-    session = Session(PARENT, limits=Limits.unlimited(), clock=VirtualClock(), stats=Stats(),
-                      child_limits=Limits.unlimited().replace(max_state_entry_count=5))
+    session = Session(
+        PARENT,
+        limits=Limits.unlimited(),
+        clock=VirtualClock(),
+        stats=Stats(),
+        child_limits=Limits.unlimited().replace(max_state_entry_count=5),
+    )
     session.start()
     child = session.child("child")
     session.send("go")
@@ -487,8 +502,14 @@ def test_a_failing_host_hook_does_not_break_the_session(caplog):
     def boom(*args):
         raise RuntimeError("hook failed")
 
-    session = Session(COUNTDOWN, limits=Limits(max_microstep_count=5), clock=VirtualClock(), stats=Stats(),
-                      on_transition=boom, on_end=boom)
+    session = Session(
+        COUNTDOWN,
+        limits=Limits(max_microstep_count=5),
+        clock=VirtualClock(),
+        stats=Stats(),
+        on_transition=boom,
+        on_end=boom,
+    )
     session.start()
     session.send("go", 2)
     assert session.configuration == frozenset({"b"})

@@ -28,8 +28,9 @@ def only(findings: list[Finding], check: str) -> list[Finding]:
 def stopped_by(path: Path, *events: str) -> str | None:
     """The option that stops a real run; a 0.5 s process-event-timeout keeps a self-sending loop short."""
     doc = orsguard.load(str(path))
-    session = orsguard.Session(doc, clock=orsguard.VirtualClock(), limits=orsguard.Limits(process_event_timeout=0.5),
-                               on_log=lambda *a: None)
+    session = orsguard.Session(
+        doc, clock=orsguard.VirtualClock(), limits=orsguard.Limits(process_event_timeout=0.5), on_log=lambda *a: None
+    )
     session.start()
     for event in events:
         if session.running:
@@ -59,8 +60,9 @@ def test_spin_and_overflow_bounce_examples_are_certain_loops() -> None:
     assert stopped_by(ROOT / "examples/overflow-bounce.scxml", "call.arrived") == bounce[0].option
 
 
-@pytest.mark.parametrize("name", ["examples/retry-with-delay.scxml", "examples/documents/pingpong.scxml",
-                                  "examples/documents/greeter.scxml"])
+@pytest.mark.parametrize(
+    "name", ["examples/retry-with-delay.scxml", "examples/documents/pingpong.scxml", "examples/documents/greeter.scxml"]
+)
 def test_clean_examples_have_no_findings(name: str) -> None:
     assert lint_file(ROOT / name) == []
 
@@ -69,34 +71,58 @@ def test_clean_examples_have_no_findings(name: str) -> None:
 
 
 LOOPS = {
-    "eventless self loop": ('<state id="idle"><transition event="go" target="a"/></state>\n'
-                            '<state id="a"><transition target="a"/></state>', "error", "max-microstep-count"),
+    "eventless self loop": (
+        '<state id="idle"><transition event="go" target="a"/></state>\n<state id="a"><transition target="a"/></state>',
+        "error",
+        "max-microstep-count",
+    ),
     "child re-entered from its parent": (
         '<state id="idle"><transition event="go" target="p"/></state>\n'
-        '<state id="p"><transition target="c"/><state id="c"/></state>', "error", "max-microstep-count"),
+        '<state id="p"><transition target="c"/><state id="c"/></state>',
+        "error",
+        "max-microstep-count",
+    ),
     "raise in transition content": (
         '<state id="idle"><transition event="go"><raise event="tick"/></transition>\n'
-        '  <transition event="tick"><raise event="tick"/></transition></state>', "error", "max-microstep-count"),
+        '  <transition event="tick"><raise event="tick"/></transition></state>',
+        "error",
+        "max-microstep-count",
+    ),
     "send to #_internal": (
         '<state id="idle"><transition event="go" target="a"/></state>\n'
         '<state id="a"><onentry><send event="t" target="#_internal"/></onentry>'
-        '<transition event="t" target="a"/></state>', "error", "max-microstep-count"),
+        '<transition event="t" target="a"/></state>',
+        "error",
+        "max-microstep-count",
+    ),
     "zero-delay self send between states": (
         '<state id="idle"><transition event="go" target="a"/></state>\n'
         '<state id="a"><onentry><send event="t" delay="0s"/></onentry><transition event="t" target="b"/></state>\n'
-        '<state id="b"><transition target="a"/></state>', "error", "max-state-entry-count"),
+        '<state id="b"><transition target="a"/></state>',
+        "error",
+        "max-state-entry-count",
+    ),
     "zero-delay targetless self send": (
         '<state id="idle"><transition event="go"><send event="t"/></transition>\n'
-        '  <transition event="t"><send event="t"/></transition></state>', "error", "process-event-timeout"),
+        '  <transition event="t"><send event="t"/></transition></state>',
+        "error",
+        "process-event-timeout",
+    ),
     "conditional eventless loop": (
         '<datamodel><data id="n" expr="0"/></datamodel>\n'
         '<state id="idle"><transition event="go" target="a"/></state>\n'
         '<state id="a"><transition cond="n &gt;= 0" target="b"/></state>\n'
-        '<state id="b"><transition target="a"/></state>', "warning", "max-microstep-count"),
+        '<state id="b"><transition target="a"/></state>',
+        "warning",
+        "max-microstep-count",
+    ),
     "raise inside if": (
         '<state id="idle"><transition event="go" target="a"/></state>\n'
         '<state id="a"><onentry><if cond="true"><raise event="t"/></if></onentry>'
-        '<transition event="t" target="a"/></state>', "warning", "max-microstep-count"),
+        '<transition event="t" target="a"/></state>',
+        "warning",
+        "max-microstep-count",
+    ),
 }
 
 
@@ -119,21 +145,25 @@ def test_conditional_loop_warning_names_its_states_and_conds(tmp_path: Path) -> 
     assert "'a', 'b'" in f.message and "n >= 0" in f.message
 
 
-@pytest.mark.parametrize("body", [
-    # a delayed send waits for the clock: each lap needs time to pass, no loop without outside help
-    '<state id="idle"><transition event="go" target="a"/></state>\n'
-    '<state id="a"><onentry><send event="t" delay="1s"/></onentry><transition event="t" target="a"/></state>',
-    # the raised event is not the one the transition waits for
-    '<state id="idle"><transition event="go" target="a"/></state>\n'
-    '<state id="a"><onentry><raise event="other"/></onentry><transition event="t" target="a"/></state>',
-    # the child's eventless transition always wins over its parent's and leaves for a final state
-    '<state id="idle"><transition event="go" target="a"/></state>\n'
-    '<state id="a"><transition target="p"/></state>\n'
-    '<state id="p"><transition target="a"/><state id="c"><transition target="done"/></state></state>\n'
-    '<final id="done"/>',
-    # an eventless transition to a final state
-    '<state id="idle"><transition event="go" target="done"/></state><final id="done"/>',
-], ids=["delayed-send", "other-event", "pre-empted-by-child", "final"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a delayed send waits for the clock: each lap needs time to pass, no loop without outside help
+        '<state id="idle"><transition event="go" target="a"/></state>\n'
+        '<state id="a"><onentry><send event="t" delay="1s"/></onentry><transition event="t" target="a"/></state>',
+        # the raised event is not the one the transition waits for
+        '<state id="idle"><transition event="go" target="a"/></state>\n'
+        '<state id="a"><onentry><raise event="other"/></onentry><transition event="t" target="a"/></state>',
+        # the child's eventless transition always wins over its parent's and leaves for a final state
+        '<state id="idle"><transition event="go" target="a"/></state>\n'
+        '<state id="a"><transition target="p"/></state>\n'
+        '<state id="p"><transition target="a"/><state id="c"><transition target="done"/></state></state>\n'
+        '<final id="done"/>',
+        # an eventless transition to a final state
+        '<state id="idle"><transition event="go" target="done"/></state><final id="done"/>',
+    ],
+    ids=["delayed-send", "other-event", "pre-empted-by-child", "final"],
+)
 def test_documents_without_a_loop_have_no_loop_finding(tmp_path: Path, body: str) -> None:
     path = write(tmp_path, body)
     assert [f for f in lint_file(path) if f.check.endswith("loop")] == []
@@ -149,40 +179,52 @@ def test_documents_without_a_loop_have_no_loop_finding(tmp_path: Path, body: str
 
 
 def test_unreachable_state_is_a_warning_at_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path, '<state id="idle"><transition event="go" target="done"/></state>\n'
-                           '<state id="orphan"><state id="inner"/></state>\n<final id="done"/>')
+    path = write(
+        tmp_path,
+        '<state id="idle"><transition event="go" target="done"/></state>\n'
+        '<state id="orphan"><state id="inner"/></state>\n<final id="done"/>',
+    )
     findings = lint_file(path)
     assert [(f.line, f.severity, f.check, f.states) for f in findings] == [(3, "warning", "unreachable", ["orphan"])]
 
 
 def test_states_reached_by_initial_history_and_parallel_regions_are_not_unreachable(tmp_path: Path) -> None:
-    path = write(tmp_path, '<state id="idle"><transition event="go" target="h"/>'
-                           '<transition event="y" target="p"/></state>\n'
-                           '<state id="p" initial="p2"><history id="h"><transition target="p1"/></history>'
-                           '<state id="p1"/><state id="p2"><transition event="x" target="par"/></state></state>\n'
-                           '<parallel id="par"><state id="r1"/><state id="r2"><state id="r21"/></state></parallel>')
+    path = write(
+        tmp_path,
+        '<state id="idle"><transition event="go" target="h"/>'
+        '<transition event="y" target="p"/></state>\n'
+        '<state id="p" initial="p2"><history id="h"><transition target="p1"/></history>'
+        '<state id="p1"/><state id="p2"><transition event="x" target="par"/></state></state>\n'
+        '<parallel id="par"><state id="r1"/><state id="r2"><state id="r21"/></state></parallel>',
+    )
     assert only(lint_file(path), "unreachable") == []
     # Without the way into p, its initial child p2 and the parallel state behind it are unreachable.
     path.write_text(path.read_text().replace('<transition event="y" target="p"/>', ""))
     assert [f.states for f in only(lint_file(path), "unreachable")] == [["p2"], ["par"]]
 
 
-@pytest.mark.parametrize(("first", "second", "shadowed"), [
-    ('event="e"', 'event="e"', True),
-    ('event="e"', 'event="e" cond="true"', True),
-    ('event="e.*"', 'event="e.sub"', True),
-    ('event="*"', 'event="anything"', True),
-    ("", "", True),                                   # two eventless transitions
-    ('event="e" cond="x"', 'event="e"', False),       # the earlier one has a cond
-    ('event="e.sub"', 'event="e"', False),            # the later one matches more
-    ('event="e f"', 'event="f"', True),
-    ('event="f"', 'event="e f"', False),
-])
+@pytest.mark.parametrize(
+    ("first", "second", "shadowed"),
+    [
+        ('event="e"', 'event="e"', True),
+        ('event="e"', 'event="e" cond="true"', True),
+        ('event="e.*"', 'event="e.sub"', True),
+        ('event="*"', 'event="anything"', True),
+        ("", "", True),  # two eventless transitions
+        ('event="e" cond="x"', 'event="e"', False),  # the earlier one has a cond
+        ('event="e.sub"', 'event="e"', False),  # the later one matches more
+        ('event="e f"', 'event="f"', True),
+        ('event="f"', 'event="e f"', False),
+    ],
+)
 def test_transition_pre_empted_by_an_earlier_one(tmp_path: Path, first: str, second: str, shadowed: bool) -> None:
-    path = write(tmp_path, '<datamodel><data id="x" expr="false"/></datamodel>\n'
-                           f'<state id="idle"><transition {first} target="a"/>\n'
-                           f'  <transition {second} target="b"/></state>\n'
-                           '<final id="a"/><final id="b"/>')
+    path = write(
+        tmp_path,
+        '<datamodel><data id="x" expr="false"/></datamodel>\n'
+        f'<state id="idle"><transition {first} target="a"/>\n'
+        f'  <transition {second} target="b"/></state>\n'
+        '<final id="a"/><final id="b"/>',
+    )
     found = only(lint_file(path), "shadowed")
     assert [(f.line, f.severity) for f in found] == ([(4, "warning")] if shadowed else [])
     if shadowed:
@@ -254,8 +296,9 @@ def test_cli_without_documents_is_a_usage_error() -> None:
 
 def test_a_long_loop_is_one_short_message(tmp_path: Path) -> None:
     n = 3000
-    states = "\n".join(f'<state id="s{i}"><transition cond="n &gt; 0" target="s{(i + 1) % n}"/></state>'
-                       for i in range(n))
+    states = "\n".join(
+        f'<state id="s{i}"><transition cond="n &gt; 0" target="s{(i + 1) % n}"/></state>' for i in range(n)
+    )
     path = tmp_path / "long.scxml"
     path.write_text(f'{HEAD} initial="s0">\n<datamodel><data id="n" expr="1"/></datamodel>\n{states}\n</scxml>\n')
     (f,) = lint_file(path)

@@ -232,9 +232,7 @@ def test_a_real_limit_violation_is_counted() -> None:
 def test_a_real_session_s_peaks_are_exported_when_it_ends() -> None:
     stats = orsguard.Stats()
     clock = orsguard.VirtualClock()
-    session = orsguard.Session(
-        orsguard.load(SPIN), stats=stats, clock=clock, limits=Limits(max_microstep_count=20)
-    )
+    session = orsguard.Session(orsguard.load(SPIN), stats=stats, clock=clock, limits=Limits(max_microstep_count=20))
     session.start()
     before = samples(make_registry(stats))
     # Still running: nothing is observed before a session ends.

@@ -183,36 +183,50 @@ def test_bad_limits_are_errors_with_file_and_line(tmp_path: Path, line: str, mes
     [
         (
             "cassandra-strategy-class=SimpleStrategie",
-            ("2: persistence/cassandra-strategy-class: error: must be SimpleStrategy or NetworkTopologyStrategy, "
-            "got 'SimpleStrategie'; did you mean SimpleStrategy?"),
+            (
+                "2: persistence/cassandra-strategy-class: error: must be SimpleStrategy or NetworkTopologyStrategy, "
+                "got 'SimpleStrategie'; did you mean SimpleStrategy?"
+            ),
         ),
         (
             "cassandra-strategy-class=LocalStrategy",
-            ("2: persistence/cassandra-strategy-class: error: must be SimpleStrategy or NetworkTopologyStrategy, "
-            "got 'LocalStrategy'"),
+            (
+                "2: persistence/cassandra-strategy-class: error: must be SimpleStrategy or NetworkTopologyStrategy, "
+                "got 'LocalStrategy'"
+            ),
         ),
         (
             "cassandra-strategy-class=SimpleStrategy\ncassandra-strategy-options=London:3,Paris:2",
-            ("3: persistence/cassandra-strategy-options: error: datacenter:factor pairs need "
-            "NetworkTopologyStrategy, but the class is SimpleStrategy (cassandra-strategy-class at line 2); "
-            "give one factor, e.g. replication_factor:3"),
+            (
+                "3: persistence/cassandra-strategy-options: error: datacenter:factor pairs need "
+                "NetworkTopologyStrategy, but the class is SimpleStrategy (cassandra-strategy-class at line 2); "
+                "give one factor, e.g. replication_factor:3"
+            ),
         ),
         (
             "cassandra-strategy-options=London:3",
-            ("2: persistence/cassandra-strategy-options: error: datacenter:factor pairs need "
-            "NetworkTopologyStrategy, but the class is SimpleStrategy (the default class); "
-            "give one factor, e.g. replication_factor:3"),
+            (
+                "2: persistence/cassandra-strategy-options: error: datacenter:factor pairs need "
+                "NetworkTopologyStrategy, but the class is SimpleStrategy (the default class); "
+                "give one factor, e.g. replication_factor:3"
+            ),
         ),
         (
-            ("cassandra-strategy-class=org.apache.cassandra.locator.NetworkTopologyStrategy\n"
-            "cassandra-strategy-options=replication_factor:3"),
-            ("3: persistence/cassandra-strategy-options: error: NetworkTopologyStrategy needs datacenter:factor "
-            "pairs (cassandra-strategy-class at line 2), got a single factor; e.g. London:3,Paris:3"),
+            (
+                "cassandra-strategy-class=org.apache.cassandra.locator.NetworkTopologyStrategy\n"
+                "cassandra-strategy-options=replication_factor:3"
+            ),
+            (
+                "3: persistence/cassandra-strategy-options: error: NetworkTopologyStrategy needs datacenter:factor "
+                "pairs (cassandra-strategy-class at line 2), got a single factor; e.g. London:3,Paris:3"
+            ),
         ),
         (
             "cassandra-strategy-class=NetworkTopologyStrategy",
-            ("2: persistence/cassandra-strategy-class: error: NetworkTopologyStrategy needs "
-            "cassandra-strategy-options with datacenter:factor pairs"),
+            (
+                "2: persistence/cassandra-strategy-class: error: NetworkTopologyStrategy needs "
+                "cassandra-strategy-options with datacenter:factor pairs"
+            ),
         ),
         (
             "cassandra-strategy-class=NetworkTopologyStrategy\ncassandra-strategy-options=London:3,London:2",
@@ -224,13 +238,14 @@ def test_bad_limits_are_errors_with_file_and_line(tmp_path: Path, line: str, mes
         ),
         (
             "cassandra-keyspace-name=1st-keyspace",
-            ("2: persistence/cassandra-keyspace-name: error: not a Cassandra keyspace name (a letter, then up "
-            "to 47 letters, digits or underscores), got '1st-keyspace'"),
+            (
+                "2: persistence/cassandra-keyspace-name: error: not a Cassandra keyspace name (a letter, then up "
+                "to 47 letters, digits or underscores), got '1st-keyspace'"
+            ),
         ),
         (
             "cassandra-schema-version=v8",
-            ("2: persistence/cassandra-schema-version: error: must be numbers separated by dots, e.g. 8.1.3, "
-            "got 'v8'"),
+            ("2: persistence/cassandra-schema-version: error: must be numbers separated by dots, e.g. 8.1.3, got 'v8'"),
         ),
         (
             "cassandra-connect-attempt-timeout=0",
@@ -276,10 +291,14 @@ def test_near_misses_are_warnings_naming_the_likely_option(tmp_path: Path) -> No
     )
     assert problems_of(path) == [
         f"{path}:2: scxml/max-microstep-counts: warning: unknown option; did you mean scxml/max-microstep-count?",
-        (f"{path}:3: scxml/Max-Session-Age: warning: option names are case-sensitive: this line does not set "
-         "scxml/max-session-age; write max-session-age"),
-        (f"{path}:5: orchestration/max-pending-events: warning: ORS reads this option from [scxml], "
-        "not [orchestration]"),
+        (
+            f"{path}:3: scxml/Max-Session-Age: warning: option names are case-sensitive: this line does not set "
+            "scxml/max-session-age; write max-session-age"
+        ),
+        (
+            f"{path}:5: orchestration/max-pending-events: warning: ORS reads this option from [scxml], "
+            "not [orchestration]"
+        ),
         f"{path}:6: orchestration/call-watching-timeout: note: not in orsguard's schema; kept as is",
         f"{path}:7: [scxm]: warning: unknown section; did you mean [scxml]?",
         f"{path}:8: scxm/anything: note: not in orsguard's schema; kept as is",
@@ -762,10 +781,14 @@ def test_cli_check_exit_status_and_format(tmp_path: Path) -> None:
     run = cli("check", bad)
     assert run.returncode == 1
     assert run.stdout.splitlines() == [
-        (f"{bad}:2: scxml/max-microstep-count: error: must be a whole number from 0 to 2147483647 "
-        "(0 = no limit), got 'ten'"),
-        (f"{bad}:4: persistence/cassandra-strategy-class: error: must be SimpleStrategy or "
-        "NetworkTopologyStrategy, got 'Simple'"),
+        (
+            f"{bad}:2: scxml/max-microstep-count: error: must be a whole number from 0 to 2147483647 "
+            "(0 = no limit), got 'ten'"
+        ),
+        (
+            f"{bad}:4: persistence/cassandra-strategy-class: error: must be SimpleStrategy or "
+            "NetworkTopologyStrategy, got 'Simple'"
+        ),
     ]
 
 
@@ -856,8 +879,7 @@ def test_bad_limit_values_raise_with_location(tmp_path: Path) -> None:
     with pytest.raises(OptionsError) as info:
         options.limits_from_options(path, environ={})
     assert str(info.value) == (
-        f"{path}:3: scxml/max-state-entry-count: must be a whole number from 0 to 2147483647 "
-        "(0 = no limit), got 'lots'"
+        f"{path}:3: scxml/max-state-entry-count: must be a whole number from 0 to 2147483647 (0 = no limit), got 'lots'"
     )
     with pytest.raises(OptionsError, match="environment variable ORSGUARD_SCXML_MAX_PENDING_EVENTS"):
         options.limits_from_options(NEW, environ={"ORSGUARD_SCXML_MAX_PENDING_EVENTS": "1e3"})
@@ -880,10 +902,14 @@ def test_a_tiny_millisecond_value_is_a_warning(tmp_path: Path, option: str, valu
     section, name = option.split("/")
     path = write(tmp_path, f"[{section}]\n{name}={value}\n")
     problems = options.check(options.read(path))
-    expected = [] if not warned else [
-        f"{path}:2: {option}: warning: {value} ms: did you mean seconds? The value is in milliseconds "
-        f"({value} s is {int(value) * 1000}); values from 1 to {SCHEMA_BELOW[option] - 1} are implausible here"
-    ]
+    expected = (
+        []
+        if not warned
+        else [
+            f"{path}:2: {option}: warning: {value} ms: did you mean seconds? The value is in milliseconds "
+            f"({value} s is {int(value) * 1000}); values from 1 to {SCHEMA_BELOW[option] - 1} are implausible here"
+        ]
+    )
     assert [str(p) for p in problems] == expected
 
 
@@ -902,8 +928,12 @@ def test_a_tiny_timeout_still_applies_and_is_logged(tmp_path: Path, caplog: pyte
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="orsguard.options"):
         options.limits_from_options(None, environ={"ORSGUARD_SCXML_PROCESS_EVENT_TIMEOUT": "2"})
-    assert caplog.records[0].getMessage().startswith(
-        "environment variable ORSGUARD_SCXML_PROCESS_EVENT_TIMEOUT: scxml/process-event-timeout: warning: 2 ms:"
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith(
+            "environment variable ORSGUARD_SCXML_PROCESS_EVENT_TIMEOUT: scxml/process-event-timeout: warning: 2 ms:"
+        )
     )
 
 
@@ -1077,9 +1107,21 @@ def mutations(seed: int, count: int) -> list[bytes]:
     """Option files made by mutating the two samples: flipped bytes, cut, doubled and shuffled lines."""
     rng = random.Random(seed)
     pieces = [
-        b"[scxml]\n", b"[cluster]\n", b"[SCXML]\n", b"[\n", b"=\n", b"max-pending-events=-1\n",
-        b"process-event-timeout=5\n", b"Max-Session-Age=1\n", b"\xff\xfe\n", b"\xef\xbb\xbf", b"\r\n", b"\0",
-        b"cassandra-strategy-options=London:3,London:2\n", b"x=" + b"9" * 400 + b"\n", b"; c\n",
+        b"[scxml]\n",
+        b"[cluster]\n",
+        b"[SCXML]\n",
+        b"[\n",
+        b"=\n",
+        b"max-pending-events=-1\n",
+        b"process-event-timeout=5\n",
+        b"Max-Session-Age=1\n",
+        b"\xff\xfe\n",
+        b"\xef\xbb\xbf",
+        b"\r\n",
+        b"\0",
+        b"cassandra-strategy-options=London:3,London:2\n",
+        b"x=" + b"9" * 400 + b"\n",
+        b"; c\n",
     ]
     out = []
     for _ in range(count):

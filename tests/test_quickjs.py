@@ -30,8 +30,12 @@ def context(sources: list[tuple[int, str]] = ()) -> qjs.Context:
 def session_of(text: str, *, check: bool = True, **limits) -> tuple[Session, list]:
     logs: list = []
     doc = load(text, check_expressions=check)
-    s = Session(doc, limits=Limits.unlimited().replace(**limits), clock=VirtualClock(),
-                on_log=lambda label, value: logs.append((label, value)))
+    s = Session(
+        doc,
+        limits=Limits.unlimited().replace(**limits),
+        clock=VirtualClock(),
+        on_log=lambda label, value: logs.append((label, value)),
+    )
     return s, logs
 
 
@@ -53,7 +57,7 @@ ESCAPES = [
 ]
 
 
-@pytest.mark.parametrize(('attr', 'text'), ESCAPES)
+@pytest.mark.parametrize(("attr", "text"), ESCAPES)
 def test_an_expression_that_closes_its_wrapper_is_rejected_at_load(attr, text):
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "&#10;")
     if attr == "cond":
@@ -65,26 +69,34 @@ def test_an_expression_that_closes_its_wrapper_is_rejected_at_load(attr, text):
     assert info.value.line == 1
 
 
-@pytest.mark.parametrize("location", [
-    "x) = 1; globalThis.pwned = 1; (x",
-    "x; globalThis.pwned = 1",
-    "x]; globalThis.pwned = 1; [x",
-    "a + b",
-    "f()",
-])
+@pytest.mark.parametrize(
+    "location",
+    [
+        "x) = 1; globalThis.pwned = 1; (x",
+        "x; globalThis.pwned = 1",
+        "x]; globalThis.pwned = 1; [x",
+        "a + b",
+        "f()",
+    ],
+)
 def test_a_location_must_be_one_assignable_target(location):
     with pytest.raises(DocumentError, match="not assignable"):
-        load(f'<scxml {NS}><datamodel><data id="x"/></datamodel><state id="a"><onentry>'
-             f'<assign location="{location}" expr="1"/></onentry></state></scxml>')
+        load(
+            f'<scxml {NS}><datamodel><data id="x"/></datamodel><state id="a"><onentry>'
+            f'<assign location="{location}" expr="1"/></onentry></state></scxml>'
+        )
 
 
-@pytest.mark.parametrize("element", [
-    '<foreach array="[1]" item="x) ; globalThis.pwned = 1; (x"/>',
-    '<foreach array="[1]" item="x" index="i; globalThis.pwned = 1"/>',
-    '<send event="e" idlocation="x; globalThis.pwned = 1"/>',
-    '<send event="e" namelist="a+b"/>',
-    '<send event="e"><param name="p" location="f()"/></send>',
-])
+@pytest.mark.parametrize(
+    "element",
+    [
+        '<foreach array="[1]" item="x) ; globalThis.pwned = 1; (x"/>',
+        '<foreach array="[1]" item="x" index="i; globalThis.pwned = 1"/>',
+        '<send event="e" idlocation="x; globalThis.pwned = 1"/>',
+        '<send event="e" namelist="a+b"/>',
+        '<send event="e"><param name="p" location="f()"/></send>',
+    ],
+)
 def test_foreach_idlocation_namelist_and_param_locations_are_checked(element):
     with pytest.raises(DocumentError, match="not assignable"):
         load(f'<scxml {NS}><state id="a"><onentry>{element}</onentry></state></scxml>')
@@ -113,9 +125,11 @@ def test_unchecked_escapes_become_error_execution_and_never_run():
 
 
 def test_the_classic_escape_payload_does_not_hang_load_or_run():
-    text = (f'<scxml {NS} initial="a"><state id="a"><transition cond="1)}}); for(;;){{}} (function(){{return (1"'
-            ' target="b"/><transition event="error.execution" target="c"/></state><state id="b"/>'
-            '<state id="c"/></scxml>')
+    text = (
+        f'<scxml {NS} initial="a"><state id="a"><transition cond="1)}}); for(;;){{}} (function(){{return (1"'
+        ' target="b"/><transition event="error.execution" target="c"/></state><state id="b"/>'
+        '<state id="c"/></scxml>'
+    )
     with pytest.raises(DocumentError):
         load(text)
     session, _ = session_of(text, check=False)
@@ -134,8 +148,10 @@ def test_check_compiles_without_running():
 
 # ---------------------------------------------------------------- data ids (issue item 3)
 
-@pytest.mark.parametrize("data_id", ["for", "class", "let", "eval", "arguments", "undefined", "NaN", "a-b",
-                                     "1a", "yield", "static", "x y"])
+
+@pytest.mark.parametrize(
+    "data_id", ["for", "class", "let", "eval", "arguments", "undefined", "NaN", "a-b", "1a", "yield", "static", "x y"]
+)
 def test_a_data_id_that_cannot_be_assigned_is_a_document_error_with_line(data_id):
     with pytest.raises(DocumentError, match="is not a valid ECMAScript variable name") as info:
         load(f'<scxml {NS}>\n<datamodel>\n<data id="{data_id}"/></datamodel><state id="a"/></scxml>')
@@ -144,8 +160,10 @@ def test_a_data_id_that_cannot_be_assigned_is_a_document_error_with_line(data_id
 
 @pytest.mark.parametrize("data_id", ["x", "_x", "$x", "x1", "caf\u00e9"])
 def test_ordinary_data_ids_load_and_run(data_id):
-    session, logs = session_of(f'<scxml {NS}><datamodel><data id="{data_id}" expr="7"/></datamodel>'
-                               f'<state id="a"><onentry><log label="v" expr="{data_id}"/></onentry></state></scxml>')
+    session, logs = session_of(
+        f'<scxml {NS}><datamodel><data id="{data_id}" expr="7"/></datamodel>'
+        f'<state id="a"><onentry><log label="v" expr="{data_id}"/></onentry></state></scxml>'
+    )
     session.start()
     assert logs == [("v", 7)]
 
@@ -156,12 +174,19 @@ XML_FILE = '<?xml version="1.0" encoding="UTF-8"?>\n<config><item key="k">v\u00e
 def test_data_src_of_an_xml_file_with_an_encoding_declaration_loads(tmp_path):
     (tmp_path / "config.xml").write_text(XML_FILE, encoding="utf-8")
     path = tmp_path / "doc.scxml"
-    path.write_text(f'<scxml {NS}><datamodel><data id="d" src="config.xml"/></datamodel><state id="a">'
-                    '<onentry><log label="v" expr="d.getElementsByTagName(\'item\')[0].textContent"/></onentry>'
-                    '</state></scxml>', encoding="utf-8")
+    path.write_text(
+        f'<scxml {NS}><datamodel><data id="d" src="config.xml"/></datamodel><state id="a">'
+        '<onentry><log label="v" expr="d.getElementsByTagName(\'item\')[0].textContent"/></onentry>'
+        "</state></scxml>",
+        encoding="utf-8",
+    )
     logs: list = []
-    session = Session(load(path), limits=Limits.unlimited(), clock=VirtualClock(),
-                      on_log=lambda label, value: logs.append((label, value)))
+    session = Session(
+        load(path),
+        limits=Limits.unlimited(),
+        clock=VirtualClock(),
+        on_log=lambda label, value: logs.append((label, value)),
+    )
     session.start()
     assert logs == [("v", "v\u00e9")]
 
@@ -170,12 +195,14 @@ def test_inline_xml_with_an_encoding_declaration_loads():
     session, logs = session_of(
         f'<scxml {NS}><datamodel><data id="d"><![CDATA[<?xml version="1.0" encoding="UTF-8"?><a><b>x</b></a>]]>'
         '</data></datamodel><state id="a"><onentry><log label="v" expr="d.documentElement.tagName"/></onentry>'
-        '</state></scxml>')
+        "</state></scxml>"
+    )
     session.start()
     assert logs == [("v", "a")]
 
 
 # ---------------------------------------------------------------- the deadline and terminate
+
 
 def test_the_deadline_stops_an_endless_loop(deadline):
     ctx = context([(qjs.KIND_CALL, "(function () { while (true) {} })")])
@@ -235,10 +262,13 @@ def test_terminate_only_stops_its_own_context():
 
 
 def test_in_works_while_a_timeout_is_set_and_functions_are_defined():
-    session, logs = session_of(f"""<scxml {NS} initial="a">
+    session, logs = session_of(
+        f"""<scxml {NS} initial="a">
       <script>function f() {{ return 1; }}</script>
       <state id="a"><transition event="go" cond="f() == 1 &amp;&amp; In('a')" target="b"/></state>
-      <state id="b"/></scxml>""", process_event_timeout=0.5)
+      <state id="b"/></scxml>""",
+        process_event_timeout=0.5,
+    )
     session.start()
     session.send("go")
     assert session.is_active("b")
@@ -269,9 +299,11 @@ def test_the_datamodel_offers_the_runtime_deadline_address():
 
 # ---------------------------------------------------------------- lifetime
 
+
 def test_a_session_and_its_context_go_away_without_the_cycle_collector():
-    session, _ = session_of(f"<scxml {NS}><datamodel><data id='x' expr='[1, 2, 3]'/></datamodel>"
-                            "<state id='a'/></scxml>")
+    session, _ = session_of(
+        f"<scxml {NS}><datamodel><data id='x' expr='[1, 2, 3]'/></datamodel><state id='a'/></scxml>"
+    )
     session.start()
     ref = weakref.ref(session.dm)
     session.cancel()
@@ -279,18 +311,20 @@ def test_a_session_and_its_context_go_away_without_the_cycle_collector():
     assert ref() is None
 
 
-CHILD = (f"<content><scxml {NS} initial='c'><datamodel><data id='y' expr='{{a: [1]}}'/></datamodel>"
-         "<state id='c'><transition event='t' target='c'><send event='back' target='#_parent'/></transition>"
-         "</state></scxml></content>")
+CHILD = (
+    f"<content><scxml {NS} initial='c'><datamodel><data id='y' expr='{{a: [1]}}'/></datamodel>"
+    "<state id='c'><transition event='t' target='c'><send event='back' target='#_parent'/></transition>"
+    "</state></scxml></content>"
+)
 DROPPED = {
     "plain": f"<scxml {NS}><datamodel><data id='x' expr='[1, 2, 3]'/></datamodel>"
-             "<state id='a'><transition event='t' target='a'><assign location='x' expr='_event.data'/></transition>"
-             "</state></scxml>",
+    "<state id='a'><transition event='t' target='a'><assign location='x' expr='_event.data'/></transition>"
+    "</state></scxml>",
     "errors and outbox": f"<scxml {NS}><state id='a'><transition event='t' target='a'>"
-                         "<send event='out' target='http://example.invalid/' type='http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor'/>"
-                         "<assign location='nowhere' expr='1'/></transition></state></scxml>",
+    "<send event='out' target='http://example.invalid/' type='http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor'/>"
+    "<assign location='nowhere' expr='1'/></transition></state></scxml>",
     "invoked child": f"<scxml {NS}><state id='a'><invoke id='kid' autoforward='true'>{CHILD}</invoke>"
-                     "<transition event='t' target='a'/></state></scxml>",
+    "<transition event='t' target='a'/></state></scxml>",
 }
 
 
@@ -334,11 +368,23 @@ ECHO = f"""<scxml {NS} initial="a">
 </scxml>"""
 
 
-@pytest.mark.parametrize(('value', 'js_type'), [
-    (None, "undefined"), (True, "boolean"), (3, "number"), (2**53, "number"), (1.5, "number"),
-    (2**53 + 1, "bigint"), (10**400, "bigint"), (-(10**30), "bigint"), ("x", "string"),
-    ([1, [2]], "object"), ({"a": {"b": None}}, "object"), ((1, 2), "object"),
-])
+@pytest.mark.parametrize(
+    ("value", "js_type"),
+    [
+        (None, "undefined"),
+        (True, "boolean"),
+        (3, "number"),
+        (2**53, "number"),
+        (1.5, "number"),
+        (2**53 + 1, "bigint"),
+        (10**400, "bigint"),
+        (-(10**30), "bigint"),
+        ("x", "string"),
+        ([1, [2]], "object"),
+        ({"a": {"b": None}}, "object"),
+        ((1, 2), "object"),
+    ],
+)
 def test_values_cross_into_javascript_and_back(value, js_type):
     session, logs = session_of(ECHO)
     session.start()
@@ -361,8 +407,12 @@ def test_event_is_a_frozen_object_with_every_field_and_undefined_for_absent_ones
     </state></scxml>""")
     session.start()
     session.send("e")
-    assert logs[:4] == [("keys", "name,type,sendid,origin,origintype,invokeid,data,raw"), ("frozen", True),
-                        ("absent", "undefined,undefined,undefined"), ("after", "e,false")]
+    assert logs[:4] == [
+        ("keys", "name,type,sendid,origin,origintype,invokeid,data,raw"),
+        ("frozen", True),
+        ("absent", "undefined,undefined,undefined"),
+        ("after", "e,false"),
+    ]
     assert logs[4][0] == "error" and "TypeError" in logs[4][1], logs[4]
 
 
@@ -408,9 +458,19 @@ def doubling() -> list:
     return v
 
 
-@pytest.mark.parametrize("value", [
-    {1, 2}, b"bytes", object(), deep(100_000), cyclic(), {1: "int key"}, doubling(), [1, {"a": b"x"}],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1, 2},
+        b"bytes",
+        object(),
+        deep(100_000),
+        cyclic(),
+        {1: "int key"},
+        doubling(),
+        [1, {"a": b"x"}],
+    ],
+)
 def test_values_without_an_ecmascript_form_are_a_value_error_at_send(value):
     session, _ = session_of(ECHO)
     session.start()
@@ -441,7 +501,10 @@ def test_values_from_javascript_that_nest_too_deeply_are_error_execution():
 def test_javascript_values_convert_like_json():
     ctx = context()
     assert ctx.eval("({a: 1, f: function () {}, u: undefined, d: new Date(0), n: null})") == {
-        "a": 1, "d": "1970-01-01T00:00:00.000Z", "n": None}
+        "a": 1,
+        "d": "1970-01-01T00:00:00.000Z",
+        "n": None,
+    }
     assert ctx.eval("[1, function () {}, undefined]") == [1, None, None]
     assert ctx.eval("123456789012345678901234567890n") == 123456789012345678901234567890
 
@@ -453,6 +516,7 @@ def test_a_throwing_getter_is_error_execution():
 
 
 # ---------------------------------------------------------------- memory
+
 
 def test_a_script_that_allocates_without_bound_fails_and_the_engine_survives():
     before = qjs.memory_limits()
@@ -471,8 +535,14 @@ def test_a_script_that_catches_the_allocation_failure_still_fails():
     before = qjs.memory_limits()
     qjs.set_memory_limits(4 * 1024 * 1024, before[1])
     try:
-        ctx = context([(qjs.KIND_CALL, "(function () { var a = [];"
-                                       " try { for (;;) a.push(new Array(1000).fill(1)); } catch (e) {} })")])
+        ctx = context(
+            [
+                (
+                    qjs.KIND_CALL,
+                    "(function () { var a = []; try { for (;;) a.push(new Array(1000).fill(1)); } catch (e) {} })",
+                )
+            ]
+        )
         with pytest.raises(ExecutionError, match="memory"):
             ctx.call(0)
     finally:
@@ -495,10 +565,15 @@ def test_event_data_without_an_ecmascript_form_inside_a_session_is_error_executi
 
 def test_the_global_environment_has_no_typed_arrays_weak_refs_or_clock():
     ctx = context()
-    assert ctx.eval("[typeof Uint8Array, typeof ArrayBuffer, typeof WeakRef, typeof performance]") == [
-        "undefined"] * 4
+    assert ctx.eval("[typeof Uint8Array, typeof ArrayBuffer, typeof WeakRef, typeof performance]") == ["undefined"] * 4
     assert ctx.eval("[typeof JSON, typeof Map, typeof Proxy, typeof Promise, typeof BigInt, typeof Date]") == [
-        "object", "function", "function", "function", "function", "function"]
+        "object",
+        "function",
+        "function",
+        "function",
+        "function",
+        "function",
+    ]
 
 
 def test_a_bigint_with_too_many_digits_for_python_is_an_execution_error():

@@ -32,10 +32,10 @@ class Planned:
     document: str
     start: float
     lines: list[dict[str, Any]] = field(default_factory=list)
-    micro: int = 0       # burst n: n + 2 microsteps; flood k: k + 1 (the event's, then k empty ones)
-    spin: int = 0        # spin is entered n + 1 times per burst
-    idle: int = 1        # idle: once at the start, once after each burst
-    pending: int = 1     # each external event is pending on its own; flood k: k internal events at once
+    micro: int = 0  # burst n: n + 2 microsteps; flood k: k + 1 (the event's, then k empty ones)
+    spin: int = 0  # spin is entered n + 1 times per burst
+    idle: int = 1  # idle: once at the start, once after each burst
+    pending: int = 1  # each external event is pending on its own; flood k: k internal events at once
     end: float | None = None
 
     def entries(self) -> int:
@@ -112,8 +112,19 @@ def real_run(plan: Planned, docs: Path, limits: orsguard.Limits, until: float) -
 
 def test_replay_reproduces_the_peaks_the_traffic_was_built_to_produce(tmp_path: Path) -> None:
     traffic, docs, plans = generate(tmp_path)
-    result = cli("replay", traffic, "--documents", docs, "--json", "--limit", "max-microstep-count=0",
-                 "--limit", "max-state-entry-count=0", "--limit", "max-pending-events=0")
+    result = cli(
+        "replay",
+        traffic,
+        "--documents",
+        docs,
+        "--json",
+        "--limit",
+        "max-microstep-count=0",
+        "--limit",
+        "max-state-entry-count=0",
+        "--limit",
+        "max-pending-events=0",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report["documents"]) == {"meter", "gauge"}
@@ -133,10 +144,15 @@ def test_replay_reproduces_the_peaks_the_traffic_was_built_to_produce(tmp_path: 
         assert doc["limits"]["max-microstep-count"]["limit"] == 0
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("max-microstep-count", 150), ("max-state-entry-count", 400), ("max-pending-events", 20),
-    ("max-session-age", 60),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max-microstep-count", 150),
+        ("max-state-entry-count", 400),
+        ("max-pending-events", 20),
+        ("max-session-age", 60),
+    ],
+)
 def test_limit_predicts_exactly_the_sessions_a_real_run_stops(tmp_path: Path, option: str, value: float) -> None:
     traffic, docs, plans = generate(tmp_path)
     limits = orsguard.Limits().replace(**{option.replace("-", "_"): value})
@@ -145,8 +161,11 @@ def test_limit_predicts_exactly_the_sessions_a_real_run_stops(tmp_path: Path, op
     assert all(r.termination["option"] == option for r in result.sessions if r.termination is not None)
     # The replay lets timers run for 60 s (--drain) after the last line: so does each real run.
     until = max(p.end for p in plans) + 60
-    real = {p.name for p in plans if (s := real_run(p, docs, limits, until)).termination is not None
-            and s.termination.option == option}
+    real = {
+        p.name
+        for p in plans
+        if (s := real_run(p, docs, limits, until)).termination is not None and s.termination.option == option
+    }
     assert predicted == real
     assert 0 < len(real) < len(plans)  # the limit splits the traffic, so the check means something
     report = result.report()
@@ -162,9 +181,9 @@ def test_suggested_limits_are_readable_and_never_below_the_maximum() -> None:
     assert suggest(1001, 2, True) == 2500
     assert suggest(37, 2, True) == 80
     assert suggest(7, 1, True) == 8
-    assert suggest(0, 2, True) == 1            # 0 would switch the limit off
+    assert suggest(0, 2, True) == 1  # 0 would switch the limit off
     assert suggest(0.0132, 2, False, 0.001) == 0.03
-    assert suggest(0.0002637, 2, False, 0.001) == 0.001      # process-event-timeout: whole milliseconds
+    assert suggest(0.0002637, 2, False, 0.001) == 0.001  # process-event-timeout: whole milliseconds
     assert suggest(0, 2, False, 0.001) == 0.001
     assert suggest(12.9, 2, False) == 30
     assert suggest(86400, 1.5, False) == 150000
@@ -192,8 +211,9 @@ def runaway_traffic(tmp_path: Path) -> Path:
 def test_table_and_html_report(tmp_path: Path) -> None:
     traffic = runaway_traffic(tmp_path)
     html_path = tmp_path / "report.html"
-    result = cli("replay", traffic, "--documents", "examples", "--report", html_path, "--limit",
-                 "max-microstep-count=100")
+    result = cli(
+        "replay", traffic, "--documents", "examples", "--report", html_path, "--limit", "max-microstep-count=100"
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith("retry-with-delay: 1 sessions, 1 events\n")
@@ -202,10 +222,10 @@ def test_table_and_html_report(tmp_path: Path) -> None:
     assert "loop: retry -> route -> retry" in out
     page = html_path.read_text()
     tree = etree.fromstring(page.encode(), etree.HTMLParser())
-    assert len(tree.findall(".//svg")) == 10                 # a chart per limit and document
-    assert "src=" not in page and "href=" not in page        # self-contained
+    assert len(tree.findall(".//svg")) == 10  # a chart per limit and document
+    assert "src=" not in page and "href=" not in page  # self-contained
     limit_lines = [line for line in tree.iter("line") if line.get("stroke") == "#d62728"]
-    assert len(limit_lines) == 10                            # every limit is on here
+    assert len(limit_lines) == 10  # every limit is on here
     assert "loop: retry -&gt; route -&gt; retry" in page
 
 
@@ -227,33 +247,36 @@ def test_bad_lines_and_documents_are_reported_with_file_and_line(tmp_path: Path)
     docs = tmp_path / "docs"
     docs.mkdir()
     shutil.copy(METER, docs / "meter.scxml")
-    (docs / "broken.scxml").write_text('<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
-                                       '<state id="a">\n<transition target="nowhere"/></state>\n</scxml>\n')
+    (docs / "broken.scxml").write_text(
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">\n'
+        '<state id="a">\n<transition target="nowhere"/></state>\n</scxml>\n'
+    )
     good = {"t": 1, "session": "ok", "document": "meter", "start": True}
     lines = [
-        json.dumps(good),                                                       # 1
-        "{not json",                                                            # 2
-        json.dumps([1, 2]),                                                     # 3
-        json.dumps({"t": "soon", "session": "x", "event": "e"}),                # 4
+        json.dumps(good),  # 1
+        "{not json",  # 2
+        json.dumps([1, 2]),  # 3
+        json.dumps({"t": "soon", "session": "x", "event": "e"}),  # 4
         json.dumps({"t": 2, "session": "x", "document": "broken", "start": True}),  # 5
         json.dumps({"t": 2, "session": "y", "document": "../../etc/passwd", "start": True}),  # 6
         json.dumps({"t": 2, "session": "z", "document": "absent", "start": True}),  # 7
         json.dumps({"t": 0.5, "session": "ok", "event": "burst", "data": {"n": 1}}),  # 8: not sorted
-        json.dumps({"t": 3, "session": "ghost", "event": "burst"}),              # 9
+        json.dumps({"t": 3, "session": "ghost", "event": "burst"}),  # 9
         json.dumps({"t": 3, "session": "ok", "document": "meter", "start": True}),  # 10: already running
         json.dumps({"t": 4, "session": "ok", "event": "burst", "data": {"n": 9}}),  # 11
-        json.dumps({"t": 5, "session": "ok", "event": "has space"}),             # 12
-        json.dumps({"t": 1e400, "session": "ok", "event": "e"}),                 # 13: Infinity
-        "",                                                                     # 14: blank lines are fine
-        json.dumps({"t": 6, "session": "ok", "event": "bye"}),                   # 15
+        json.dumps({"t": 5, "session": "ok", "event": "has space"}),  # 12
+        json.dumps({"t": 1e400, "session": "ok", "event": "e"}),  # 13: Infinity
+        "",  # 14: blank lines are fine
+        json.dumps({"t": 6, "session": "ok", "event": "bye"}),  # 15
     ]
     traffic = tmp_path / "t.jsonl"
     traffic.write_text("\n".join(lines) + "\n")
     result = cli("replay", traffic, "--documents", docs, "--json")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    reported = {int(m.group(1)) for m in re.finditer(rf"^orsguard: {re.escape(str(traffic))}:(\d+): ",
-                                                      result.stderr, re.M)}
+    reported = {
+        int(m.group(1)) for m in re.finditer(rf"^orsguard: {re.escape(str(traffic))}:(\d+): ", result.stderr, re.M)
+    }
     assert reported == {2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13}
     assert f"{docs / 'broken.scxml'}:3: unknown target state 'nowhere'" in result.stderr
     report = json.loads(result.stdout)
@@ -267,7 +290,7 @@ def test_bad_lines_and_documents_are_reported_with_file_and_line(tmp_path: Path)
 @pytest.mark.slow
 def test_unusable_arguments(tmp_path: Path) -> None:
     traffic = runaway_traffic(tmp_path)
-    assert cli("replay", traffic).returncode == 2                                    # no --documents
+    assert cli("replay", traffic).returncode == 2  # no --documents
     assert cli("replay", traffic, "--documents", "examples", "--margin", "0.5").returncode == 2
     assert cli("replay", traffic, "--documents", "examples", "--limit", "max-pending-events=inf").returncode == 2
     missing = cli("replay", tmp_path / "absent.jsonl", "--documents", "examples")
@@ -297,8 +320,10 @@ def test_progress_goes_to_the_given_stream(tmp_path: Path, monkeypatch: pytest.M
 def test_json_nested_too_deep_is_a_bad_line(tmp_path: Path) -> None:
     traffic = tmp_path / "deep.jsonl"
     deep = "[" * 50000 + "]" * 50000
-    traffic.write_text('{"t": 0, "session": "a", "document": "runaway", "start": true}\n'
-                       f'{{"t": 1, "session": "a", "event": "call.arrived", "data": {deep}}}\n')
+    traffic.write_text(
+        '{"t": 0, "session": "a", "document": "runaway", "start": true}\n'
+        f'{{"t": 1, "session": "a", "event": "call.arrived", "data": {deep}}}\n'
+    )
     result = cli("replay", traffic, "--documents", "examples", "--json")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{traffic}:2: not JSON" in result.stderr
@@ -308,9 +333,11 @@ def test_json_nested_too_deep_is_a_bad_line(tmp_path: Path) -> None:
 def test_a_time_beyond_double_range_is_a_bad_line(tmp_path: Path) -> None:
     """JSON integers have no size limit: 10**400 as "t" once ended the replay with an OverflowError."""
     traffic = tmp_path / "huge-t.jsonl"
-    traffic.write_text('{"t": 0, "session": "a", "document": "runaway", "start": true}\n'
-                       f'{{"t": {10**400}, "session": "a", "event": "call.arrived"}}\n'
-                       f'{{"t": {2**1030}, "session": "b", "document": "runaway", "start": true}}\n')
+    traffic.write_text(
+        '{"t": 0, "session": "a", "document": "runaway", "start": true}\n'
+        f'{{"t": {10**400}, "session": "a", "event": "call.arrived"}}\n'
+        f'{{"t": {2**1030}, "session": "b", "document": "runaway", "start": true}}\n'
+    )
     result = cli("replay", traffic, "--documents", "examples", "--json")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{traffic}:2: 't' must be a number of seconds >= 0" in result.stderr
@@ -349,10 +376,12 @@ def test_the_macrostep_a_limit_stopped_counts_in_its_session_peaks(tmp_path: Pat
         '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="idle">\n'
         '<state id="idle"><transition event="go" target="a"/></state>\n'
         '<state id="a"><onentry><script>var t0 = Date.now(); while (Date.now() - t0 &lt; 30) {}</script>'
-        '</onentry><transition target="a"/></state>\n</scxml>\n')
+        '</onentry><transition target="a"/></state>\n</scxml>\n'
+    )
     traffic = tmp_path / "t.jsonl"
-    traffic.write_text('{"t": 0, "session": "s", "document": "slow", "start": true}\n'
-                       '{"t": 1, "session": "s", "event": "go"}\n')
+    traffic.write_text(
+        '{"t": 0, "session": "s", "document": "slow", "start": true}\n{"t": 1, "session": "s", "event": "go"}\n'
+    )
     result = replay(str(traffic), str(docs), orsguard.Limits(max_microstep_count=4))
     (r,) = result.sessions
     assert r.termination["option"] == "max-microstep-count"

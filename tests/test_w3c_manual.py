@@ -22,13 +22,15 @@ W3C = Path(os.environ.get("ORSGUARD_W3C_DIR") or ROOT.parent / "shared" / "w3c-i
 ECMA = W3C / "ecma"
 
 
-
 @pytest.fixture(autouse=True)
 def _irp_present() -> None:
     # Missing test data is a failure, never a silent skip.
     if not ECMA.is_dir():
-        pytest.fail(f"W3C IRP tests not found in {W3C}: put them in shared/w3c-irp beside the repository "
-                    "or set ORSGUARD_W3C_DIR")
+        pytest.fail(
+            f"W3C IRP tests not found in {W3C}: put them in shared/w3c-irp beside the repository "
+            "or set ORSGUARD_W3C_DIR"
+        )
+
 
 HEAD = '<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript"'
 
@@ -39,9 +41,13 @@ class Run:
     def __init__(self, source: str | Path, *, check_expressions: bool = True, stats: Stats | None = None) -> None:
         self.logs: list[tuple[str | None, Any]] = []
         self.transitions: list[str] = []
-        self.session = Session(load(source, check_expressions=check_expressions), clock=VirtualClock(),
-                               stats=stats, on_log=lambda label, value: self.logs.append((label, value)),
-                               on_transition=self.transitions.append)
+        self.session = Session(
+            load(source, check_expressions=check_expressions),
+            clock=VirtualClock(),
+            stats=stats,
+            on_log=lambda label, value: self.logs.append((label, value)),
+            on_transition=self.transitions.append,
+        )
         self.session.start()
 
     def run(self, seconds: float = 60.0) -> Run:
@@ -75,17 +81,21 @@ def test_178_document_receives_the_event_with_duplicate_params() -> None:
     ids=["param-param", "namelist-param"],
 )
 def test_178_duplicate_names_keep_every_value(send: str) -> None:
-    run = Run(f'{HEAD}><datamodel><data id="Var1" expr="2"/></datamodel>'
-              f'<state id="s0"><onentry>{send}</onentry>'
-              '<transition event="event1" target="done"><log label="data" expr="_event.data"/></transition>'
-              '</state><final id="done"/></scxml>')
+    run = Run(
+        f'{HEAD}><datamodel><data id="Var1" expr="2"/></datamodel>'
+        f'<state id="s0"><onentry>{send}</onentry>'
+        '<transition event="event1" target="done"><log label="data" expr="_event.data"/></transition>'
+        '</state><final id="done"/></scxml>'
+    )
     assert run.values("data") == [{"Var1": [2, 3]}]
 
 
 def test_178_single_names_stay_plain_values() -> None:
-    run = Run(f'{HEAD}><state id="s0"><onentry><send event="event1"><param name="a" expr="1"/>'
-              '<param name="b" expr="2"/></send></onentry>'
-              '<transition event="event1"><log label="data" expr="_event.data"/></transition></state></scxml>')
+    run = Run(
+        f'{HEAD}><state id="s0"><onentry><send event="event1"><param name="a" expr="1"/>'
+        '<param name="b" expr="2"/></send></onentry>'
+        '<transition event="event1"><log label="data" expr="_event.data"/></transition></state></scxml>'
+    )
     assert run.values("data") == [{"a": 1, "b": 2}]
 
 
@@ -113,15 +123,19 @@ def test_230_autoforwarded_event_has_the_same_fields() -> None:
 
 def test_230_autoforwarded_event_with_data_and_sendid() -> None:
     # The IRP event has no data and no sendid; check those fields with values too.
-    child = ('<scxml version="1.0" datamodel="ecmascript"><state id="c">'
-             '<transition event="report"><log label="forwarded" expr="JSON.stringify(_event)"/></transition>'
-             '</state></scxml>')
-    run = Run(f'{HEAD}><state id="s0">'
-              f'<invoke id="kid" type="http://www.w3.org/TR/scxml/" autoforward="true"><content>{child}</content>'
-              '</invoke><transition event="start"><send id="s-1" event="report"><param name="k" expr="[1, 2]"/>'
-              '</send></transition>'
-              '<transition event="report"><log label="original" expr="JSON.stringify(_event)"/></transition>'
-              '</state></scxml>')
+    child = (
+        '<scxml version="1.0" datamodel="ecmascript"><state id="c">'
+        '<transition event="report"><log label="forwarded" expr="JSON.stringify(_event)"/></transition>'
+        "</state></scxml>"
+    )
+    run = Run(
+        f'{HEAD}><state id="s0">'
+        f'<invoke id="kid" type="http://www.w3.org/TR/scxml/" autoforward="true"><content>{child}</content>'
+        '</invoke><transition event="start"><send id="s-1" event="report"><param name="k" expr="[1, 2]"/>'
+        "</send></transition>"
+        '<transition event="report"><log label="original" expr="JSON.stringify(_event)"/></transition>'
+        "</state></scxml>"
+    )
     run.session.send("start")
     run.run(1)
     assert len(run.values("original")) == 1
@@ -275,10 +289,12 @@ def test_415_top_level_final_halts_before_the_raised_event() -> None:
 
 
 def test_415_nothing_runs_after_the_final_state_is_left() -> None:
-    run = Run(f'{HEAD}><state id="s"><transition event="go" target="f"/></state>'
-              '<final id="f"><onentry><log label="f" expr="\'enter\'"/><raise event="event1"/>'
-              '<send event="later" delay="1s"/></onentry><onexit><log label="f" expr="\'exit\'"/></onexit></final>'
-              '</scxml>')
+    run = Run(
+        f'{HEAD}><state id="s"><transition event="go" target="f"/></state>'
+        '<final id="f"><onentry><log label="f" expr="\'enter\'"/><raise event="event1"/>'
+        '<send event="later" delay="1s"/></onentry><onexit><log label="f" expr="\'exit\'"/></onexit></final>'
+        "</scxml>"
+    )
     run.session.send("go")
     assert run.session.final == "f"
     assert run.values("f") == ["enter", "exit"]

@@ -75,7 +75,8 @@ def load_cases(root: Path | None = None) -> list[Case]:
     if not table.is_file():
         raise FileNotFoundError(
             f"W3C conformance tests not found: {table} is missing. "
-            "Put the converted IRP in shared/w3c-irp beside the repository or set ORSGUARD_W3C_DIR.")
+            "Put the converted IRP in shared/w3c-irp beside the repository or set ORSGUARD_W3C_DIR."
+        )
     cases = []
     with table.open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -83,8 +84,16 @@ def load_cases(root: Path | None = None) -> list[Case]:
                 continue
             folder = root / ("null" if row["datamodel"] == "null" else "ecma")
             for start in row["start"].split():
-                cases.append(Case(row["id"], row["specnum"], row["conformance"], row["datamodel"],
-                                  tuple(row["needs"].split()), folder / start))
+                cases.append(
+                    Case(
+                        row["id"],
+                        row["specnum"],
+                        row["conformance"],
+                        row["datamodel"],
+                        tuple(row["needs"].split()),
+                        folder / start,
+                    )
+                )
     return cases
 
 

@@ -11,7 +11,9 @@ def test_routes_the_call_to_the_agent_the_search_found(scxml):
     assert call.configuration == {"routing"}
     assert call.outbox[-1].data == {"agent": "agent-7", "skill": "billing"}
     assert [(t.label, t.event) for t in trace if t.invokeid == "search"] == [
-        ("__scxml__ -> asking", None), ("asking -> found", "stat.reply")]
+        ("__scxml__ -> asking", None),
+        ("asking -> found", "stat.reply"),
+    ]
     assert "searching -> routing" in trace
 
 

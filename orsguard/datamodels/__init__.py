@@ -21,8 +21,9 @@ class Expressions:
 
     items: list[Expression] = field(default_factory=list)
 
-    def add(self, kind: str, text: str, *, line: int | None = None, location: str | None = None,
-            extra: tuple[str, ...] = ()) -> int:
+    def add(
+        self, kind: str, text: str, *, line: int | None = None, location: str | None = None, extra: tuple[str, ...] = ()
+    ) -> int:
         self.items.append(Expression(kind, text, line, location, extra))
         return len(self.items) - 1
 

@@ -73,8 +73,9 @@ class Datamodel:
         return self._session()
 
     @classmethod
-    def check(cls, kind: str, text: str, location: str | None = None,
-              extra: tuple[str, ...] = (), *, defer: bool = False) -> str | None:
+    def check(
+        cls, kind: str, text: str, location: str | None = None, extra: tuple[str, ...] = (), *, defer: bool = False
+    ) -> str | None:
         """What is wrong with one expression of a document, as a load error message; None when nothing is.
 
         Runs nothing. ``kind`` as in :class:`Expression`, or ``data`` for a

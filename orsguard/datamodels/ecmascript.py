@@ -93,8 +93,15 @@ _PRELUDE = r"""
 """
 
 
-_KINDS = {"cond": "condition", "value": "expression", "assign": "assignment", "setter": "location",
-          "script": "script", "foreach": "foreach array", "data": "data id"}
+_KINDS = {
+    "cond": "condition",
+    "value": "expression",
+    "assign": "assignment",
+    "setter": "location",
+    "script": "script",
+    "foreach": "foreach array",
+    "data": "data id",
+}
 
 
 @lru_cache(maxsize=8192)
@@ -220,8 +227,9 @@ class EcmaScriptDatamodel(Datamodel):
         self._address = ctx.runtime.deadline_address()
 
     @classmethod
-    def check(cls, kind: str, text: str, location: str | None = None,
-              extra: tuple[str, ...] = (), *, defer: bool = False) -> str | None:
+    def check(
+        cls, kind: str, text: str, location: str | None = None, extra: tuple[str, ...] = (), *, defer: bool = False
+    ) -> str | None:
         # A <data> id is declared when the session starts, before any expression
         # runs: a bad one is refused at load time even when expressions wait.
         if defer and kind != "data":

@@ -46,15 +46,22 @@ class NullDatamodel(Datamodel):
         self._literals = [_parse_literal(e.text) if e.kind == "value" else None for e in expressions]
 
     @classmethod
-    def check(cls, kind: str, text: str, location: str | None = None,
-              extra: tuple[str, ...] = (), *, defer: bool = False) -> str | None:
+    def check(
+        cls, kind: str, text: str, location: str | None = None, extra: tuple[str, ...] = (), *, defer: bool = False
+    ) -> str | None:
         # Never deferred: what is not In() or a literal can never run here.
         if kind == "cond":
-            return None if _parse_in(text) is not None else \
-                f"the null datamodel only allows In('state') conditions, not {text!r}"
+            return (
+                None
+                if _parse_in(text) is not None
+                else f"the null datamodel only allows In('state') conditions, not {text!r}"
+            )
         if kind == "value":
-            return None if _parse_literal(text) is not None else \
-                f"the null datamodel only allows quoted string values, not {text!r}"
+            return (
+                None
+                if _parse_literal(text) is not None
+                else f"the null datamodel only allows quoted string values, not {text!r}"
+            )
         if kind == "data":
             return "the null datamodel has no <data>"
         return f"the null datamodel has no {kind} expressions"

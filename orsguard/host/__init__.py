@@ -34,7 +34,6 @@ The parts, each its own module:
 * :mod:`~orsguard.host.command` - ``orsguard serve`` and ``python -m orsguard.host``.
 """
 
-
 from orsguard.host.command import add_subcommand, main, serve
 from orsguard.host.config import HostConfig, JsonLogFormatter, load_documents
 from orsguard.host.routing import SessionHost

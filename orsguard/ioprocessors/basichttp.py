@@ -73,8 +73,15 @@ from orsguard.errors import CommunicationError, ExecutionError
 from orsguard.ioprocessors import BASICHTTP_TYPE, check_external_event, is_platform_event
 from orsguard.runtime import IOSession
 
-__all__ = ["BASICHTTP_TYPE", "EVENT_NAME_PARAM", "ORIGIN_HEADER", "ORIGIN_SIGNATURE_HEADER", "BasicHTTPProcessor",
-           "decode_request", "encode_send"]
+__all__ = [
+    "BASICHTTP_TYPE",
+    "EVENT_NAME_PARAM",
+    "ORIGIN_HEADER",
+    "ORIGIN_SIGNATURE_HEADER",
+    "BasicHTTPProcessor",
+    "decode_request",
+    "encode_send",
+]
 
 #: The parameter that carries the event name (spec C.2.1).
 EVENT_NAME_PARAM = "_scxmleventname"
@@ -93,6 +100,7 @@ _BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: c
 
 def _sign(origin: str) -> str:
     return hmac.new(_ORIGIN_KEY, origin.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
 
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
@@ -178,8 +186,9 @@ def encode_send(name: str | None, data: Any, target: str) -> tuple[str, bytes, s
     url = target
     if name:
         split = urllib.parse.urlsplit(target)
-        query = urllib.parse.urlencode([*urllib.parse.parse_qsl(split.query, keep_blank_values=True),
-                                        (EVENT_NAME_PARAM, name)])
+        query = urllib.parse.urlencode(
+            [*urllib.parse.parse_qsl(split.query, keep_blank_values=True), (EVENT_NAME_PARAM, name)]
+        )
         url = urllib.parse.urlunsplit(split._replace(query=query))
     if data is None:
         return url, b"", _FORM
@@ -270,8 +279,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         processor = self.server.processor
         if is_platform_event(name) and not processor.allow_platform_events:
-            self._answer(HTTPStatus.FORBIDDEN, f"{name!r}: events named error.* and done.* are raised by the "
-                                               "platform only")
+            self._answer(
+                HTTPStatus.FORBIDDEN, f"{name!r}: events named error.* and done.* are raised by the platform only"
+            )
             return
         try:
             check_external_event(name, data, allow_platform=True)
@@ -281,8 +291,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not processor.knows(session_id):
             self._answer(HTTPStatus.NOT_FOUND, f"no session {session_id!r} here")
             return
-        event = Event(name, data, type="external", origin=processor.trusted_origin(self.headers),
-                      origintype=BASICHTTP_TYPE)
+        event = Event(
+            name, data, type="external", origin=processor.trusted_origin(self.headers), origintype=BASICHTTP_TYPE
+        )
         head = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
         event.raw = f"{self.requestline}\r\n{head}\r\n{body.decode('utf-8')}"
         # Spec C.2.1: answer 2xx once the event is queued, before it is processed.
@@ -326,10 +337,18 @@ class BasicHTTPProcessor:
     type_uri: str = BASICHTTP_TYPE
     aliases: tuple[str, ...] = ("basichttp",)
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 5.0,
-                 loop: asyncio.AbstractEventLoop | None = None, read_timeout: float = 10.0,
-                 max_connections: int = 64, trust_origin: bool = False,
-                 allow_platform_events: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout: float = 5.0,
+        loop: asyncio.AbstractEventLoop | None = None,
+        read_timeout: float = 10.0,
+        max_connections: int = 64,
+        trust_origin: bool = False,
+        allow_platform_events: bool = False,
+    ) -> None:
         if not read_timeout > 0:
             raise ValueError("read_timeout must be a positive number of seconds")
         if max_connections < 1:
@@ -360,8 +379,9 @@ class BasicHTTPProcessor:
         server.slots = threading.BoundedSemaphore(self.max_connections)
         self._server = server
         # A short poll interval keeps close() quick: shutdown() waits for the serving loop to notice.
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=f"basichttp:{self.port}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name=f"basichttp:{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -433,8 +453,9 @@ class BasicHTTPProcessor:
         if origin is None or self.trust_origin:
             return origin
         signature: str = headers.get(ORIGIN_SIGNATURE_HEADER) or ""
-        return origin if hmac.compare_digest(signature.encode("ascii", "replace"),
-                                             _sign(origin).encode("ascii")) else None
+        return (
+            origin if hmac.compare_digest(signature.encode("ascii", "replace"), _sign(origin).encode("ascii")) else None
+        )
 
     def knows(self, session_id: str) -> bool:
         """Whether ``session_id`` is a session this processor gave an access URI to."""

@@ -53,7 +53,7 @@ def deliver(session: IOSession, event: Event, target: str | None) -> None:
         post_portable(parent, event)
         return
     if target.startswith("#_scxml_"):
-        other = registry.get(target[len("#_scxml_"):])
+        other = registry.get(target[len("#_scxml_") :])
         if other is None or not other.running:
             raise CommunicationError(f"{target}: no such session")
         post_portable(other, event)
@@ -63,7 +63,7 @@ def deliver(session: IOSession, event: Event, target: str | None) -> None:
         invoke_id = target[2:]
         child = session.child(invoke_id)
         if child is None and invoke_id.startswith("invoke_"):
-            child = session.child(invoke_id[len("invoke_"):])
+            child = session.child(invoke_id[len("invoke_") :])
         if child is None:
             raise CommunicationError(f"{target}: no such invoked session")
         post_portable(child, event)

@@ -220,9 +220,7 @@ def _check_entry(path: str, entry: Entry) -> list[Problem]:
 
     option = SCHEMA.get(f"{section}/{name}")
     if option is not None and option.removed:
-        return one(
-            WARNING, "removed in ORS 8.1.3 (no longer needed with the 8.1.3 cluster design); migrate deletes it"
-        )
+        return one(WARNING, "removed in ORS 8.1.3 (no longer needed with the 8.1.3 cluster design); migrate deletes it")
     if option is not None:
         message = _value_problem(option, entry.value)
         if message:
@@ -291,11 +289,8 @@ def _check_strategy(path: str, option_file: OptionFile) -> list[Problem]:
         )
     elif cls_value == "NetworkTopologyStrategy" and factor is not None:
         message = (
-            f"NetworkTopologyStrategy needs datacenter:factor pairs{where}, got a single factor; "
-            "e.g. London:3,Paris:3"
+            f"NetworkTopologyStrategy needs datacenter:factor pairs{where}, got a single factor; e.g. London:3,Paris:3"
         )
     else:
         return []
     return [Problem(path, opts.line, "persistence", "cassandra-strategy-options", ERROR, message)]
-
-

@@ -77,7 +77,6 @@ def effective(option_file: OptionFile, *, environ: Mapping[str, str] | None = No
     return settings
 
 
-
 def limits_from_options(
     source: str | os.PathLike[str] | OptionFile | None,
     *,

@@ -132,9 +132,7 @@ def _parse(path: str, data: bytes) -> tuple[OptionFile, list[Problem]]:
             errors.append(Problem(path, number, section, None, ERROR, "no option name before '='"))
             continue
         if section is None:
-            errors.append(
-                Problem(path, number, None, None, ERROR, f"option {name!r} before any [section] header")
-            )
+            errors.append(Problem(path, number, None, None, ERROR, f"option {name!r} before any [section] header"))
             continue
         result.entries.append(Entry(section, name, value.strip(), number))
     return result, errors

@@ -87,9 +87,7 @@ _LIMIT_WHY = (
 _REMOVED_WHY = "No longer needed with the 8.1.3 cluster design; 8.1.3 ignores it and migrate deletes it."
 
 
-def _limit_option(
-    name: str, summary: str, unit: str, scale: int = 1, implausible_below: int | None = None
-) -> Option:
+def _limit_option(name: str, summary: str, unit: str, scale: int = 1, implausible_below: int | None = None) -> Option:
     limit = {v: k for k, v in OPTION_NAMES.items()}[name]
     default = getattr(_LIMIT_DEFAULTS, limit)
     return Option(
