@@ -50,9 +50,10 @@ def test_sockets_wait_out_the_pause_while_timers_and_callbacks_run_on_time() -> 
             far.close()
         (first, t1), (second, t2) = reads
         assert (first, second) == (b"1", b"2")
-        assert t1 - sent < 0.1
-        assert t2 - t1 >= 0.3
-        assert events["soon"] - t1 < 0.1
-        assert 0.04 <= events["timer"] - t1 < 0.2
+        # Bounds well inside the pause, for a busy machine.
+        assert t1 - sent < 0.25
+        assert t2 - t1 >= 0.5
+        assert events["soon"] - t1 < 0.25
+        assert 0.04 <= events["timer"] - t1 < 0.3
 
-    run_paced(scenario(), 0.3)
+    run_paced(scenario(), 0.5)
