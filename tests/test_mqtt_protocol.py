@@ -15,6 +15,7 @@ from typing import Any
 import mqtt5
 import pytest
 
+from orsguard.host.connection import run_paced
 from orsguard.ioprocessors.mqtt_protocol import ConnectionLost, MqttClient, QueueFull, _plain_publish
 from tests.mqtt_support import Mosquitto
 
@@ -199,14 +200,14 @@ def test_packets_larger_than_the_read_buffer_arrive_whole() -> None:
     asyncio.run(scenario())
 
 
-def test_a_read_pause_gathers_what_arrives_meanwhile_into_one_read() -> None:
+def test_a_paced_loop_gathers_what_arrives_meanwhile_into_one_read() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         got: list[tuple[bytes, float]] = []
         async with ScriptedBroker() as broker:
-            client = client_for(broker.port, read_pause=0.2, on_message=lambda p: got.append((p.payload, loop.time())))
+            client = client_for(broker.port, on_message=lambda p: got.append((p.payload, loop.time())))
             await client.connect(clean_start=True)
-            # After the CONNACK's read the connection is paused: these wait, then come in one read.
+            # After the CONNACK's read no socket is polled for the pause: these wait, then come in one read.
             await asyncio.sleep(0.3)
             for pid, payload in enumerate((b"1", b"2", b"3"), 1):
                 message = mqtt5.PublishPacket("t/p", payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=pid)
@@ -222,7 +223,7 @@ def test_a_read_pause_gathers_what_arrives_meanwhile_into_one_read() -> None:
             assert await client.wait_acknowledged(5)
             await client.disconnect()
 
-    asyncio.run(scenario())
+    run_paced(scenario(), 0.2)
 
 
 @pytest.mark.parametrize("topic_size", [1, 60, 122, 123, 300, 16_380, 16_381, 60_000])

@@ -18,6 +18,7 @@ from orsguard.host.config import (
     parse_broker,
     setup_logging,
 )
+from orsguard.host.connection import run_paced
 from orsguard.host.routing import SessionHost
 from orsguard.host.workers import supervise
 from orsguard.metrics import start_metrics_server
@@ -61,7 +62,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
     workers = args.workers or os.cpu_count() or 1
     if workers > 1:
         return supervise(config, workers, args)
-    return asyncio.run(serve(config))
+    return run_paced(serve(config), config.read_pause_ms / 1000)
 
 
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:

@@ -47,7 +47,7 @@ class HostConfig:
     #: Largest payload (bytes) the host decodes; larger ones are refused.
     max_payload: int = 1 << 20
     #: Least time (ms) between two reads of the broker connection: the host
-    #: handles what arrived meanwhile in one go (see ``MqttClient``).
+    #: handles what arrived meanwhile in one go (see ``PacedSelector``).
     read_pause_ms: float = 2.0
 
 

@@ -1,4 +1,4 @@
-"""The host's broker connection: client set-up, reconnecting with backoff, publishing with retry.
+"""The host's broker connection: client set-up, reconnecting with backoff, publishing with retry, the read pause.
 
 Everything is published and subscribed with QoS 1 on a persistent broker
 session (a clean start only to wipe a stale session on the first connection,
@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import selectors
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import mqtt5
 
@@ -22,7 +24,18 @@ from orsguard.host.config import HostConfig, parse_broker
 from orsguard.ioprocessors.mqtt_protocol import MqttClient, MqttError, RetryingPublisher
 from orsguard.metrics import HostMetrics
 
-__all__ = ["JSON_PROPERTIES", "Connection", "check_suback", "ignore_result", "request_properties", "topic_filter"]
+__all__ = [
+    "JSON_PROPERTIES",
+    "Connection",
+    "PacedSelector",
+    "check_suback",
+    "ignore_result",
+    "request_properties",
+    "run_paced",
+    "topic_filter",
+]
+
+T = TypeVar("T")
 
 _log = logging.getLogger("orsguard.host")
 
@@ -92,7 +105,6 @@ class Connection:
             session_expiry=self.config.session_expiry,
             will=self._will,
             max_queued=_MAX_QUEUED,
-            read_pause=self.config.read_pause_ms / 1000,
         )
         stopper = loop.create_task(stopping.wait())
         delay = _FIRST_RETRY
@@ -228,3 +240,71 @@ def request_properties(packet: mqtt5.PublishPacket) -> dict[str, Any]:
     if packet.user_properties:
         props["user_properties"] = list(packet.user_properties)
     return props
+
+
+# The read pause: an event loop that reads its sockets at most once per pause under steady traffic.
+# The host handles many small messages; waking once per message costs far more
+# CPU than the message itself. Pausing each connection's reading
+# (``pause_reading``, a timer, ``resume_reading``) gathers them, but costs two
+# ``epoll_ctl`` calls, a timer and several Python calls per wake-up. Here the
+# selector itself waits: after the work a wake-up with ready sockets brought,
+# no socket is polled for the pause; timers and callbacks due meanwhile still
+# run on time. Nothing is unregistered, and a message arriving after a
+# quiet spell is still read at once.
+
+
+class PacedSelector(selectors.DefaultSelector):
+    """The default selector, polling no socket for ``pause`` seconds after the work a ready socket brought."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
+        self._busy = False
+        self._until = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        """Poll once the pause is over; until then wait out ``timeout`` and return nothing."""
+        if self._busy:
+            # Counted from the end of the work, as a paused transport would:
+            # the next wake-up then finds a full pause's worth of messages.
+            self._busy = False
+            wait = self.pause
+            self._until = time.monotonic() + wait
+        elif self._until:
+            wait = self._until - time.monotonic()
+        else:
+            wait = 0.0
+        if wait > 0:
+            if timeout is not None and timeout < wait:
+                # A timer or a callback is due first: it runs, the sockets wait.
+                if timeout > 0:
+                    time.sleep(timeout)
+                return []
+            time.sleep(wait)
+            if timeout is not None:
+                timeout -= wait
+        self._until = 0.0
+        ready: list[tuple[selectors.SelectorKey, int]] = super().select(timeout)
+        self._busy = bool(ready)
+        return ready
+
+
+class _PacedPolicy(asyncio.DefaultEventLoopPolicy):
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.SelectorEventLoop(PacedSelector(self.pause))
+
+
+def run_paced(main: Coroutine[Any, Any, T], pause: float) -> T:
+    """``asyncio.run(main)`` on a loop paced at ``pause`` seconds (0: the default loop)."""
+    if pause <= 0:
+        return asyncio.run(main)
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_PacedPolicy(pause))
+    try:
+        return asyncio.run(main)
+    finally:
+        asyncio.set_event_loop_policy(previous)

@@ -84,15 +84,6 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.client._received(self, nbytes)
-        pause = self.client.read_pause
-        transport = self.transport
-        if pause > 0 and transport is not None and not transport.is_closing():
-            transport.pause_reading()
-            asyncio.get_running_loop().call_later(pause, self._resume)
-
-    def _resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._lost(self, exc)
@@ -105,12 +96,8 @@ class MqttClient:
     on the event loop; its QoS 1 acknowledgement goes out after it returns, even
     if it raises (the exception is logged). ``max_queued`` bounds the outgoing
     messages kept (in flight and waiting); :meth:`publish` raises
-    :class:`QueueFull` beyond it. ``read_pause`` (s) is the least time between
-    two reads of the connection: under steady traffic the client wakes at most
-    that often and handles what arrived meanwhile at once, which costs far less
-    CPU than a wake-up per message; a message adds at most that much latency,
-    and one arriving after a quiet spell is read at once. 0 reads as soon as
-    data arrives.
+    :class:`QueueFull` beyond it. It reads as soon as data arrives; the
+    session host gathers reads under steady traffic by pacing its event loop.
     """
 
     def __init__(
@@ -127,7 +114,6 @@ class MqttClient:
         will: mqtt5.Will | None = None,
         max_queued: int = 100_000,
         timeout: float = 10.0,
-        read_pause: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -140,7 +126,6 @@ class MqttClient:
         self.will = will
         self.max_queued = max_queued
         self.timeout = timeout
-        self.read_pause = read_pause
         #: The CONNACK of the current connection (None while disconnected).
         self.connack: mqtt5.ConnAckPacket | None = None
         self._conn: _Connection | None = None
