@@ -36,6 +36,7 @@ from orsguard.options import LimitsSource
 from orsguard.session import Session
 
 if TYPE_CHECKING:
+    from orsguard.runtime import IOSession
     from orsguard.termination import Termination
 
 __all__ = ["DEFAULT_SEND_RETRIES", "SHARE_GROUP", "SessionHost"]
@@ -416,7 +417,7 @@ class SessionHost:
         else:
             self._on_end(session)
 
-    def _deliver_late_error(self, session: Session, name: str, data: dict[str, Any]) -> None:
+    def _deliver_late_error(self, session: IOSession, name: str, data: dict[str, Any]) -> None:
         if self.sessions.get(session.session_id) is session and session.running:
             session.send(name, data)
 

@@ -37,10 +37,14 @@ from _json import make_encoder
 from collections.abc import Callable
 from functools import partial
 from json.encoder import encode_basestring_ascii
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orsguard.errors import CommunicationError
 from orsguard.ioprocessors.mqtt_protocol import RetryingPublisher
+
+if TYPE_CHECKING:
+    from orsguard._core import Event
+    from orsguard.runtime import IOSession
 
 __all__ = ["MQTT_TYPE_URI", "MqttEventIOProcessor", "Publish"]
 
@@ -77,7 +81,7 @@ class MqttEventIOProcessor:
         topic_prefix: str = "orsguard",
         send_retries: int = 3,
         retry_delay: float = 0.2,
-        deliver_error: Callable[[Any, str, dict[str, Any]], None] | None = None,
+        deliver_error: Callable[[IOSession, str, dict[str, Any]], None] | None = None,
     ) -> None:
         if send_retries < 0:
             raise ValueError(f"send_retries must be >= 0, got {send_retries!r}")
@@ -88,7 +92,7 @@ class MqttEventIOProcessor:
         # session bookkeeping; alone, the processor calls session.send.
         self._deliver_error = deliver_error or _send_to_session
 
-    def location(self, session: Any) -> str:
+    def location(self, session: IOSession) -> str:
         """The topic prefix other parties publish to in order to reach ``session``.
 
         Append ``/<event name>``: an event published on
@@ -96,7 +100,7 @@ class MqttEventIOProcessor:
         """
         return f"{self.topic_prefix}/sessions/{session.session_id}/events"
 
-    def resolve(self, session: Any, target: str | None, event_name: str = "") -> str:
+    def resolve(self, session: IOSession, target: str | None, event_name: str = "") -> str:
         """The topic a ``<send target>`` names; raises ``CommunicationError`` if none."""
         if not target:
             raise CommunicationError("an MQTT <send> needs a target topic")
@@ -121,9 +125,9 @@ class MqttEventIOProcessor:
     def send_retries(self, retries: int) -> None:
         self._retrier.retries = retries
 
-    def send(self, session: Any, event: Any, target: str) -> None:
+    def send(self, session: IOSession, event: Event, target: str) -> None:
         """Check the message and hand it to the MQTT client (see the module docstring)."""
-        topic = self.resolve(session, target, event.name)
+        topic = self.resolve(session, target, event.name or "")
         try:
             payload = "".join(_ENCODE(event.data, 0)).encode()
         except (TypeError, ValueError, RecursionError) as exc:
@@ -141,7 +145,7 @@ class MqttEventIOProcessor:
             except RuntimeError:  # no running loop to retry from
                 raise CommunicationError(f"MQTT publish to {topic} refused: {exc}") from None
 
-    def _gave_up(self, session: Any, topic: str, sendid: str | None, reason: str) -> None:
+    def _gave_up(self, session: IOSession, topic: str, sendid: str | None, reason: str) -> None:
         _log.warning("giving up on %s after %d retries: %s", topic, self.send_retries, reason)
         if session.running:
             self._deliver_error(
@@ -167,5 +171,5 @@ def _not_json(value: Any) -> Any:
 _ENCODE = make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
 
 
-def _send_to_session(session: Any, name: str, data: dict[str, Any]) -> None:
+def _send_to_session(session: IOSession, name: str, data: dict[str, Any]) -> None:
     session.send(name, data)
