@@ -136,6 +136,16 @@ async def until(condition: Any) -> None:
     raise AssertionError("condition not met")
 
 
+def host_on_fake_client() -> tuple[SessionHost, FakeClient]:
+    """A host (prefix ``hb``, client id ``me``) on the running loop, its broker a FakeClient."""
+    config = HostConfig(broker="mqtt://127.0.0.1", documents=DOCUMENTS, topic_prefix="hb", client_id="me")
+    host = SessionHost(config, load_documents(DOCUMENTS))
+    host._loop = asyncio.get_running_loop()
+    host._clock = AsyncioClock(host._loop)
+    client = host.connection.client = FakeClient()  # type: ignore[assignment]
+    return host, client
+
+
 def start_packet(sid: str, **props: Any) -> mqtt5.PublishPacket:
     body = json.dumps({"document": "greeter", "session": sid}).encode()
     return mqtt5.PublishPacket("hb/start", body, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1, **props)
@@ -143,11 +153,7 @@ def start_packet(sid: str, **props: Any) -> mqtt5.PublishPacket:
 
 def test_start_requests_arriving_while_stopping_are_handed_back_with_their_properties() -> None:
     async def scenario() -> None:
-        config = HostConfig(broker="mqtt://127.0.0.1", documents=DOCUMENTS, topic_prefix="hb", client_id="me")
-        host = SessionHost(config, load_documents(DOCUMENTS))
-        host._loop = asyncio.get_running_loop()
-        host._clock = AsyncioClock(host._loop)
-        client = host.connection.client = FakeClient()  # type: ignore[assignment]
+        host, client = host_on_fake_client()
         host._on_message(start_packet("before"))
         assert "before" in host.sessions
         shutdown = asyncio.get_running_loop().create_task(host._shutdown(client))  # type: ignore[arg-type]
@@ -183,11 +189,7 @@ def test_start_requests_arriving_while_stopping_are_handed_back_with_their_prope
 
 def test_an_event_for_a_session_that_has_ended_is_answered() -> None:
     async def scenario() -> None:
-        config = HostConfig(broker="mqtt://127.0.0.1", documents=DOCUMENTS, topic_prefix="hb", client_id="me")
-        host = SessionHost(config, load_documents(DOCUMENTS))
-        host._loop = asyncio.get_running_loop()
-        host._clock = AsyncioClock(host._loop)
-        client = host.connection.client = FakeClient()  # type: ignore[assignment]
+        host, client = host_on_fake_client()
         host._on_message(start_packet("gone"))
         bye = mqtt5.PublishPacket("hb/sessions/gone/events/bye", b"", qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=3)
         host._on_message(bye)
