@@ -170,6 +170,18 @@ _NOT_NAMES = frozenset(
 )
 
 
+@lru_cache(maxsize=8192)
+def _direct_read(text: str) -> str | None:
+    """What a value expression reads without a call: ``_event.data``, one global name, or None.
+
+    Decided once per expression text, not again for every session of a document.
+    """
+    text = expression_text(text)
+    if text == "_event.data" or (_NAME.fullmatch(text) and text not in _NOT_NAMES):
+        return text
+    return None
+
+
 class EcmaScriptDatamodel(Datamodel):
     """ECMAScript expressions and ``<script>`` evaluated by QuickJS."""
 
@@ -208,11 +220,11 @@ class EcmaScriptDatamodel(Datamodel):
         self.reads_event = any(_mentions_event(e) for e in expressions)
         for k, e in enumerate(expressions):
             if e.kind == "value":
-                text = expression_text(e.text)
-                if text == "_event.data":
+                read = _direct_read(e.text)
+                if read == "_event.data":
                     ctx.mark_event_data(k)
-                elif _NAME.fullmatch(text) and text not in _NOT_NAMES:
-                    ctx.mark_global_name(k, text)
+                elif read is not None:
+                    ctx.mark_global_name(k, read)
         # The step loop calls these straight into the binding, with no Python frame in between:
         # each replaces the Datamodel method of the same signature on this instance, the one
         # pattern mypy's method-assign check exists to flag.
