@@ -172,13 +172,12 @@ class Session(Interpreter):
         """Queue ``event`` from outside this session's macrostep and process it on the next clock turn.
 
         How other sessions and transports deliver, so that no session runs inside
-        another's step loop. Ignored once the session has ended.
+        another's step loop. Ignored once the session has ended; an event beyond
+        ``max-pending-events`` stops the session, as any enqueue does.
         """
-        if not self.running:
-            return
-        self.enqueue_external(event)
-        clock = self.clock
-        clock.call_at(clock.now(), self._process_external)
+        if self.enqueue_external(event):
+            clock = self.clock
+            clock.call_at(clock.now(), self._process_external)
 
     def advance(self, seconds: float) -> None:
         """Move the clock on and process the delayed events that become due."""

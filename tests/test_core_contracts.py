@@ -634,3 +634,47 @@ def test_a_session_is_built_only_on_a_documents_machine() -> None:
     session = Session(GUARDED, clock=VirtualClock()).start()
     assert session._machine is GUARDED.machine
     assert session.configuration == {"a"}
+
+
+# ---------------------------------------------------------------- post (how transports deliver)
+
+POSTED = load(
+    f'<scxml {NS} datamodel="null"><state id="a"><transition event="go" target="b"/></state><final id="b"/></scxml>'
+)
+
+
+def test_a_posted_event_waits_for_the_next_clock_turn() -> None:
+    clock = VirtualClock()
+    session = Session(POSTED, clock=clock).start()
+    session.post(Event("go"))
+    assert session.configuration == {"a"}
+    clock.advance(0)
+    assert session.final == "b"
+
+
+def test_posting_to_an_ended_session_is_ignored_and_leaves_no_timer() -> None:
+    clock = VirtualClock()
+    session = Session(POSTED, clock=clock).start()
+    session.send("go")
+    assert not session.running
+    before = clock.pending_timers()
+    session.post(Event("go"))
+    assert clock.pending_timers() == before
+
+
+def test_a_post_beyond_max_pending_events_stops_the_session_and_leaves_no_timer() -> None:
+    clock = VirtualClock()
+    session = Session(POSTED, clock=clock, limits=Limits(max_pending_events=2)).start()
+    session.post(Event("x"))
+    session.post(Event("y"))
+    before = clock.pending_timers()
+    session.post(Event("z"))
+    assert not session.running
+    assert session.termination is not None
+    assert (session.termination.option, session.termination.observed) == ("max-pending-events", 3)
+    # Stopping cancelled the age timer; the refused event added none.
+    assert clock.pending_timers() < before
+    # The two accepted events are never processed: the session ended where it stood.
+    clock.advance(0)
+    assert session.configuration == {"a"}
+    assert session.final is None
