@@ -76,9 +76,9 @@ def test_the_examples_and_the_w3c_corners_pass_with_junit_xml(tmp_path: Path) ->
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "PASS tests/scenarios/w3c/parallel-exit.json (8 steps)" in lines
-    assert lines[-1].startswith("11 passed, 0 failed in ")
+    assert lines[-1].startswith("12 passed, 0 failed in ")
     suite = ET.parse(report).getroot()
-    assert suite.tag == "testsuites" and suite.get("tests") == "11" and suite.get("failures") == "0"
+    assert suite.tag == "testsuites" and suite.get("tests") == "12" and suite.get("failures") == "0"
     cases = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")}
     assert {
         ("w3c", "parallel-exit"),
@@ -90,8 +90,9 @@ def test_the_examples_and_the_w3c_corners_pass_with_junit_xml(tmp_path: Path) ->
         ("ivr", "ivr-menu"),
         ("routing", "routing"),
         ("documents", "pingpong"),
+        ("documents", "router"),
     } <= cases
-    assert len(cases) == 11
+    assert len(cases) == 12
 
 
 def test_a_failing_scenario_is_reported_and_exits_1(orsguard: Run, tmp_path: Path) -> None:

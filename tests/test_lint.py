@@ -61,7 +61,13 @@ def test_spin_and_overflow_bounce_examples_are_certain_loops() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["examples/retry-with-delay.scxml", "examples/documents/pingpong.scxml", "examples/documents/greeter.scxml"]
+    "name",
+    [
+        "examples/retry-with-delay.scxml",
+        "examples/documents/pingpong.scxml",
+        "examples/documents/greeter.scxml",
+        "examples/documents/router.scxml",
+    ],
 )
 def test_clean_examples_have_no_findings(name: str) -> None:
     assert lint_file(ROOT / name) == []
