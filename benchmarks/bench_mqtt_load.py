@@ -1,7 +1,9 @@
 """Load benchmark: 1,000 sessions driven end to end through a real Mosquitto.
 
 Starts its own broker on a free loopback port and ``--hosts`` host processes
-(``python -m orsguard.host``), starts ``--sessions`` ``pingpong`` sessions, then
+(``python -m orsguard.host``), starts ``--sessions`` sessions of ``--document``
+(``pingpong`` by default; ``router`` does about ten times the work per event
+in ECMAScript, so that the host rather than the broker limits the rate), then
 measures two things from one load-generator process:
 
 * saturation: pings offered as fast as the pipeline takes them (a bounded
@@ -12,25 +14,33 @@ measures two things from one load-generator process:
 
 One "event" is one ping published with QoS 1 to
 ``<prefix>/sessions/<sid>/events/ping``, processed by its session, which
-publishes a pong with QoS 1; latency is publish to pong arrival, measured in
+publishes a pong with QoS 1 echoing the ping's data (any document of
+``examples/documents`` that does so can be driven); latency is publish to pong arrival, measured in
 the generator, a bare-socket MQTT 3.1.1 client on one thread, so that it stays
 much cheaper than the system under test.
 
 CPU per event is read from each process's own counters
 (``/proc/<pid>/task/*/schedstat``: time on a CPU, all threads, and children
 for ``--workers``), separately for the host, the broker and the generator, so
-that other work on the machine is not counted in it. It still shows in it: a
+that other work on the machine is not counted in it. Beside it, the host's
+wake-ups per second: the voluntary context switches of all its threads (and
+workers), each one a sleep of the event loop ended by a read that arrived. Other
+work still shows in CPU per event: a
 process that shares its CPU with other work finds its caches cold at every
 wake-up, so the last column gives the CPUs that processes outside the
 benchmark used meanwhile (from ``/proc/stat``). With two or more CPUs
 and one host process, the host is pinned to CPU 0 and the broker and the
-generator to CPU 1 (``--no-pin`` leaves placement to the kernel); the table
-header states the layout used.
+generator to CPU 1 (``--no-pin`` leaves placement to the kernel); with
+``--workers N``, ``--pin-workers`` pins worker ``i`` to CPU ``i`` (modulo the
+CPUs) and leaves the broker and the generator unpinned. The table header states
+the layout used. ``--workers 1,2 --rounds 3`` measures 1, 2, 1, 2, 1, 2
+workers, each on a fresh set-up, and prints a table per run.
 
 Run from the repository root, as a module (it shares the tests' broker and
 host helpers, ``tests.mqtt_support``)::
 
     python -m benchmarks.bench_mqtt_load [--hosts N] [--rate R]...  # prints a table
+    python -m benchmarks.bench_mqtt_load --document router --workers 1,2 --rounds 3 --saturation-only
 
 or under pytest-benchmark (``python -m pytest benchmarks/bench_mqtt_load.py``),
 which records the figures in ``extra_info``. It reports; it asserts no timings.
@@ -55,6 +65,7 @@ from typing import Any
 from tests.mqtt_support import HostProcess, Mosquitto
 
 PREFIX = "bench"
+DOCUMENTS = Path(__file__).resolve().parents[1] / "examples" / "documents"
 
 
 @dataclass
@@ -74,6 +85,8 @@ class Result:
     generator_us: float = 0.0
     #: CPUs (on average) the machine spent on processes outside the benchmark meanwhile.
     other_cpus: float = 0.0
+    #: Voluntary context switches of the host's threads (all workers) per second.
+    host_wakeups_per_s: float = 0.0
 
 
 class Generator:
@@ -182,10 +195,10 @@ class Generator:
             self.pump(0.01)
         return True
 
-    def start_sessions(self, count: int) -> list[str]:
+    def start_sessions(self, count: int, document: str = "pingpong") -> list[str]:
         sids = [f"s{i}" for i in range(count)]
         for sid in sids:
-            self.publish(f"{PREFIX}/start".encode(), json.dumps({"document": "pingpong", "session": sid}).encode())
+            self.publish(f"{PREFIX}/start".encode(), json.dumps({"document": document, "session": sid}).encode())
             self.pump()
         if not self.pump_until(lambda: len(self.started) >= count, 60):
             raise RuntimeError(f"only {len(self.started)} of {count} sessions started")
@@ -210,17 +223,42 @@ class Generator:
         self.sock.close()
 
 
+def tasks(pid: int, children: bool = False) -> list[Path]:
+    """The ``/proc`` directories of every thread of ``pid`` (and of its descendants)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.append(task)
+            if children:
+                with contextlib.suppress(OSError):
+                    for child in (task / "children").read_text().split():
+                        found += tasks(int(child), children=True)
+    return found
+
+
 def cpu_ns(pid: int, children: bool = False) -> int:
     """Nanoseconds process ``pid`` (all its threads; its children too) has run on a CPU."""
     total = 0
-    task_dir = Path(f"/proc/{pid}/task")
-    for task in task_dir.iterdir():
+    for task in tasks(pid, children):
         with contextlib.suppress(OSError):
             total += int((task / "schedstat").read_text().split()[0])
-        if children:
-            with contextlib.suppress(OSError):
-                for child in (task / "children").read_text().split():
-                    total += cpu_ns(int(child), children=True)
+    return total
+
+
+def wakeups(pid: int, children: bool = False) -> int:
+    """Voluntary context switches of process ``pid`` (all its threads; its children too).
+
+    A thread switches voluntarily when it blocks (the event loop's poll with
+    nothing to read, a sleep); each is followed by a wake-up, so the difference
+    over a run counts the wake-ups. A thread that ended meanwhile drops out.
+    """
+    total = 0
+    for task in tasks(pid, children):
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+                    break
     return total
 
 
@@ -239,6 +277,9 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
+Reading = tuple[int, int, int, int, int]
+
+
 class CpuMeter:
     """CPU used by the host(s), the broker and this process between two readings."""
 
@@ -246,13 +287,14 @@ class CpuMeter:
         self.hosts = hosts
         self.broker = broker
 
-    def read(self) -> tuple[int, int, int, int]:
-        """Host(s), broker, generator, and the whole machine's busy CPU time, in ns."""
+    def read(self) -> Reading:
+        """Host(s), broker, generator, the whole machine's busy CPU time, in ns; the host's wake-ups."""
         return (
             sum(cpu_ns(pid, children=True) for pid in self.hosts),
             cpu_ns(self.broker),
             cpu_ns(os.getpid()),
             machine_busy_ns(),
+            sum(wakeups(pid, children=True) for pid in self.hosts),
         )
 
 
@@ -274,18 +316,20 @@ def _result(
     gen: Generator,
     events: int,
     seconds: float,
-    cpu: tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None = None,
+    cpu: tuple[Reading, Reading] | None = None,
 ) -> Result:
     lat = sorted(gen.latencies_ns)
     if not lat:
         return Result(mode, events, seconds, 0.0, 0.0, 0.0, 0.0, events)
     per_event = [0.0, 0.0, 0.0]
     other = 0.0
+    woke = 0.0
     if cpu is not None:
         before, after = cpu
         spent = [b - a for a, b in zip(before, after, strict=True)]
         per_event = [round(ns / len(lat) / 1e3, 1) for ns in spent[:3]]
         other = round(max(0, spent[3] - sum(spent[:3])) / 1e9 / seconds, 2)
+        woke = round(max(0, spent[4]) / seconds, 1)
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6
@@ -303,6 +347,7 @@ def _result(
         broker_us=per_event[1],
         generator_us=per_event[2],
         other_cpus=other,
+        host_wakeups_per_s=woke,
     )
 
 
@@ -358,8 +403,23 @@ class Setup:
     layout: str
 
 
+def worker_pids(host: int) -> list[int]:
+    """The worker processes of a ``--workers N`` host (N > 1), or the host itself."""
+    children = Path(f"/proc/{host}/task/{host}/children").read_text().split()
+    return [int(pid) for pid in children] or [host]
+
+
 @contextlib.contextmanager
-def running(directory: Path, hosts: int, sessions: int, workers: int = 1, pin_cpus: bool = True) -> Iterator[Setup]:
+def running(
+    directory: Path,
+    hosts: int,
+    sessions: int,
+    workers: int = 1,
+    pin_cpus: bool = True,
+    *,
+    document: str = "pingpong",
+    pin_workers: bool = False,
+) -> Iterator[Setup]:
     """Start everything, and stop it all on the way out."""
     broker = Mosquitto(directory / "broker")
     broker.start()
@@ -379,7 +439,15 @@ def running(directory: Path, hosts: int, sessions: int, workers: int = 1, pin_cp
             started.append(host)
         cpus = sorted(os.sched_getaffinity(0))
         assert broker.process is not None
-        if pin_cpus and len(cpus) >= 2 and hosts == 1 and workers == 1:
+        if pin_workers:
+            pids = [pid for host in started for pid in worker_pids(host.process.pid)]
+            for i, pid in enumerate(pids):
+                pin(pid, {cpus[i % len(cpus)]})
+            layout = (
+                f"{hosts} host(s) x {workers} worker(s), worker i pinned to CPU i of {len(cpus)}; "
+                "broker and generator unpinned"
+            )
+        elif pin_cpus and len(cpus) >= 2 and hosts == 1 and workers == 1:
             pin(started[0].process.pid, {cpus[0]})
             pin(broker.process.pid, {cpus[1]})
             pin(os.getpid(), {cpus[1]})
@@ -387,7 +455,7 @@ def running(directory: Path, hosts: int, sessions: int, workers: int = 1, pin_cp
         else:
             layout = f"{hosts} host(s) x {workers} worker(s), broker and generator unpinned on {len(cpus)} CPUs"
         generator = Generator(broker.port)
-        sids = generator.start_sessions(sessions)
+        sids = generator.start_sessions(sessions, document)
         meter = CpuMeter([h.process.pid for h in started], broker.process.pid)
         yield Setup(broker, started, generator, sids, meter, layout)
     finally:
@@ -410,10 +478,14 @@ def measure(
     workers: int = 1,
     window: int = 200,
     pin_cpus: bool = True,
+    document: str = "pingpong",
+    pin_workers: bool = False,
 ) -> tuple[str, list[Result]]:
     """Saturation, then each fixed rate, on one freshly started set-up; returns (layout, results)."""
     with tempfile.TemporaryDirectory() as tmp:
-        with running(Path(tmp), hosts, sessions, workers, pin_cpus) as setup:
+        with running(
+            Path(tmp), hosts, sessions, workers, pin_cpus, document=document, pin_workers=pin_workers
+        ) as setup:
             # Warm up: QuickJS contexts, buffers, the broker's routing.
             saturate(setup.generator, setup.sessions, 2000, window=window)
             results = [saturate(setup.generator, setup.sessions, events, window, setup.meter)]
@@ -434,44 +506,102 @@ def test_mqtt_load(benchmark: Any) -> None:
         benchmark.extra_info[result.mode] = asdict(result)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _positive_ints(text: str) -> list[int]:
+    """``--workers``: one count, or several separated by commas (``1,2``)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or counts separated by commas, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"worker counts must be at least 1, got {text!r}")
+    return values
+
+
+def _positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected events per second, got {text!r}") from None
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"a rate must be above 0 events/s, got {text!r}")
+    return rate
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``rates`` and ``plan`` (worker counts in run order) are filled in."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1, help="host processes (default 1)")
-    parser.add_argument("--workers", type=int, default=1, help="--workers of each host process (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=_positive_ints,
+        default=[1],
+        help="--workers of each host process (default 1); several, e.g. 1,2, are measured in turn",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times to measure the --workers list (default 1)")
+    parser.add_argument(
+        "--document",
+        default="pingpong",
+        help="document of examples/documents the sessions run (default pingpong; router is heavier)",
+    )
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--events", type=int, default=50000, help="pings in the saturation run")
     parser.add_argument("--window", type=int, default=200, help="pings in flight in the saturation run")
     parser.add_argument(
         "--rate",
-        type=float,
+        type=_positive_rate,
         action="append",
         help="events/s of a fixed-rate run; repeat for several (default 1000 and 3000)",
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--saturation-only", action="store_true", help="no fixed-rate runs")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the processes to CPUs")
+    parser.add_argument(
+        "--pin-workers", action="store_true", help="pin worker i to CPU i; the broker and the generator float"
+    )
     args = parser.parse_args(argv)
-    rates = args.rate or [1000.0, 3000.0]
-    layout, results = measure(
-        args.hosts,
-        args.sessions,
-        args.events,
-        rates,
-        args.rate_seconds,
-        workers=args.workers,
-        window=args.window,
-        pin_cpus=not args.no_pin,
-    )
-    print(f"{os.cpu_count()} CPUs, {args.sessions} sessions, QoS 1; {layout}; load average {os.getloadavg()[0]:.1f}")
-    print(
-        f"{'mode':<26}{'events':>8}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}{'lost':>5}"
-        f"{'host us':>9}{'broker us':>10}{'gen us':>8}{'other CPUs':>11}"
-    )
-    for r in results:
-        print(
-            f"{r.mode:<26}{r.events:>8}{r.events_per_second:>10.0f}{r.p50_ms:>8.2f}"
-            f"{r.p99_ms:>8.2f}{r.max_ms:>9.2f}{r.lost:>5}{r.host_us:>9.1f}{r.broker_us:>10.1f}{r.generator_us:>8.1f}"
-            f"{r.other_cpus:>11.2f}"
+    if args.saturation_only and args.rate:
+        parser.error("--saturation-only and --rate exclude each other")
+    if not (DOCUMENTS / f"{args.document}.scxml").is_file():
+        known = ", ".join(sorted(p.stem for p in DOCUMENTS.glob("*.scxml")))
+        parser.error(f"no document {args.document!r} in {DOCUMENTS} (there are: {known})")
+    for name in ("hosts", "rounds", "sessions", "events", "window"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    args.rates = [] if args.saturation_only else (args.rate or [1000.0, 3000.0])
+    args.plan = args.workers * args.rounds
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for workers in args.plan:
+        layout, results = measure(
+            args.hosts,
+            args.sessions,
+            args.events,
+            args.rates,
+            args.rate_seconds,
+            workers=workers,
+            window=args.window,
+            pin_cpus=not args.no_pin,
+            document=args.document,
+            pin_workers=args.pin_workers,
         )
+        print(
+            f"{os.cpu_count()} CPUs, {args.sessions} {args.document} sessions, QoS 1; {layout}; "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"{'mode':<26}{'events':>8}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}{'lost':>5}"
+            f"{'host us':>9}{'broker us':>10}{'gen us':>8}{'other CPUs':>11}{'host wakeups/s':>15}"
+        )
+        for r in results:
+            print(
+                f"{r.mode:<26}{r.events:>8}{r.events_per_second:>10.0f}{r.p50_ms:>8.2f}"
+                f"{r.p99_ms:>8.2f}{r.max_ms:>9.2f}{r.lost:>5}{r.host_us:>9.1f}{r.broker_us:>10.1f}"
+                f"{r.generator_us:>8.1f}{r.other_cpus:>11.2f}{r.host_wakeups_per_s:>15.0f}"
+            )
+        sys.stdout.flush()
     return 0
 
 

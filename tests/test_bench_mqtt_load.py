@@ -1,0 +1,148 @@
+"""The load benchmark's command line and process readers (no broker, no timings)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_mqtt_load import cpu_ns, parse_args, tasks, wakeups, worker_pids
+
+
+def test_defaults_keep_todays_run() -> None:
+    args = parse_args([])
+    assert args.document == "pingpong"
+    assert args.plan == [1]
+    assert args.rates == [1000.0, 3000.0]
+    assert not args.pin_workers and not args.no_pin
+
+
+def test_rate_3000_runs_that_rate_only() -> None:
+    assert parse_args(["--rate", "3000"]).rates == [3000.0]
+
+
+def test_workers_list_and_rounds_interleave() -> None:
+    args = parse_args(["--document", "router", "--workers", "1,2", "--rounds", "3", "--saturation-only"])
+    assert args.document == "router"
+    assert args.plan == [1, 2, 1, 2, 1, 2]
+    assert args.rates == []
+    assert parse_args(["--workers", "2"]).plan == [2]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--workers", "0"],
+        ["--workers", "1,x"],
+        ["--workers", ""],
+        ["--workers", "2,-1"],
+        ["--rounds", "0"],
+        ["--rate", "0"],
+        ["--rate", "-5"],
+        ["--rate", "nan"],
+        ["--rate", "inf"],
+        ["--rate", "fast"],
+        ["--saturation-only", "--rate", "3000"],
+        ["--document", "absent"],
+        ["--document", "../README"],
+        ["--events", "0"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    assert stopped.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_an_unknown_document_names_the_ones_there_are(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--document", "absent"])
+    err = capsys.readouterr().err
+    assert "'absent'" in err and "pingpong" in err and "router" in err
+
+
+def test_wakeups_count_this_process_sleeping() -> None:
+    before = wakeups(os.getpid())
+    for _ in range(20):
+        time.sleep(0.001)
+    # Each sleep blocks the thread once: at least 20 voluntary switches.
+    assert wakeups(os.getpid()) - before >= 20
+
+
+def test_wakeups_and_cpu_include_every_thread() -> None:
+    stop = threading.Event()
+    woke = threading.Event()
+
+    def sleeper() -> None:
+        while not stop.is_set():
+            time.sleep(0.001)
+            woke.set()
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    try:
+        assert woke.wait(5)
+        ids = {int(task.name) for task in tasks(os.getpid())}
+        assert {os.getpid(), thread.native_id} <= ids
+        before = wakeups(os.getpid())
+        main_before = wakeups_of_main_thread()
+        time.sleep(0.1)  # one switch for this thread, many for the sleeper
+        assert wakeups(os.getpid()) - before > wakeups_of_main_thread() - main_before + 10
+    finally:
+        stop.set()
+        thread.join()
+
+
+def wakeups_of_main_thread() -> int:
+    status = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches:")))
+
+
+def test_children_are_counted_and_listed_as_workers() -> None:
+    # A parent that sleeps while its child spins and sleeps: the parent's own
+    # counters miss the child, the tree's include it.
+    code = (
+        "import subprocess, sys;"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import time\\nfor _ in range(400):\\n    sum(range(20000)); time.sleep(0.001)']);"
+        "print(child.pid, flush=True); child.wait()"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while worker_pids(parent.pid) != [child]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        before_own, before_tree = wakeups(parent.pid), wakeups(parent.pid, children=True)
+        cpu_own, cpu_tree = cpu_ns(parent.pid), cpu_ns(parent.pid, children=True)
+        time.sleep(0.2)
+        assert wakeups(parent.pid, children=True) - before_tree > wakeups(parent.pid) - before_own + 10
+        assert cpu_ns(parent.pid, children=True) - cpu_tree > cpu_ns(parent.pid) - cpu_own
+    finally:
+        parent.kill()
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
+
+
+def test_a_process_without_children_is_its_own_worker() -> None:
+    alone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert worker_pids(alone.pid) == [alone.pid]
+    finally:
+        alone.kill()
+        alone.wait()
+
+
+def test_a_process_that_is_gone_reads_as_nothing() -> None:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(done.stdout)
+    assert tasks(gone) == [] and wakeups(gone) == 0 and cpu_ns(gone) == 0
