@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ class Result:
     other_cpus: float = 0.0
     #: Voluntary context switches of the host's threads (all workers) per second.
     host_wakeups_per_s: float = 0.0
+    #: Host CPU per event of each host process on its own: with ``--workers N``, the supervisor, then each worker.
+    host_processes_us: list[float] = field(default_factory=list)
 
 
 class Generator:
@@ -181,7 +183,10 @@ class Generator:
     def _on_message(self, topic: bytes, payload: bytes) -> None:
         now = time.monotonic_ns()
         if topic.endswith(b"/pong"):
-            sent = self.sent.pop(json.loads(payload)["echo"]["n"], None)
+            try:
+                sent = self.sent.pop(json.loads(payload)["echo"]["n"], None)
+            except (ValueError, LookupError, TypeError):
+                return  # a pong that does not echo a ping answers none
             if sent is not None:
                 self.latencies_ns.append(now - sent)
         elif topic.endswith(b"/started"):
@@ -207,6 +212,14 @@ class Generator:
     def ping(self, sid: str, seq: int) -> None:
         self.sent[seq] = time.monotonic_ns()
         self.publish(b"%s/sessions/%s/events/ping" % (PREFIX.encode(), sid.encode()), b'{"n":%d}' % seq)
+
+    def answers(self, sid: str, timeout: float) -> bool:
+        """True if session ``sid`` answers a ping with a pong echoing its data within ``timeout`` s."""
+        self.reset()
+        self.ping(sid, 0)
+        answered = self.pump_until(lambda: not self.sent, timeout)
+        self.reset()
+        return answered
 
     def reset(self) -> None:
         self.sent.clear()
@@ -286,6 +299,8 @@ class CpuMeter:
     def __init__(self, hosts: list[int], broker: int) -> None:
         self.hosts = hosts
         self.broker = broker
+        #: Each host process and its workers (a supervisor first, then its workers).
+        self.processes = [pid for host in hosts for pid in dict.fromkeys([host, *worker_pids(host)])]
 
     def read(self) -> Reading:
         """Host(s), broker, generator, the whole machine's busy CPU time, in ns; the host's wake-ups."""
@@ -296,6 +311,10 @@ class CpuMeter:
             machine_busy_ns(),
             sum(wakeups(pid, children=True) for pid in self.hosts),
         )
+
+    def read_processes(self) -> list[int]:
+        """CPU time of each of :attr:`processes` on its own (without its children), in ns."""
+        return [cpu_ns(pid) for pid in self.processes]
 
 
 def _varint(n: int) -> bytes:
@@ -317,6 +336,7 @@ def _result(
     events: int,
     seconds: float,
     cpu: tuple[Reading, Reading] | None = None,
+    processes: tuple[list[int], list[int]] | None = None,
 ) -> Result:
     lat = sorted(gen.latencies_ns)
     if not lat:
@@ -330,6 +350,9 @@ def _result(
         per_event = [round(ns / len(lat) / 1e3, 1) for ns in spent[:3]]
         other = round(max(0, spent[3] - sum(spent[:3])) / 1e9 / seconds, 2)
         woke = round(max(0, spent[4]) / seconds, 1)
+    split = []
+    if processes is not None:
+        split = [round((b - a) / len(lat) / 1e3, 1) for a, b in zip(*processes, strict=True)]
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6
@@ -348,6 +371,7 @@ def _result(
         generator_us=per_event[2],
         other_cpus=other,
         host_wakeups_per_s=woke,
+        host_processes_us=split,
     )
 
 
@@ -355,16 +379,21 @@ def saturate(gen: Generator, sids: list[str], events: int, window: int, meter: C
     """Offer pings round-robin over the sessions with at most ``window`` unanswered."""
     gen.reset()
     cpu0 = meter.read() if meter else None
+    split0 = meter.read_processes() if meter else None
     begin = time.monotonic()
     for seq in range(events):
+        stalled = time.monotonic() + 30
         while gen.in_flight() >= window:
             gen.pump(0.001)
+            if time.monotonic() > stalled:
+                raise RuntimeError(f"no pong for 30 s with {window} pings unanswered: have the sessions ended?")
         gen.ping(sids[seq % len(sids)], seq)
         gen.pump()
     gen.wait_drained(timeout=60)
     seconds = time.monotonic() - begin
     cpu = (cpu0, meter.read()) if meter and cpu0 else None
-    return _result(f"saturation ({window} in flight)", gen, events, seconds, cpu)
+    split = (split0, meter.read_processes()) if meter and split0 else None
+    return _result(f"saturation ({window} in flight)", gen, events, seconds, cpu, split)
 
 
 def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float, meter: CpuMeter | None = None) -> Result:
@@ -376,6 +405,7 @@ def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float, met
     gen.reset()
     events = int(rate * seconds)
     cpu0 = meter.read() if meter else None
+    split0 = meter.read_processes() if meter else None
     begin = time.monotonic()
     seq = 0
     while seq < events:
@@ -388,7 +418,8 @@ def fixed_rate(gen: Generator, sids: list[str], rate: float, seconds: float, met
     # Events over the time to the last pong: the rate the system carried.
     elapsed = time.monotonic() - begin
     cpu = (cpu0, meter.read()) if meter and cpu0 else None
-    return _result(f"fixed {rate:.0f}/s", gen, events, elapsed, cpu)
+    split = (split0, meter.read_processes()) if meter and split0 else None
+    return _result(f"fixed {rate:.0f}/s", gen, events, elapsed, cpu, split)
 
 
 @dataclass
@@ -456,6 +487,11 @@ def running(
             layout = f"{hosts} host(s) x {workers} worker(s), broker and generator unpinned on {len(cpus)} CPUs"
         generator = Generator(broker.port)
         sids = generator.start_sessions(sessions, document)
+        if not generator.answers(sids[0], 5):
+            raise RuntimeError(
+                f"a {document} session did not answer a ping with a pong echoing its data "
+                f"on {PREFIX}/sessions/<sid>/pong: the benchmark cannot drive that document"
+            )
         meter = CpuMeter([h.process.pid for h in started], broker.process.pid)
         yield Setup(broker, started, generator, sids, meter, layout)
     finally:
@@ -561,9 +597,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.saturation_only and args.rate:
         parser.error("--saturation-only and --rate exclude each other")
-    if not (DOCUMENTS / f"{args.document}.scxml").is_file():
-        known = ", ".join(sorted(p.stem for p in DOCUMENTS.glob("*.scxml")))
-        parser.error(f"no document {args.document!r} in {DOCUMENTS} (there are: {known})")
+    known = sorted(p.stem for p in DOCUMENTS.glob("*.scxml"))
+    if args.document not in known:
+        parser.error(f"no document {args.document!r} in {DOCUMENTS} (there are: {', '.join(known)})")
     for name in ("hosts", "rounds", "sessions", "events", "window"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -572,21 +608,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _measure_one(args: argparse.Namespace, workers: int) -> tuple[str, list[Result]]:
+    return measure(
+        args.hosts,
+        args.sessions,
+        args.events,
+        args.rates,
+        args.rate_seconds,
+        workers=workers,
+        window=args.window,
+        pin_cpus=not args.no_pin,
+        document=args.document,
+        pin_workers=args.pin_workers,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for workers in args.plan:
-        layout, results = measure(
-            args.hosts,
-            args.sessions,
-            args.events,
-            args.rates,
-            args.rate_seconds,
-            workers=workers,
-            window=args.window,
-            pin_cpus=not args.no_pin,
-            document=args.document,
-            pin_workers=args.pin_workers,
-        )
+        try:
+            layout, results = _measure_one(args, workers)
+        except RuntimeError as exc:
+            print(f"bench_mqtt_load: error: {exc}", file=sys.stderr)
+            return 1
         print(
             f"{os.cpu_count()} CPUs, {args.sessions} {args.document} sessions, QoS 1; {layout}; "
             f"load average {os.getloadavg()[0]:.1f}"
@@ -601,6 +645,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.p99_ms:>8.2f}{r.max_ms:>9.2f}{r.lost:>5}{r.host_us:>9.1f}{r.broker_us:>10.1f}"
                 f"{r.generator_us:>8.1f}{r.other_cpus:>11.2f}{r.host_wakeups_per_s:>15.0f}"
             )
+        if workers > 1:
+            print("host us per event, supervisor then each worker:")
+            for r in results:
+                print(f"  {r.mode:<24}" + " ".join(f"{us:>8.1f}" for us in r.host_processes_us))
         sys.stdout.flush()
     return 0
 

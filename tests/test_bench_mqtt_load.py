@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_mqtt_load import cpu_ns, parse_args, tasks, wakeups, worker_pids
+from benchmarks.bench_mqtt_load import cpu_ns, main, parse_args, tasks, wakeups, worker_pids
+from tests.mqtt_support import require_program
 
 
 def test_defaults_keep_todays_run() -> None:
@@ -146,3 +147,38 @@ def test_a_process_that_is_gone_reads_as_nothing() -> None:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     gone = int(done.stdout)
     assert tasks(gone) == [] and wakeups(gone) == 0 and cpu_ns(gone) == 0
+
+
+# ---------------------------------------------------------------- whole runs against a real broker
+
+
+@pytest.mark.slow
+def test_a_short_run_at_3000_per_second_prints_todays_columns_and_the_wakeups(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    require_program("mosquitto", "/usr/sbin")
+    status = main(["--rate", "3000", "--rate-seconds", "0.5", "--sessions", "20", "--events", "300"])
+    out = capsys.readouterr().out.splitlines()
+    assert status == 0
+    assert "20 pingpong sessions" in out[0] and "QoS 1" in out[0]
+    header = out[1].split()
+    assert header[:6] == ["mode", "events", "events/s", "p50", "ms", "p99"]
+    assert out[1].rstrip().endswith("other CPUs host wakeups/s")
+    # The mode fills the first 26 characters; the figures follow, one per column.
+    modes = [line[:26].strip() for line in out[2:]]
+    assert modes == ["saturation (200 in flight)", "fixed 3000/s"]
+    saturation, fixed = ([float(v) for v in line[26:].split()] for line in out[2:])
+    assert len(saturation) == len(fixed) == 11
+    assert saturation[0] == 300 and fixed[0] == 1500  # events answered
+    assert saturation[5] == 0 and fixed[5] == 0  # none lost
+    assert saturation[6] > 0 and fixed[6] > 0  # host CPU per event
+    assert float(fixed[-1]) > 0  # the host slept and woke while pings were paced
+
+
+@pytest.mark.slow
+def test_a_document_that_does_not_answer_pings_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    require_program("mosquitto", "/usr/sbin")
+    status = main(["--document", "greeter", "--sessions", "2", "--events", "10", "--saturation-only"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("bench_mqtt_load: error: a greeter session did not answer a ping") and "Traceback" not in err
