@@ -2,39 +2,43 @@
 
 Starts its own broker on a free loopback port and ``--hosts`` host processes
 (``python -m orsguard.host``), starts ``--sessions`` sessions of ``--document``
-(``pingpong`` by default; ``router`` does about ten times the work per event
-in ECMAScript, so that the host rather than the broker limits the rate), then
-measures two things from one load-generator process:
+(``pingpong`` by default; ``router`` costs the host about seven times as much
+per event, in ECMAScript, so that the host rather than the broker limits the
+rate), then measures two things from one load-generator process:
 
 * saturation: pings offered as fast as the pipeline takes them (a bounded
   number in flight), reporting events/s end to end and the latency percentiles;
-* fixed rate: pings paced at each ``--rate`` events/s (1,000 and 5,000 by
-  default), reporting p50/p99/max latency; an offered rate above what the
-  machine carries shows up as a carried rate below it and growing latency.
+* fixed rate: pings paced at each ``--rate`` events/s (1,000 and 3,000 by
+  default; ``--saturation-only`` for none), reporting p50/p99/max latency; an
+  offered rate above what the machine carries shows up as a carried rate below
+  it and growing latency.
 
 One "event" is one ping published with QoS 1 to
 ``<prefix>/sessions/<sid>/events/ping``, processed by its session, which
 publishes a pong with QoS 1 echoing the ping's data (any document of
-``examples/documents`` that does so can be driven); latency is publish to pong arrival, measured in
-the generator, a bare-socket MQTT 3.1.1 client on one thread, so that it stays
-much cheaper than the system under test.
+``examples/documents`` that does so can be driven; the run stops with an error
+for one that does not); latency is publish to pong arrival, measured in the
+generator, a bare-socket MQTT 3.1.1 client on one thread, so that it stays much
+cheaper than the system under test.
 
 CPU per event is read from each process's own counters
 (``/proc/<pid>/task/*/schedstat``: time on a CPU, all threads, and children
 for ``--workers``), separately for the host, the broker and the generator, so
-that other work on the machine is not counted in it. Beside it, the host's
-wake-ups per second: the voluntary context switches of all its threads (and
-workers), each one a sleep of the event loop ended by a read that arrived. Other
-work still shows in CPU per event: a
-process that shares its CPU with other work finds its caches cold at every
-wake-up, so the last column gives the CPUs that processes outside the
-benchmark used meanwhile (from ``/proc/stat``). With two or more CPUs
-and one host process, the host is pinned to CPU 0 and the broker and the
-generator to CPU 1 (``--no-pin`` leaves placement to the kernel); with
-``--workers N``, ``--pin-workers`` pins worker ``i`` to CPU ``i`` (modulo the
-CPUs) and leaves the broker and the generator unpinned. The table header states
-the layout used. ``--workers 1,2 --rounds 3`` measures 1, 2, 1, 2, 1, 2
-workers, each on a fresh set-up, and prints a table per run.
+that other work on the machine is not counted in it; with ``--workers N`` the
+host's is also given process by process (the supervisor, then each worker).
+Beside it, the host's wake-ups per second: the voluntary context switches of all
+its threads and workers, each one a sleep of an event loop that something ended.
+Other work still shows in CPU per event: a process that shares its CPU with
+other work finds its caches cold at every wake-up, so the "other CPUs" column
+gives the CPUs that processes outside the benchmark used meanwhile (from
+``/proc/stat``).
+
+With two or more CPUs and one host process, the host is pinned to CPU 0 and the
+broker and the generator to CPU 1 (``--no-pin`` leaves placement to the kernel);
+``--pin-workers`` pins worker ``i`` (or the one host process) to CPU ``i``
+(modulo the CPUs) and leaves the broker and the generator unpinned. The table
+header states the layout used. ``--workers 1,2 --rounds 3`` measures 1, 2, 1, 2,
+1, 2 workers, each on a fresh set-up, and prints a table per run.
 
 Run from the repository root, as a module (it shares the tests' broker and
 host helpers, ``tests.mqtt_support``)::
@@ -603,6 +607,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("hosts", "rounds", "sessions", "events", "window"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if not 0 < args.rate_seconds < float("inf"):
+        parser.error("--rate-seconds must be above 0")
     args.rates = [] if args.saturation_only else (args.rate or [1000.0, 3000.0])
     args.plan = args.workers * args.rounds
     return args

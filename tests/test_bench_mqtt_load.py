@@ -52,6 +52,9 @@ def test_workers_list_and_rounds_interleave() -> None:
         ["--document", "absent"],
         ["--document", "../README"],
         ["--events", "0"],
+        ["--rate-seconds", "0"],
+        ["--rate-seconds", "nan"],
+        ["--document", "../retry-with-delay"],
     ],
 )
 def test_bad_arguments_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
