@@ -300,3 +300,49 @@ def test_incoming_qos1_is_acknowledged_after_the_handler(tmp_path: Path) -> None
         asyncio.run(scenario())
     finally:
         broker.stop()
+
+
+def test_packet_ids_wrap_around_and_skip_those_still_in_flight() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker() as broker:
+            broker.auto_ack = False
+            client = client_for(broker.port)
+            await client.connect(clean_start=True)
+            client.publish("t/w", b"a")  # id 1 stays unacknowledged
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 1)
+            client._pid = 65534  # as after 65,533 more publishes, all acknowledged
+            for payload in (b"b", b"c", b"d"):
+                client.publish("t/w", payload)
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 4)
+            ids = [p.packet_id for p in broker.of(mqtt5.PublishPacket)]
+            assert ids == [1, 65535, 2, 3]
+            assert client.unacknowledged == 4
+
+    asyncio.run(scenario())
+
+
+def test_incoming_publishes_are_acknowledged_by_their_qos_even_when_the_handler_fails() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker() as broker:
+            seen: list[bytes] = []
+
+            def handler(packet: Any) -> None:
+                seen.append(packet.payload)
+                if packet.payload == b"boom":
+                    raise RuntimeError("handler bug")
+
+            client = client_for(broker.port, on_message=handler)
+            await client.connect(clean_start=True)
+            writer = broker.writers[0]
+            writer.write(
+                mqtt5.PublishPacket("i/0", b"zero", qos=mqtt5.QoS.AT_MOST_ONCE).write()
+                + mqtt5.PublishPacket("i/1", b"boom", qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=7).write()
+                + mqtt5.PublishPacket("i/2", b"two", qos=mqtt5.QoS.EXACTLY_ONCE, packet_id=8).write()
+            )
+            await broker.wait_for(lambda: broker.of(mqtt5.PubRecPacket))
+            assert seen == [b"zero", b"boom", b"two"]
+            assert [p.packet_id for p in broker.of(mqtt5.PubAckPacket)] == [7]
+            assert [p.packet_id for p in broker.of(mqtt5.PubRecPacket)] == [8]
+            await client.disconnect()
+
+    asyncio.run(scenario())

@@ -258,12 +258,27 @@ class MqttClient:
         (``content_type``, ``response_topic``, ``correlation_data``, ...).
         Raises :class:`QueueFull` when ``max_queued`` messages are waiting.
         """
-        if self.connack is not None and len(self._inflight) < self._quota:
+        inflight = self._inflight
+        if self.connack is None or len(inflight) >= self._quota:
+            if len(inflight) + len(self._waiting) >= self.max_queued:
+                raise QueueFull(f"{self.max_queued} messages already waiting for the broker")
+            self._waiting.append((topic, payload, retain, properties))
+            return
+        if properties is not None or retain:
             self._send_publish(topic, payload, retain, properties)
             return
-        if len(self._inflight) + len(self._waiting) >= self.max_queued:
-            raise QueueFull(f"{self.max_queued} messages already waiting for the broker")
-        self._waiting.append((topic, payload, retain, properties))
+        # One publish per event: the plain case is written out here rather than
+        # through _send_publish, _next_pid and _write, three calls per event.
+        pid = self._pid + 1 if self._pid < 65535 else 1
+        if pid in inflight or pid in self._acks:
+            pid = self._next_pid()
+        else:
+            self._pid = pid
+        data = inflight[pid] = _plain_publish(topic.encode(), payload, pid)
+        self._out.append(data)
+        if not self._flush_scheduled and not self._receiving:
+            self._flush_scheduled = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     def _send_publish(self, topic: str, payload: bytes, retain: bool, properties: dict[str, Any] | None) -> None:
         pid = self._next_pid()
@@ -365,21 +380,39 @@ class MqttClient:
         end = self._inlen + nbytes
         self._receiving = True
         pos = 0
+        inflight, waiting, idle, out = self._inflight, self._waiting, self._idle, self._out
+        on_message, read = self.on_message, mqtt5.read
+        packet: Any  # a PUBLISH carries a packet id at QoS 1 and 2
         try:
             with memoryview(buf) as view:
                 while pos < end:
                     # A PUBACK without reason code, one per event published, is
                     # read here; mqtt5 would build an object for each.
                     if buf[pos] == 0x40 and end - pos >= 4 and buf[pos + 1] == 2:
-                        self._acknowledged(buf[pos + 2] << 8 | buf[pos + 3])
+                        if inflight.pop(buf[pos + 2] << 8 | buf[pos + 3], None) is not None and (waiting or idle):
+                            self._acknowledged_more()
                         pos += 4
                         continue
                     try:
-                        packet, size = mqtt5.read(view[pos:end])
+                        packet, size = read(view[pos:end])
                     except IndexError:  # an incomplete packet: wait for more
                         break
                     pos += size
-                    self._handle(packet)
+                    kind = type(packet)
+                    if kind is not _PUBLISH:
+                        self._handle(packet)
+                        continue
+                    # One PUBLISH per event, handled here rather than in _handle.
+                    try:
+                        on_message(packet)
+                    except Exception:  # the host answers bad messages itself; this is a bug
+                        _log.exception("message handler failed on %s", packet.topic)
+                    qos = packet.qos
+                    if qos == 1:
+                        out.append(b"\x40\x02" + packet.packet_id.to_bytes(2, "big"))
+                    elif qos == 2:
+                        # Never subscribed above QoS 1; answer anyway so the broker moves on.
+                        out.append(mqtt5.PubRecPacket(packet.packet_id).write())
         except ValueError as exc:
             _log.warning("malformed packet from the broker (%s); closing the connection", exc)
             self._abort()
@@ -393,20 +426,9 @@ class MqttClient:
             self._flush()
 
     def _handle(self, packet: Any) -> None:
+        # PUBLISH is handled in _received, the one caller.
         kind = type(packet)
-        if kind is _PUBLISH:
-            try:
-                self.on_message(packet)
-            except Exception:  # the host answers bad messages itself; this is a bug
-                _log.exception("message handler failed on %s", packet.topic)
-            qos = packet.qos
-            if qos == 1:
-                pid = packet.packet_id
-                self._write(b"\x40\x02" + pid.to_bytes(2, "big"))
-            elif qos == 2:
-                # Never subscribed above QoS 1; answer anyway so the broker moves on.
-                self._write(mqtt5.PubRecPacket(packet.packet_id).write())
-        elif kind is _PUBACK:
+        if kind is _PUBACK:
             self._acknowledged(packet.packet_id)
         elif kind is mqtt5.SubAckPacket or kind is mqtt5.UnsubAckPacket:
             ack = self._acks.pop(packet.packet_id, None)
@@ -428,12 +450,16 @@ class MqttClient:
 
     def _acknowledged(self, pid: int) -> None:
         if self._inflight.pop(pid, None) is not None:
-            if self._waiting:
-                self._pump()
-            elif not self._inflight and self._idle:
-                for future in self._idle:
-                    if not future.done():
-                        future.set_result(None)
+            self._acknowledged_more()
+
+    def _acknowledged_more(self) -> None:
+        # After an acknowledgement: send what waits for room, or wake who waits for none in flight.
+        if self._waiting:
+            self._pump()
+        elif not self._inflight and self._idle:
+            for future in self._idle:
+                if not future.done():
+                    future.set_result(None)
 
     def _lost(self, conn: _Connection, exc: Exception | None) -> None:
         if conn is not self._conn:
