@@ -454,6 +454,7 @@ def running(
     *,
     document: str = "pingpong",
     pin_workers: bool = False,
+    read_pause: float | None = None,
 ) -> Iterator[Setup]:
     """Start everything, and stop it all on the way out."""
     broker = Mosquitto(directory / "broker")
@@ -466,7 +467,10 @@ def running(
                 broker,
                 directory,
                 client_id=f"bench-host-{i}",
-                extra=["--topic-prefix", PREFIX, "--session-expiry", "60", "--workers", str(workers)],
+                extra=[
+                    *("--topic-prefix", PREFIX, "--session-expiry", "60", "--workers", str(workers)),
+                    *(() if read_pause is None else ("--read-pause", str(read_pause))),
+                ],
             )
             deadline = time.monotonic() + 30
             while host.log.read_text().count("ready on") < workers and time.monotonic() < deadline:
@@ -520,11 +524,19 @@ def measure(
     pin_cpus: bool = True,
     document: str = "pingpong",
     pin_workers: bool = False,
+    read_pause: float | None = None,
 ) -> tuple[str, list[Result]]:
     """Saturation, then each fixed rate, on one freshly started set-up; returns (layout, results)."""
     with tempfile.TemporaryDirectory() as tmp:
         with running(
-            Path(tmp), hosts, sessions, workers, pin_cpus, document=document, pin_workers=pin_workers
+            Path(tmp),
+            hosts,
+            sessions,
+            workers,
+            pin_cpus,
+            document=document,
+            pin_workers=pin_workers,
+            read_pause=read_pause,
         ) as setup:
             # Warm up: QuickJS contexts, buffers, the broker's routing.
             saturate(setup.generator, setup.sessions, 2000, window=window)
@@ -557,6 +569,19 @@ def _positive_ints(text: str) -> list[int]:
     return values
 
 
+def _pauses(text: str) -> list[float]:
+    """``--read-pause``: milliseconds, one value or several separated by commas (``2,4``)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected milliseconds, or several separated by commas, got {text!r}"
+        ) from None
+    if any(not 0 <= v <= 1000 for v in values):
+        raise argparse.ArgumentTypeError(f"a read pause is 0 to 1000 ms, got {text!r}")
+    return values
+
+
 def _positive_rate(text: str) -> float:
     try:
         rate = float(text)
@@ -568,7 +593,7 @@ def _positive_rate(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; ``rates`` and ``plan`` (worker counts in run order) are filled in."""
+    """The command line; ``rates`` and ``plan`` ((workers, read pause) in run order) are filled in."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1, help="host processes (default 1)")
     parser.add_argument(
@@ -577,7 +602,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1],
         help="--workers of each host process (default 1); several, e.g. 1,2, are measured in turn",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="times to measure the --workers list (default 1)")
+    parser.add_argument(
+        "--read-pause",
+        type=_pauses,
+        default=[None],
+        metavar="MS",
+        help="the host's --read-pause (default: the host's own); several, e.g. 2,4, are measured in turn",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="times to measure the --workers and --read-pause lists (default 1)"
+    )
     parser.add_argument(
         "--document",
         default="pingpong",
@@ -610,11 +644,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 < args.rate_seconds < float("inf"):
         parser.error("--rate-seconds must be above 0")
     args.rates = [] if args.saturation_only else (args.rate or [1000.0, 3000.0])
-    args.plan = args.workers * args.rounds
+    args.plan = [(w, pause) for w in args.workers for pause in args.read_pause] * args.rounds
     return args
 
 
-def _measure_one(args: argparse.Namespace, workers: int) -> tuple[str, list[Result]]:
+def _measure_one(args: argparse.Namespace, workers: int, read_pause: float | None) -> tuple[str, list[Result]]:
     return measure(
         args.hosts,
         args.sessions,
@@ -626,20 +660,22 @@ def _measure_one(args: argparse.Namespace, workers: int) -> tuple[str, list[Resu
         pin_cpus=not args.no_pin,
         document=args.document,
         pin_workers=args.pin_workers,
+        read_pause=read_pause,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for workers in args.plan:
+    for workers, read_pause in args.plan:
         try:
-            layout, results = _measure_one(args, workers)
+            layout, results = _measure_one(args, workers, read_pause)
         except RuntimeError as exc:
             print(f"bench_mqtt_load: error: {exc}", file=sys.stderr)
             return 1
         print(
             f"{os.cpu_count()} CPUs, {args.sessions} {args.document} sessions, QoS 1; {layout}; "
-            f"load average {os.getloadavg()[0]:.1f}"
+            + ("" if read_pause is None else f"--read-pause {read_pause:g}; ")
+            + f"load average {os.getloadavg()[0]:.1f}"
         )
         print(
             f"{'mode':<26}{'events':>8}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}{'lost':>5}"

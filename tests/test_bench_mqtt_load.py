@@ -18,7 +18,7 @@ from tests.mqtt_support import require_program
 def test_defaults_keep_todays_run() -> None:
     args = parse_args([])
     assert args.document == "pingpong"
-    assert args.plan == [1]
+    assert args.plan == [(1, None)]
     assert args.rates == [1000.0, 3000.0]
     assert not args.pin_workers and not args.no_pin
 
@@ -30,9 +30,15 @@ def test_rate_3000_runs_that_rate_only() -> None:
 def test_workers_list_and_rounds_interleave() -> None:
     args = parse_args(["--document", "router", "--workers", "1,2", "--rounds", "3", "--saturation-only"])
     assert args.document == "router"
-    assert args.plan == [1, 2, 1, 2, 1, 2]
+    assert args.plan == [(1, None), (2, None)] * 3
     assert args.rates == []
-    assert parse_args(["--workers", "2"]).plan == [2]
+    assert parse_args(["--workers", "2"]).plan == [(2, None)]
+
+
+def test_read_pauses_are_measured_in_turn_within_each_round() -> None:
+    args = parse_args(["--read-pause", "2,4", "--rounds", "2"])
+    assert args.plan == [(1, 2.0), (1, 4.0), (1, 2.0), (1, 4.0)]
+    assert parse_args(["--read-pause", "0"]).plan == [(1, 0.0)]
 
 
 @pytest.mark.parametrize(
@@ -55,6 +61,10 @@ def test_workers_list_and_rounds_interleave() -> None:
         ["--rate-seconds", "0"],
         ["--rate-seconds", "nan"],
         ["--document", "../retry-with-delay"],
+        ["--read-pause", "-1"],
+        ["--read-pause", "2,x"],
+        ["--read-pause", "nan"],
+        ["--read-pause", "5000"],
     ],
 )
 def test_bad_arguments_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
