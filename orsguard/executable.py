@@ -467,7 +467,9 @@ class Compiler:
                     locate(exc, places[index])
                 raise
             if not repeated:
-                return dict(zip(keys, values, strict=True))
+                # values() gives one value per slot: strict's keyword would cost a
+                # C argument parser per event for a check that cannot fail.
+                return dict(zip(keys, values))  # noqa: B905
             data: dict[str, Any] = {}
             for n, value in zip(keys, values, strict=True):
                 if n in repeated:
