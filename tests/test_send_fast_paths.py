@@ -1,0 +1,279 @@
+"""The per-event fast paths of ``<send>`` and of the host's payloads give what the general paths give.
+
+* A ``<send>`` whose attributes are all literal runs from one closure that
+  builds its ``<param>`` object itself; the same ``<send>`` with each attribute
+  given as an expression (``eventexpr``, ``targetexpr``, ``typeexpr``) takes the
+  general closure. Both must hand the processor the same event and raise the
+  same error events.
+* ``Session.send_event`` dispatches a send to another processor, now, without
+  ``_dispatch``; ``sends="both"`` takes the general path for the same send.
+* The MQTT processor resolves a topic once per session, target and event name.
+* ``payload.loads`` skips the regular expression for short payloads without
+  ``e``, ``E``, ``N`` or ``I``; the hooks' decoder is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from orsguard import Limits, Session, VirtualClock, load
+from orsguard._core import Event
+from orsguard.errors import CommunicationError, ExecutionError
+from orsguard.host import payload as host_payload
+from orsguard.host.payload import RequestError, loads
+from orsguard.ioprocessors import mqtt as mqtt_module
+from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
+
+NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0"'
+
+
+class Recorder:
+    """A processor for type ``rec`` that records every event and can be told to fail."""
+
+    type_uri = "http://example.org/rec"
+    aliases = ("rec",)
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        self.fail = fail
+        self.seen: list[tuple[Any, ...]] = []
+
+    def location(self, session: Any) -> str:
+        return "rec:" + session.session_id
+
+    def send(self, session: Any, event: Event, target: str) -> None:
+        if event.name == "out" and self.fail is not None:
+            raise self.fail
+        self.seen.append(
+            (event.name, event.data, event.type, event.sendid, event.origin, event.origintype, event.invokeid, target)
+        )
+
+
+def _doc(send_attrs: str, body: str, literal: bool) -> str:
+    # Both forms keep every element on the same line, so error locations compare equal.
+    attrs = send_attrs if literal else _quoted_exprs(send_attrs)
+    return f"""<scxml {NS} initial="a" datamodel="ecmascript"><datamodel><data id="n" expr="0"/></datamodel>
+      <state id="a"><transition event="go"><assign location="n" expr="n + 1"/>
+        <send {attrs}>
+        {body}</send>
+      </transition>
+      <transition event="error"><send event="err" type="rec"><param name="name" expr="_event.name"/>
+        <param name="sendid" expr="_event.sendid"/><param name="data" expr="_event.data"/></send></transition>
+      </state></scxml>"""
+
+
+def _quoted_exprs(send_attrs: str) -> str:
+    # event="x" -> eventexpr="'x'" for event, target and type; other attributes stay.
+    out = []
+    for part in send_attrs.split():
+        key, _, value = part.partition("=")
+        if key in ("event", "target", "type"):
+            out.append(f"{key}expr=\"'{value.strip(chr(34))}'\"")
+        else:
+            out.append(part)
+    return " ".join(out)
+
+
+def _run(doc: str, data: Any, fail: BaseException | None = None, sends: str = "dispatch") -> tuple[Any, ...]:
+    rec = Recorder(fail)
+    session = Session(
+        load(doc), ioprocessors=[rec], clock=VirtualClock(), limits=Limits.unlimited(), sends=sends, session_id="s1"
+    )
+    session.start()
+    session.send("go", data)
+    errors = [(e.event, e.reason, e.tagname, e.line) for e in session.errors]
+    return rec.seen, errors
+
+
+SENDS = [
+    ('event="out" type="rec" target="t1"', '<param name="a" expr="n"/><param name="b" expr="_event.data"/>'),
+    ('event="out" type="rec"', '<param name="a" expr="n"/>'),
+    ('event="out" type="rec" target="t1" id="fixed"', '<param name="a" expr="n"/>'),
+    ('event="out" type="rec" target="t1" namelist="n"', '<param name="a" expr="\'x\'"/>'),
+    ('event="out" type="rec" target="t1"', '<param name="a" expr="1"/><param name="a" expr="2"/>'),
+    ('event="out" type="rec" target="t1"', '<content expr="_event.data"/>'),
+    ('event="out" type="rec" target="t1"', ""),
+    ('event="out" type="rec" target="t1"', '<param name="a" expr="n"/><param name="b" expr="nope.x"/>'),
+    ('event="out" type="rec" target="t1" id="fixed"', '<param name="b" expr="nope.x"/>'),
+    ('event="out" type="rec" target="t1"', '<param name="a" expr="(function () { return 1; })"/>'),
+]
+FAILURES = [
+    None,
+    CommunicationError("broker away"),
+    ValueError("bad value"),
+    ExecutionError("refused here"),
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=["ok", "communication", "other", "execution"])
+@pytest.mark.parametrize(("attrs", "body"), SENDS, ids=range(len(SENDS)))
+def test_a_literal_send_gives_what_the_expression_send_gives(attrs: str, body: str, failure: Any) -> None:
+    data = {"k": [1, "two", None], "n": 2.5}
+    fast = _run(_doc(attrs, body, literal=True), data, failure)
+    general = _run(_doc(attrs, body, literal=False), data, failure)
+    assert fast == general
+    assert fast[0] or fast[1]  # something was sent or raised: the case is not empty
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=["ok", "communication", "other", "execution"])
+@pytest.mark.parametrize(("attrs", "body"), SENDS, ids=range(len(SENDS)))
+def test_dispatching_now_gives_what_the_general_dispatch_gives(attrs: str, body: str, failure: Any) -> None:
+    doc = _doc(attrs, body, literal=True)
+    fast = _run(doc, {"x": 1}, failure)
+    general = _run(doc, {"x": 1}, failure, sends="both")
+    assert fast == general
+
+
+def test_a_delayed_send_still_takes_the_timer() -> None:
+    doc = _doc('event="out" type="rec" target="t1" delay="1s"', '<param name="a" expr="n"/>', literal=True)
+    rec = Recorder()
+    session = Session(load(doc), ioprocessors=[rec], clock=VirtualClock(), session_id="s1").start()
+    session.send("go")
+    assert rec.seen == []
+    session.advance(1.0)
+    assert [(name, data) for name, data, *_ in rec.seen] == [("out", {"a": 1})]
+
+
+def test_a_processor_registered_under_an_scxml_alias_does_not_take_the_scxml_path() -> None:
+    class Shadow(Recorder):
+        aliases = ("scxml",)
+
+    rec = Shadow()
+    doc = f"""<scxml {NS} initial="a" datamodel="ecmascript"><state id="a">
+      <transition event="go"><send event="here" type="scxml"/></transition>
+      <transition event="here" target="b"/></state><final id="b"/></scxml>"""
+    session = Session(load(doc), ioprocessors=[rec], clock=VirtualClock()).start()
+    session.send("go")
+    assert rec.seen == []
+    assert session.final == "b"
+
+
+# ---------------------------------------------------------------- MQTT topics
+
+
+class _FakeSession:
+    def __init__(self, sid: str) -> None:
+        self.session_id = sid
+        self.running = True
+
+
+def _published(proc_prefix: str = "orsguard") -> tuple[MqttEventIOProcessor, list[tuple[str, bytes]]]:
+    out: list[tuple[str, bytes]] = []
+
+    def publish(topic: str, payload: bytes, properties: Any) -> None:
+        out.append((topic, payload))
+
+    return MqttEventIOProcessor(publish, topic_prefix=proc_prefix), out
+
+
+TARGETS = ["./pong", "./", "a/b/", "plain/topic", "./x/", "orsguard/sessions/other/events/e"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_cached_topic_is_the_resolved_one_for_every_session_and_event(target: str) -> None:
+    proc, out = _published()
+    sessions = [_FakeSession(f"s{i}") for i in range(5)]
+    expected = []
+    for _ in range(3):
+        for s in sessions:
+            for name in ("pong", "other", None):
+                proc.send(s, Event(name, {"v": 1}), target)  # type: ignore[arg-type]
+                expected.append(proc.resolve(s, target, name or ""))  # type: ignore[arg-type]
+    assert [topic for topic, _ in out] == expected
+
+
+@pytest.mark.parametrize("target", ["", "+/x", "./a#", "a\0b", "x" * 70000, "./" + "é" * 40000])
+def test_a_bad_target_is_refused_on_every_send(target: str) -> None:
+    proc, out = _published()
+    s = _FakeSession("s1")
+    for _ in range(2):
+        with pytest.raises(CommunicationError):
+            proc.send(s, Event("pong", None), target)  # type: ignore[arg-type]
+    assert out == []
+
+
+def test_a_session_id_with_a_wildcard_is_refused_like_the_resolved_topic() -> None:
+    proc, out = _published()
+    for _ in range(2):
+        with pytest.raises(CommunicationError):
+            proc.send(_FakeSession("a+b"), Event("pong", None), "./pong")  # type: ignore[arg-type]
+    assert out == []
+
+
+def test_a_new_prefix_is_used_at_once() -> None:
+    proc, out = _published()
+    s = _FakeSession("s1")
+    proc.send(s, Event("pong", None), "./pong")  # type: ignore[arg-type]
+    proc.topic_prefix = "other/"
+    proc.send(s, Event("pong", None), "./pong")  # type: ignore[arg-type]
+    assert [t for t, _ in out] == ["orsguard/sessions/s1/pong", "other/sessions/s1/pong"]
+
+
+def test_the_topic_cache_is_bounded_and_stays_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mqtt_module, "_TOPICS_KEPT", 4)
+    proc, out = _published()
+    sessions = [_FakeSession(f"s{i}") for i in range(10)]
+    for _ in range(2):
+        for s in sessions:
+            proc.send(s, Event("pong", None), "./pong")  # type: ignore[arg-type]
+    assert len(proc._topics) <= 4
+    assert [t for t, _ in out] == [f"orsguard/sessions/s{i}/pong" for i in range(10)] * 2
+
+
+# ---------------------------------------------------------------- payloads
+
+
+def _reference(payload: bytes) -> Any:
+    """What loads gave before the short-payload shortcut: the hooks' decoder whenever the regex says so."""
+    if not payload:
+        return None
+    text = payload.decode()
+    if host_payload._NEEDS_HOOKS(text):
+        return host_payload._DECODE(text)
+    return json.loads(text)
+
+
+PAYLOADS = [
+    b"1",
+    b"-0",
+    b"1.5",
+    b"0.1e1",
+    b"1e5",
+    b"1E5",
+    b"1e400",
+    b"-1e400",
+    b"[1e999]",
+    b"NaN",
+    b"[NaN]",
+    b"Infinity",
+    b"-Infinity",
+    b'{"n":Infinity}',
+    b"123456789012345",
+    b"1234567890123456",
+    b"9007199254740993",
+    b"-9007199254740993",
+    b"[12345678901234]",
+    b'{"n":12345}',
+    b'{"e":1}',
+    b'"NaN"',
+    b'"e"',
+    b" 1 ",
+    b"[1,2,3]",
+    b'{"a":[1,{"b":null}]}',
+    b'{"n":1' + b"0" * 400 + b".5}",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
+def test_a_payload_decodes_as_the_hooks_decoder_says(payload: bytes) -> None:
+    try:
+        expected: Any = ("ok", _reference(payload))
+    except RequestError as exc:
+        expected = ("refused", exc.code, str(exc))
+    try:
+        got: Any = ("ok", loads(payload))
+    except RequestError as exc:
+        got = ("refused", exc.code, str(exc))
+    assert repr(got) == repr(expected)
