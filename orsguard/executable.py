@@ -115,6 +115,15 @@ def run_items(items: Sequence[Item]) -> Item:
     """One callable running ``items`` in order."""
     if len(items) == 1:
         return items[0]
+    if len(items) == 2:
+        # The usual pair (an assignment and a send) without a loop.
+        first, second = items
+
+        def pair(session: ExecutionContext) -> None:
+            first(session)
+            second(session)
+
+        return pair
     items = tuple(items)
 
     def block(session: ExecutionContext) -> None:

@@ -126,8 +126,13 @@ class Session(Interpreter):
         for proc in ioprocessors:
             for uri in (proc.type_uri, *proc.aliases):
                 self._ioprocessors[uri] = proc
-        # The processors a <send> can reach without the SCXML processor's rules, for its fast path.
-        self._remote = {uri: p for uri, p in self._ioprocessors.items() if uri not in scxml_processor.ALIASES}
+        # The processors send_event's fast path dispatches to: not the SCXML
+        # processor's names, and none when sends are recorded.
+        self._remote = {
+            uri: p
+            for uri, p in self._ioprocessors.items()
+            if uri not in scxml_processor.ALIASES and self._sends == "dispatch"
+        }
         self._origin = scxml_processor.location(self)
         self._children: dict[str, tuple[Session, Invoke]] = {}
         self._cancelled: set[str] = set()
@@ -270,8 +275,8 @@ class Session(Interpreter):
         """
         # The usual send: to another processor, now, dispatched. Checked in this
         # frame with the event built here, the general path's rules all pass.
-        proc = self._remote.get(type_) if type_ is not None else None
-        if proc is not None and not delay > 0 and self._sends == "dispatch":
+        proc = self._remote.get(type_ or "")
+        if proc is not None and not delay > 0:
             try:
                 proc.send(
                     self,

@@ -8,25 +8,32 @@
 * ``Session.send_event`` dispatches a send to another processor, now, without
   ``_dispatch``; ``sends="both"`` takes the general path for the same send.
 * The MQTT processor resolves a topic once per session, target and event name.
+* The host parses an event topic once and keeps what it found.
 * ``payload.loads`` skips the regular expression for short payloads without
   ``e``, ``E``, ``N`` or ``I``; the hooks' decoder is the reference.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import mqtt5
 import pytest
 
 from orsguard import Limits, Session, VirtualClock, load
 from orsguard._core import Event
+from orsguard.clock import AsyncioClock
 from orsguard.errors import CommunicationError, ExecutionError
+from orsguard.host import HostConfig, SessionHost, load_documents, routing
 from orsguard.host import payload as host_payload
 from orsguard.host.payload import RequestError, loads
 from orsguard.ioprocessors import mqtt as mqtt_module
 from orsguard.ioprocessors.mqtt import MqttEventIOProcessor
 
+DOCUMENTS = Path(__file__).resolve().parent.parent / "examples" / "documents"
 NS = 'xmlns="http://www.w3.org/2005/07/scxml" version="1.0"'
 
 
@@ -277,3 +284,103 @@ def test_a_payload_decodes_as_the_hooks_decoder_says(payload: bytes) -> None:
     except RequestError as exc:
         got = ("refused", exc.code, str(exc))
     assert repr(got) == repr(expected)
+
+
+# ---------------------------------------------------------------- event topics
+
+
+class _Client:
+    connected = True
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, properties: Any = None) -> None:
+        self.published.append((topic, payload))
+
+    def subscribe(self, filters: Any) -> asyncio.Future[list[int]]:
+        return asyncio.get_running_loop().create_future()
+
+    def unsubscribe(self, patterns: Any) -> asyncio.Future[list[int]]:
+        return asyncio.get_running_loop().create_future()
+
+
+def _host() -> tuple[SessionHost, _Client]:
+    config = HostConfig(broker="mqtt://127.0.0.1", documents=DOCUMENTS, topic_prefix="fp", client_id="me")
+    host = SessionHost(config, load_documents(DOCUMENTS))
+    host._loop = asyncio.get_running_loop()
+    host._clock = AsyncioClock(host._loop)
+    client = host.connection.client = _Client()  # type: ignore[assignment]
+    return host, client
+
+
+def _message(topic: str, payload: bytes = b"") -> mqtt5.PublishPacket:
+    return mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1)
+
+
+def _answers(client: _Client) -> list[tuple[str, Any]]:
+    # A pong's count grows with every ping: what it echoes is what compares.
+    out = []
+    for topic, payload in client.published:
+        body = json.loads(payload) if payload else None
+        out.append((topic, body["echo"] if topic.endswith("/pong") else body))
+    client.published.clear()
+    return out
+
+
+TOPICS = [
+    "fp/sessions/s1/events/ping",
+    "fp/sessions/s1/events/",
+    "fp/sessions/s1/event/ping",
+    "fp/sessions/s1",
+    "fp/sessions//events/ping",
+    "fp/sessions/nobody/events/ping",
+    "fp/sessions/s1/events/error.x",
+    "fp/sessions/s1/events/done.state.x",
+    "fp/sessions/s1/events/errors",
+    "fp/sessions/s1/events/a/b",
+    "fp/sessions/s1/events/" + "p" * 400,
+    "fp/other",
+]
+
+
+def test_an_event_topic_is_answered_alike_the_first_time_and_when_it_was_seen() -> None:
+    async def scenario() -> None:
+        host, client = _host()
+        host._on_message(_message("fp/start", b'{"document": "pingpong", "session": "s1"}'))
+        _answers(client)
+        seen: list[str] = []
+        for topic in TOPICS:
+            fresh, fresh_client = _host()
+            fresh._on_message(_message("fp/start", b'{"document": "pingpong", "session": "s1"}'))
+            _answers(fresh_client)
+            fresh._on_message(_message(topic, b'{"n": 1}'))
+            first = _answers(fresh_client)
+            seen += [body["error"] if t == "fp/errors" else t for t, body in first]
+            for _ in range(2):
+                host._on_message(_message(topic, b'{"n": 1}'))
+                assert _answers(client) == first, topic
+        # Every kind of answer was compared.
+        assert {"fp/sessions/s1/pong", "bad-topic", "reserved-event", "unknown-session"} <= set(seen)
+        assert "fp/sessions/s1/events/ping" in host._event_topics
+        assert not any(len(t) > 320 for t in host._event_topics)
+        host.sessions["s1"].cancel()
+        await asyncio.sleep(0)
+        _answers(client)
+        host._on_message(_message("fp/sessions/s1/events/ping", b'{"n": 2}'))
+        assert [a["error"] for _, a in _answers(client)] == ["unknown-session"]
+
+    asyncio.run(scenario())
+
+
+def test_kept_event_topics_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "_TOPICS_KEPT", 3)
+
+    async def scenario() -> None:
+        host, client = _host()
+        for i in range(10):
+            host._on_message(_message(f"fp/sessions/x{i}/events/e"))
+            assert len(host._event_topics) <= 3
+        assert [a["session"] for _, a in _answers(client)] == [f"x{i}" for i in range(10)]
+
+    asyncio.run(scenario())
