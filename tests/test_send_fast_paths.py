@@ -11,12 +11,17 @@
 * The host parses an event topic once and keeps what it found.
 * ``payload.loads`` skips the regular expression for short payloads without
   ``e``, ``E``, ``N`` or ``I``; the hooks' decoder is the reference.
+* ``_quickjs.validate`` (run by ``Session.send`` on every event's data) keeps
+  the ancestors of a value in a C array; a walk with a set is the reference.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ import pytest
 from orsguard import Limits, Session, VirtualClock, load
 from orsguard._core import Event
 from orsguard.clock import AsyncioClock
+from orsguard.datamodels import _quickjs as qjs
 from orsguard.errors import CommunicationError, ExecutionError
 from orsguard.host import HostConfig, SessionHost, load_documents, routing
 from orsguard.host import payload as host_payload
@@ -384,3 +390,140 @@ def test_kept_event_topics_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert [a["session"] for _, a in _answers(client)] == [f"x{i}" for i in range(10)]
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- validate
+
+
+def _reference_validate(value: Any) -> None:
+    """The rules of ``_quickjs.validate`` as a walk with a budget list and a set of ancestors."""
+    budget = [qjs.MAX_VALUES]
+
+    def walk(v: Any, depth: int, path: set[int]) -> None:
+        t = type(v)
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(f"value has more than {qjs.MAX_VALUES} parts")
+        if v is None or t is bool or t is float:
+            return
+        if t is int:
+            if not (-(1 << 53) <= v <= (1 << 53)):
+                try:
+                    str(v)
+                except ValueError:
+                    raise ValueError("integer has too many digits") from None
+            return
+        if isinstance(v, str):
+            return
+        if isinstance(v, (list, tuple, dict)):
+            if depth >= qjs.MAX_DEPTH:
+                raise ValueError(f"value nests deeper than {qjs.MAX_DEPTH} levels")
+            if id(v) in path:
+                raise ValueError("value contains itself (a cycle)")
+            path.add(id(v))
+            if isinstance(v, dict):
+                for key, item in v.items():
+                    if not isinstance(key, str):
+                        raise ValueError(f"object keys must be strings, not {type(key).__name__}")
+                    walk(item, depth + 1, path)
+            else:
+                for item in v:
+                    walk(item, depth + 1, path)
+            path.discard(id(v))
+            return
+        if isinstance(v, int):
+            walk(int(v), depth, path)
+            return
+        if isinstance(v, float):
+            return
+        raise ValueError(f"a {t.__name__} cannot be an ECMAScript value")
+
+    walk(value, 0, set())
+
+
+def _chain(depth: int, *, back_to: int | None = None, leaf: Any = 1) -> list[Any]:
+    """Lists nested ``depth`` deep; the innermost holds ``leaf``, or the list at ``back_to`` (a cycle)."""
+    lists: list[list[Any]] = [[]]
+    for _ in range(depth - 1):
+        inner: list[Any] = []
+        lists[-1].append(inner)
+        lists.append(inner)
+    lists[-1].append(lists[back_to] if back_to is not None else leaf)
+    return lists[0]
+
+
+class _Flag(enum.IntEnum):
+    ON = 1
+
+
+class _Text(str):
+    pass
+
+
+class _Real(float):
+    pass
+
+
+def _validate_cases() -> list[Any]:
+    shared = [1, 2]
+    deep_shared = _chain(40)
+    cases: list[Any] = [
+        None,
+        True,
+        1.5,
+        math.nan,
+        "x",
+        _Text("t"),
+        _Real(2.5),
+        _Flag.ON,
+        2**53,
+        -(2**53),
+        2**53 + 1,
+        -(2**53) - 1,
+        2**64,
+        -(2**64),
+        10**5000,
+        [shared, shared, {"a": shared}],
+        [deep_shared, deep_shared],
+        (1, (2, (3,))),
+        {"a": {"b": [None, True, {"c": "d"}]}},
+        {1: "x"},
+        {"a": {2.5: 1}},
+        [object()],
+        {"f": len},
+        b"bytes",
+        [[1] * 10] * 10,
+        [1] * (qjs.MAX_VALUES - 1),
+        [1] * qjs.MAX_VALUES,
+        _chain(qjs.MAX_DEPTH),
+        _chain(qjs.MAX_DEPTH + 1),
+    ]
+    for depth in (1, 2, 31, 32, 33, 34, 40, 64, 500):
+        for back in {0, depth // 2, depth - 1}:
+            cases.append(_chain(depth, back_to=back))
+    wide: list[Any] = [1] * 600_000
+    wide.append(wide)
+    cases.append(wide)
+    d: dict[str, Any] = {}
+    d["self"] = d
+    cases.append(d)
+    return cases
+
+
+@pytest.mark.parametrize("value", _validate_cases(), ids=lambda v: type(v).__name__)
+def test_validate_says_what_the_reference_walk_says(value: Any) -> None:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 2 * qjs.MAX_DEPTH)  # the reference recurses once per level
+    try:
+        _reference_validate(value)
+        expected: Any = None
+    except ValueError as exc:
+        expected = str(exc)
+    finally:
+        sys.setrecursionlimit(limit)
+    try:
+        qjs.validate(value)
+        got: Any = None
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
