@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_host_path                    # 1,000 sessions, 7 pings to a read
     python -m benchmarks.bench_host_path --events 5000 --rounds 1   # under callgrind
+    python -m benchmarks.bench_host_path --against DIR      # this tree against the orsguard in DIR
 
 A :class:`~orsguard.host.routing.SessionHost` with its real
 :class:`~orsguard.ioprocessors.mqtt_protocol.MqttClient`, whose connection
@@ -15,7 +16,9 @@ host's topic parsing and JSON decoding, ``Session.send``, the MQTT I/O
 processor, the pong's encoding, the PUBACK for the ping, and the write.
 
 Packets are built before the clock starts. Figures are CPU time
-(``time.process_time``) per event: best round and median. For instruction
+(``time.process_time``) per event: best round and median. ``--against DIR``
+runs the measurement in child processes, alternately with ``PYTHONPATH=DIR``
+and with this tree (``--repeat`` each), and prints both. For instruction
 counts run it under ``valgrind --tool=callgrind`` (or ``cachegrind``) twice,
 with ``--events N`` and ``--events 2N``, and divide the difference by N:
 start-up cancels out. The script reports; it asserts nothing about speed.
@@ -26,7 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -139,33 +145,59 @@ class HostPath:
         return handled
 
 
+def measure(sessions: int, per_read: int, events: int, rounds: int) -> list[float]:
+    """CPU µs per event of each round."""
+    path = HostPath(sessions)
+    path.run(path.reads(2 * sessions, per_read, 0))  # warm up: every session once or twice
+    samples: list[float] = []
+    start = 2 * sessions
+    pongs = path.sink.written
+    for _ in range(rounds):
+        reads = path.reads(events, per_read, start)
+        start += events
+        gc.collect()
+        t = time.process_time()
+        handled = path.run(reads)
+        samples.append((time.process_time() - t) / handled * 1e6)
+    counted: dict[str, Any] = path.host.metrics.__dict__
+    if len(path.host.sessions) != sessions or path.sink.written == pongs:
+        raise RuntimeError(f"sessions ended or nothing was published ({counted})")
+    return samples
+
+
+def _child(pythonpath: str, args: argparse.Namespace) -> list[float]:
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    cmd = [sys.executable, __file__, "--child", "--sessions", str(args.sessions), "--per-read", str(args.per_read)]
+    cmd += ["--events", str(args.events), "--rounds", str(args.rounds)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    samples: list[float] = json.loads(out.strip().splitlines()[-1])
+    return samples
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--per-read", type=int, default=7, help="ping PUBLISH packets per read")
     parser.add_argument("--events", type=int, default=20000, help="events per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--against", metavar="DIR", help="another orsguard tree (its orsguard/ built in place)")
+    parser.add_argument("--repeat", type=int, default=3, help="child processes per tree with --against")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    path = HostPath(args.sessions)
-    path.run(path.reads(2 * args.sessions, args.per_read, 0))  # warm up: every session once or twice
-    samples: list[float] = []
-    start = 2 * args.sessions
-    pongs = path.sink.written
-    for _ in range(args.rounds):
-        reads = path.reads(args.events, args.per_read, start)
-        start += args.events
-        gc.collect()
-        t = time.process_time()
-        handled = path.run(reads)
-        samples.append((time.process_time() - t) / handled * 1e6)
-    counted: dict[str, Any] = path.host.metrics.__dict__
-    if len(path.host.sessions) != args.sessions or path.sink.written == pongs:
-        raise RuntimeError(f"sessions ended or nothing was published ({counted})")
-    print(
-        f"host path, {args.sessions:,} sessions, {args.per_read} pings a read: "
-        f"{min(samples):.2f} us/event best, {statistics.median(samples):.2f} median "
-        f"({args.rounds} rounds of {args.events:,})"
-    )
+    if args.child:
+        print(json.dumps(measure(args.sessions, args.per_read, args.events, args.rounds)))
+        return 0
+    runs: dict[str, list[float]] = {}
+    if args.against:
+        runs = {"against": [], "this": []}
+        for _ in range(args.repeat):  # alternately
+            runs["against"] += _child(args.against, args)
+            runs["this"] += _child(str(HERE.parent), args)
+    else:
+        runs = {"this": measure(args.sessions, args.per_read, args.events, args.rounds)}
+    print(f"host path, {args.sessions:,} sessions, {args.per_read} pings a read, CPU us per event:")
+    for label, samples in runs.items():
+        print(f"  {label}: {min(samples):.2f} best, {statistics.median(samples):.2f} median ({len(samples)} rounds)")
     return 0
 
 
