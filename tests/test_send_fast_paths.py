@@ -368,7 +368,9 @@ def test_an_event_topic_is_answered_alike_the_first_time_and_when_it_was_seen() 
                 assert _answers(client) == first, topic
         # Every kind of answer was compared.
         assert {"fp/sessions/s1/pong", "bad-topic", "reserved-event", "unknown-session"} <= set(seen)
+        # Kept: topics of running sessions only, none longer than 320 characters.
         assert "fp/sessions/s1/events/ping" in host._event_topics
+        assert "fp/sessions/nobody/events/ping" not in host._event_topics
         assert not any(len(t) > 320 for t in host._event_topics)
         host.sessions["s1"].cancel()
         await asyncio.sleep(0)
@@ -385,9 +387,13 @@ def test_kept_event_topics_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:
         host, client = _host()
         for i in range(10):
-            host._on_message(_message(f"fp/sessions/x{i}/events/e"))
-            assert len(host._event_topics) <= 3
-        assert [a["session"] for _, a in _answers(client)] == [f"x{i}" for i in range(10)]
+            host._on_message(_message("fp/start", b'{"document": "pingpong", "session": "s%d"}' % i))
+        _answers(client)
+        for _ in range(2):
+            for i in range(10):
+                host._on_message(_message(f"fp/sessions/s{i}/events/ping", b"%d" % i))
+                assert len(host._event_topics) <= 3
+        assert _answers(client) == [(f"fp/sessions/s{i}/pong", i) for i in range(10)] * 2
 
     asyncio.run(scenario())
 

@@ -76,8 +76,8 @@ class SessionHost:
         self._sessions_prefix = f"{self.prefix}/sessions/"
         self._plen = len(self._sessions_prefix)
         # Event topic -> (session id, event name): each session's events come
-        # on the same few topics. Bounded in number and length (hostile topics
-        # are many and long); emptied when full.
+        # on the same few topics. Only topics of running sessions, bounded in
+        # number and length (hostile topics are many and long); emptied when full.
         self._event_topics: dict[str, tuple[str, str]] = {}
         self._max_payload = config.max_payload
         # --options: the file's limits and send-retries, re-read on SIGHUP.
@@ -268,8 +268,8 @@ class SessionHost:
             self._reject(RequestError("internal", f"{type(exc).__name__}: {exc}"), topic, packet)
 
     def _event_topic(self, topic: str) -> tuple[str, str]:
-        # The session id and event name of an event topic, kept for its next
-        # event when the topic is short enough to keep.
+        # The session id and event name of an event topic; kept for the next
+        # event when it names a running session and is short enough to keep.
         plen = self._plen
         slash = topic.find("/", plen)
         if slash < 0 or not topic.startswith("events/", slash + 1) or len(topic) == slash + 8:
@@ -281,7 +281,7 @@ class SessionHost:
             raise RequestError(
                 "reserved-event", f"{name!r}: error.* and done.* events come only from the platform", session=sid
             )
-        if len(topic) <= _TOPIC_KEPT_LENGTH:
+        if len(topic) <= _TOPIC_KEPT_LENGTH and sid in self.sessions:
             if len(self._event_topics) >= _TOPICS_KEPT:
                 self._event_topics.clear()
             self._event_topics[topic] = (sid, name)
