@@ -32,6 +32,8 @@ Item = Callable[[ExecutionContext], None]
 Payload = Callable[[ExecutionContext], Any]
 #: An element's tag name and source line, for locating its run-time errors.
 Where = tuple[str, int | None]
+#: A payload's names, expression indices and element places, one each per value.
+ParamTable = tuple[tuple[str, ...], tuple[int, ...], tuple[Where, ...]]
 
 _DELAY = re.compile(r"^\s*(\d*\.?\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -113,6 +115,15 @@ def run_items(items: Sequence[Item]) -> Item:
     """One callable running ``items`` in order."""
     if len(items) == 1:
         return items[0]
+    if len(items) == 2:
+        # The usual pair (an assignment and a send) without a loop.
+        first, second = items
+
+        def pair(session: ExecutionContext) -> None:
+            first(session)
+            second(session)
+
+        return pair
     items = tuple(items)
 
     def block(session: ExecutionContext) -> None:
@@ -131,17 +142,25 @@ def assignment(k: int, at: Where, value: Any = _EXPR) -> Item:
     ``<assign>`` and ``<data>`` share it; a failure is located at ``at``.
     """
 
-    def assign(session: ExecutionContext) -> None:
-        try:
-            if value is _EXPR:
+    if value is _EXPR:
+
+        def assign(session: ExecutionContext) -> None:
+            try:
                 session.dm.assign(k)
-            else:
-                session.dm.set_location(k, value)
+            except Exception as exc:
+                locate(exc, at)
+                raise
+
+        return assign
+
+    def assign_value(session: ExecutionContext) -> None:
+        try:
+            session.dm.set_location(k, value)
         except Exception as exc:
             locate(exc, at)
             raise
 
-    return assign
+    return assign_value
 
 
 class Compiler:
@@ -344,7 +363,7 @@ class Compiler:
                 self.fail(el, str(exc))
         else:
             delay_s = None
-        data = self.payload(el, allow_namelist=True)
+        data, table = self.payload_table(el, allow_namelist=True)
         if (el.get("namelist") or self.params_of(el)) and self.content_of(el) is not None:
             self.fail(el, "<content> may not be used with 'namelist' or <param>")
 
@@ -352,6 +371,8 @@ class Compiler:
         # still get one internally, so that a delayed send can be cancelled or replaced.
         public_id = sendid is not None or idk >= 0
         at = where(el)
+        if ek < 0 and tk < 0 and yk < 0 and dk < 0 and idk < 0:
+            return _fixed_send(event, target, type_, sendid, delay_s or 0.0, data, table, at)
 
         def send(session: ExecutionContext) -> None:
             dm = session.dm
@@ -412,6 +433,11 @@ class Compiler:
 
     def payload(self, el: etree._Element, *, allow_namelist: bool) -> Payload:
         """The event data an element (send, invoke, donedata) carries, as a callable."""
+        return self.payload_table(el, allow_namelist=allow_namelist)[0]
+
+    def payload_table(self, el: etree._Element, *, allow_namelist: bool) -> tuple[Payload, ParamTable | None]:
+        """:meth:`payload`, and the names, expressions and places of its values when it is
+        a plain object of ``namelist`` and ``<param>`` values (no name given twice), else None."""
         names: list[tuple[str, int, Where]] = []
         namelist = el.get("namelist") if allow_namelist else None
         for name in (namelist or "").split():
@@ -439,15 +465,15 @@ class Compiler:
                         locate(exc, at)
                         raise
 
-                return content_expr
+                return content_expr, None
             value = content_value(content, parse_json=self.json_content)
 
             def content_inline(session: ExecutionContext) -> Any:
                 return value
 
-            return content_inline
+            return content_inline, None
         if not names:
-            return _no_data
+            return _no_data, None
         pairs = tuple(names)
         counts: dict[str, int] = {}
         for n, _, _ in pairs:
@@ -467,7 +493,9 @@ class Compiler:
                     locate(exc, places[index])
                 raise
             if not repeated:
-                return dict(zip(keys, values, strict=True))
+                # values() gives one value per slot: strict's keyword would cost a
+                # C argument parser per event for a check that cannot fail.
+                return dict(zip(keys, values))  # noqa: B905
             data: dict[str, Any] = {}
             for n, value in zip(keys, values, strict=True):
                 if n in repeated:
@@ -477,7 +505,57 @@ class Compiler:
                     data[n] = value
             return data
 
-        return params
+        return params, (None if repeated else (keys, ks, places))
+
+
+def _fixed_send(
+    event: str | None,
+    target: str | None,
+    type_: str | None,
+    sendid: str | None,
+    delay: float,
+    data: Payload,
+    table: ParamTable | None,
+    at: Where,
+) -> Item:
+    """A ``<send>`` whose attributes are all literal, the usual one: nothing to evaluate
+    but its data, and a plain object of values built in the same frame."""
+    public_id = sendid is not None
+    if table is None:
+
+        def send(session: ExecutionContext) -> None:
+            try:
+                session.send_event(event, target, type_, sendid, delay, data(session), public_id=public_id)
+            except ExecutionError as exc:
+                if public_id:
+                    exc.sendid = sendid
+                locate(exc, at)
+                raise
+
+        return send
+
+    keys, ks, places = table
+
+    def send_values(session: ExecutionContext) -> None:
+        try:
+            try:
+                values = session.dm.values(ks)
+            except Exception as exc:
+                index = getattr(exc, "index", None)
+                if index is not None:
+                    locate(exc, places[index])
+                raise
+            # values() gives one value per slot: strict's keyword would cost a
+            # C argument parser per event for a check that cannot fail.
+            payload = dict(zip(keys, values))  # noqa: B905
+            session.send_event(event, target, type_, sendid, delay, payload, public_id=public_id)
+        except ExecutionError as exc:
+            if public_id:
+                exc.sendid = sendid
+            locate(exc, at)
+            raise
+
+    return send_values
 
 
 def _nothing() -> None:

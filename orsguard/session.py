@@ -126,6 +126,14 @@ class Session(Interpreter):
         for proc in ioprocessors:
             for uri in (proc.type_uri, *proc.aliases):
                 self._ioprocessors[uri] = proc
+        # The processors send_event's fast path dispatches to: not the SCXML
+        # processor's names, and none when sends are recorded.
+        self._remote = {
+            uri: p
+            for uri, p in self._ioprocessors.items()
+            if uri not in scxml_processor.ALIASES and self._sends == "dispatch"
+        }
+        self._origin = scxml_processor.location(self)
         self._children: dict[str, tuple[Session, Invoke]] = {}
         self._cancelled: set[str] = set()
         self.dm = document.datamodel_class(self, document.expressions.items + self._data_readers())
@@ -159,7 +167,8 @@ class Session(Interpreter):
             raise RuntimeError("call start() before send()")
         if data is not None:
             self.dm.validate(data)
-        if not self.enqueue_external(Event(name, data, type="external")):
+        # Event's type defaults to "external": no keyword arguments to parse per event.
+        if not self.enqueue_external(Event(name, data)):
             return False
         self._process_external()
         # Run what became due meanwhile: cross-session deliveries posted for "now",
@@ -264,6 +273,19 @@ class Session(Interpreter):
         when the author gave neither: a send gets an id of its own only where one
         is used (a delay, the outbox).
         """
+        # The usual send: to another processor, now, dispatched. Checked in this
+        # frame with the event built here, the general path's rules all pass.
+        proc = self._remote.get(type_ or "")
+        if proc is not None and not delay > 0:
+            try:
+                proc.send(
+                    self,
+                    Event(name, data, sendid=sendid if public_id else None, origin=self._origin, origintype=SCXML_TYPE),
+                    target or "",
+                )
+            except Exception as exc:
+                self._send_failed(exc, sendid, public_id)
+            return
         type_ = type_ or SCXML_TYPE
         local = type_ in scxml_processor.ALIASES
         proc = None if local else self._ioprocessors.get(type_)
@@ -276,14 +298,7 @@ class Session(Interpreter):
             raise ExecutionError(f"the SCXML event processor does not support target {target!r}")
         if sendid is None and (delay > 0 or self._sends != "dispatch"):
             sendid = self.new_send_id()
-        event = Event(
-            name,
-            data,
-            type="external",
-            sendid=sendid if public_id else None,
-            origin=scxml_processor.location(self),
-            origintype=SCXML_TYPE,
-        )
+        event = Event(name, data, sendid=sendid if public_id else None, origin=self._origin, origintype=SCXML_TYPE)
         if delay > 0:
 
             def fire() -> None:
@@ -328,16 +343,20 @@ class Session(Interpreter):
             # send_event refuses a type with no processor unless sends are only recorded.
             assert proc is not None
             proc.send(self, event, target or "")
-        except ExecutionError as exc:
+        except Exception as exc:
+            self._send_failed(exc, sendid, public_id)
+
+    def _send_failed(self, exc: Exception, sendid: str | None, public_id: bool) -> None:
+        if isinstance(exc, ExecutionError):
             if public_id:
                 exc.sendid = sendid
             self.raise_error("error.execution", exc)
-        except Exception as exc:
-            # Whatever a processor fails with, the event was not dispatched (spec 6.2.4).
-            error = exc if isinstance(exc, CommunicationError) else CommunicationError(f"{type(exc).__name__}: {exc}")
-            if public_id:
-                error.sendid = sendid
-            self.raise_error("error.communication", error)
+            return
+        # Whatever a processor fails with, the event was not dispatched (spec 6.2.4).
+        error = exc if isinstance(exc, CommunicationError) else CommunicationError(f"{type(exc).__name__}: {exc}")
+        if public_id:
+            error.sendid = sendid
+        self.raise_error("error.communication", error)
 
     def cancel_send(self, sendid: str | None) -> None:
         """``<cancel>``: drop the delayed send ``sendid`` if it has not left yet."""

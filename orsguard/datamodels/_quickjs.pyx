@@ -12,7 +12,10 @@ see :func:`validate` for the rules.
 """
 
 cimport cython
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint16_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -550,15 +553,31 @@ def check(kind: str, text: str, location: str | None = None, extra: tuple[str, .
 
 # ---------------------------------------------------------------- conversion rules (no engine)
 
-cdef int _validate(object v, int depth, list budget, set path) except -1:
+cdef enum:
+    # Ancestors kept in a C array: a container is compared with at most this
+    # many; deeper ones go to a set, made only for data that nests this deep.
+    _NEAR = 32
+
+
+cdef struct _Walk:
+    Py_ssize_t budget
+    PyObject* near[_NEAR]          # the containers on the path at depths 0 .. _NEAR-1 (borrowed)
+    PyObject* far                  # a set of id()s of those deeper, or NULL
+
+
+cdef int _validate(object v, int depth, _Walk* walk) except -1:
+    # Allocates nothing for the usual event data: Session.send runs it on every event.
     cdef type t = type(v)
-    budget[0] -= 1
-    if budget[0] < 0:
+    cdef int i, overflow
+    cdef long long n
+    walk.budget -= 1
+    if walk.budget < 0:
         raise ValueError(f"value has more than {MAX_VALUES} parts")
     if v is None or t is bool or t is float:
         return 0
     if t is int:
-        if not (-(1 << 53) <= v <= (1 << 53)):
+        n = PyLong_AsLongLongAndOverflow(v, &overflow)
+        if overflow or not (-(1 << 53) <= n <= (1 << 53)):
             _bigint_text(v)
         return 0
     if isinstance(v, str):
@@ -566,21 +585,32 @@ cdef int _validate(object v, int depth, list budget, set path) except -1:
     if t is list or t is tuple or t is dict or isinstance(v, (list, tuple, dict)):
         if depth >= MAX_DEPTH:
             raise ValueError(f"value nests deeper than {MAX_DEPTH} levels")
-        if id(v) in path:
-            raise ValueError("value contains itself (a cycle)")
-        path.add(id(v))
+        for i in range(depth if depth < _NEAR else _NEAR):
+            if walk.near[i] == <PyObject*>v:
+                raise ValueError("value contains itself (a cycle)")
+        if depth < _NEAR:
+            walk.near[depth] = <PyObject*>v
+        else:
+            if walk.far == NULL:
+                far = set()
+                Py_INCREF(far)
+                walk.far = <PyObject*>far
+            if id(v) in <set>walk.far:
+                raise ValueError("value contains itself (a cycle)")
+            (<set>walk.far).add(id(v))
         if isinstance(v, dict):
             for key, item in v.items():
                 if not isinstance(key, str):
                     raise ValueError(f"object keys must be strings, not {type(key).__name__}")
-                _validate(item, depth + 1, budget, path)
+                _validate(item, depth + 1, walk)
         else:
             for item in v:
-                _validate(item, depth + 1, budget, path)
-        path.discard(id(v))
+                _validate(item, depth + 1, walk)
+        if depth >= _NEAR:
+            (<set>walk.far).discard(id(v))
         return 0
     if isinstance(v, int):
-        return _validate(int(v), depth, budget, path)
+        return _validate(int(v), depth, walk)
     if isinstance(v, float):
         return 0
     raise ValueError(f"a {t.__name__} cannot be an ECMAScript value")
@@ -602,7 +632,13 @@ def validate(value: object) -> None:
     a small DOM. Anything else, keys that are not strings, nesting deeper than
     ``MAX_DEPTH``, cycles and more than ``MAX_VALUES`` parts are errors.
     """
-    _validate(value, 0, [MAX_VALUES], set())
+    cdef _Walk walk
+    walk.budget = MAX_VALUES
+    walk.far = NULL
+    try:
+        _validate(value, 0, &walk)
+    finally:
+        Py_XDECREF(walk.far)
 
 
 # ---------------------------------------------------------------- contexts

@@ -101,7 +101,9 @@ def loads(payload: bytes) -> Any:
         return None
     try:
         text = payload.decode()
-        if _NEEDS_HOOKS(text):
+        # Each of the hooks' cases has one of these letters or 16 characters;
+        # four look-ups cost a quarter of the regular expression.
+        if (len(text) > 15 or "e" in text or "E" in text or "N" in text or "I" in text) and _NEEDS_HOOKS(text):
             return _DECODE(text)
         try:
             value, end = _SCAN(text, 0)

@@ -49,6 +49,9 @@ SHARE_GROUP = "orsguard"
 DEFAULT_SEND_RETRIES = 3
 #: Largest number of topic filters sent in one SUBSCRIBE after a reconnect.
 _SUBSCRIBE_BATCH = 500
+#: Event topics whose parsing is kept, and the longest kept (characters).
+_TOPICS_KEPT = 16384
+_TOPIC_KEPT_LENGTH = 320
 
 
 class SessionHost:
@@ -72,6 +75,10 @@ class SessionHost:
         self._drain_topic = f"{self.prefix}/drain/{self.client_id}"
         self._sessions_prefix = f"{self.prefix}/sessions/"
         self._plen = len(self._sessions_prefix)
+        # Event topic -> (session id, event name): each session's events come
+        # on the same few topics. Only topics of running sessions, bounded in
+        # number and length (hostile topics are many and long); emptied when full.
+        self._event_topics: dict[str, tuple[str, str]] = {}
         self._max_payload = config.max_payload
         # --options: the file's limits and send-retries, re-read on SIGHUP.
         self._source = LimitsSource(config.options) if config.options is not None else None
@@ -231,22 +238,38 @@ class SessionHost:
         """Act on one incoming message; failures go to the error topic, never up."""
         topic = packet.topic
         try:
-            if topic.startswith(self._sessions_prefix):
-                self._event(topic, packet.payload)
-            elif topic == self.start_topic:
-                self._start(packet)
-            elif topic == self._drain_topic:
-                if packet.payload == self._drain_marker and self._drained is not None and not self._drained.done():
-                    self._drained.set_result(None)
-            else:
-                raise RequestError("bad-topic", f"not a topic this host serves: {topic}")
+            # An event, the message of nearly every call, is handled in this
+            # frame: a second one per event costs more than its topic parsing.
+            parsed = self._event_topics.get(topic)
+            if parsed is None:
+                if not topic.startswith(self._sessions_prefix):
+                    self._other(topic, packet)
+                    return
+                parsed = self._event_topic(topic)
+            sid, name = parsed
+            payload = packet.payload
+            if len(payload) > self._max_payload:
+                raise RequestError(
+                    "too-large", f"payload of {len(payload)} bytes; at most {self._max_payload}", session=sid
+                )
+            try:
+                data = loads(payload)
+            except RequestError as exc:
+                exc.detail["session"] = sid
+                raise
+            session = self.sessions.get(sid)
+            if session is None:
+                raise RequestError("unknown-session", f"no running session {sid} on this host", session=sid)
+            session.send(name, data)
         except RequestError as exc:
             self._reject(exc, topic, packet)
         except Exception as exc:  # one bad message must not stop the host
             _log.exception("unexpected failure on %s", topic)
             self._reject(RequestError("internal", f"{type(exc).__name__}: {exc}"), topic, packet)
 
-    def _event(self, topic: str, payload: bytes) -> None:
+    def _event_topic(self, topic: str) -> tuple[str, str]:
+        # The session id and event name of an event topic; kept for the next
+        # event when it names a running session and is short enough to keep.
         plen = self._plen
         slash = topic.find("/", plen)
         if slash < 0 or not topic.startswith("events/", slash + 1) or len(topic) == slash + 8:
@@ -258,19 +281,20 @@ class SessionHost:
             raise RequestError(
                 "reserved-event", f"{name!r}: error.* and done.* events come only from the platform", session=sid
             )
-        if len(payload) > self._max_payload:
-            raise RequestError(
-                "too-large", f"payload of {len(payload)} bytes; at most {self.config.max_payload}", session=sid
-            )
-        try:
-            data = loads(payload)
-        except RequestError as exc:
-            exc.detail["session"] = sid
-            raise
-        session = self.sessions.get(sid)
-        if session is None:
-            raise RequestError("unknown-session", f"no running session {sid} on this host", session=sid)
-        session.send(name, data)
+        if len(topic) <= _TOPIC_KEPT_LENGTH and sid in self.sessions:
+            if len(self._event_topics) >= _TOPICS_KEPT:
+                self._event_topics.clear()
+            self._event_topics[topic] = (sid, name)
+        return sid, name
+
+    def _other(self, topic: str, packet: mqtt5.PublishPacket) -> None:
+        if topic == self.start_topic:
+            self._start(packet)
+        elif topic == self._drain_topic:
+            if packet.payload == self._drain_marker and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+        else:
+            raise RequestError("bad-topic", f"not a topic this host serves: {topic}")
 
     def _start(self, packet: mqtt5.PublishPacket) -> None:
         if self._handing_over:

@@ -52,6 +52,8 @@ __all__ = ["MQTT_TYPE_URI", "MqttEventIOProcessor", "Publish"]
 MQTT_TYPE_URI = "http://orsguard.dev/mqtt"
 
 _log = logging.getLogger("orsguard.mqtt")
+#: Resolved topics the processor keeps (see ``MqttEventIOProcessor._topics``).
+_TOPICS_KEPT = 1 << 15
 
 
 class Publish(Protocol):
@@ -86,11 +88,25 @@ class MqttEventIOProcessor:
         if send_retries < 0:
             raise ValueError(f"send_retries must be >= 0, got {send_retries!r}")
         self._publish = publish
-        self.topic_prefix = topic_prefix.rstrip("/")
+        # (session id, target, event name) -> topic: a session sends to the
+        # same few targets with every event, and resolving costs more than the
+        # look-up. Bounded: emptied when full (sessions come and go).
+        self._topics: dict[tuple[str, str, str | None], str] = {}
+        self.topic_prefix = topic_prefix
         self._retrier = RetryingPublisher(send_retries, retry_delay)
         # The host routes late error.communication events through its own
         # session bookkeeping; alone, the processor calls session.send.
         self._deliver_error = deliver_error or _send_to_session
+
+    @property
+    def topic_prefix(self) -> str:
+        """The host's ``--topic-prefix``, without a trailing ``/``."""
+        return self._prefix
+
+    @topic_prefix.setter
+    def topic_prefix(self, prefix: str) -> None:
+        self._prefix = prefix.rstrip("/")
+        self._topics.clear()
 
     def location(self, session: IOSession) -> str:
         """The topic prefix other parties publish to in order to reach ``session``.
@@ -127,7 +143,14 @@ class MqttEventIOProcessor:
 
     def send(self, session: IOSession, event: Event, target: str) -> None:
         """Check the message and hand it to the MQTT client (see the module docstring)."""
-        topic = self.resolve(session, target, event.name or "")
+        name = event.name
+        key = (session.session_id, target, name)
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self.resolve(session, target, name or "")
+            if len(self._topics) >= _TOPICS_KEPT:
+                self._topics.clear()
+            self._topics[key] = topic
         try:
             payload = "".join(_ENCODE(event.data, 0)).encode()
         except (TypeError, ValueError, RecursionError) as exc:
