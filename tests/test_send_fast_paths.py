@@ -235,8 +235,9 @@ def test_the_topic_cache_is_bounded_and_stays_right(monkeypatch: pytest.MonkeyPa
     assert [t for t, _ in out] == [f"orsguard/sessions/s{i}/pong" for i in range(10)] * 2
 
 
-def _kept_characters(key: tuple[str, str, str | None], topic: str) -> int:
-    return len(key[0]) + len(key[1]) + len(key[2] or "") + len(topic)
+def _kept_characters(key: tuple[str, str, str | None], topic: str, prefix: str) -> int:
+    # What an entry holds beyond the prefix, which every topic may repeat.
+    return len(key[0]) + len(key[1]) + len(key[2] or "") + len(topic) - len(prefix)
 
 
 def test_long_targets_names_and_session_ids_are_sent_but_not_kept() -> None:
@@ -258,9 +259,19 @@ def test_long_targets_names_and_session_ids_are_sent_but_not_kept() -> None:
             proc.send(s, Event(name, {"v": i}), target)  # type: ignore[arg-type]
             expected.append(proc.resolve(s, target, name))  # type: ignore[arg-type]
     assert [topic for topic, _ in out] == expected
-    assert all(_kept_characters(k, t) <= mqtt_module._TOPIC_KEPT_LENGTH for k, t in proc._topics.items())
+    bound = 2 * mqtt_module._TOPIC_KEPT_LENGTH + len("/sessions//")
+    assert all(_kept_characters(k, t, proc.topic_prefix) <= bound for k, t in proc._topics.items())
     # The short send is still kept.
     assert proc._topics[("s1", "./pong", "pong")] == "orsguard/sessions/s1/pong"
+
+
+def test_a_long_prefix_does_not_stop_topics_being_kept() -> None:
+    proc, out = _published("p" * 2000)
+    s = _FakeSession("s" * 256)
+    for _ in range(2):
+        proc.send(s, Event("pong", None), "./pong")  # type: ignore[arg-type]
+    assert [t for t, _ in out] == ["p" * 2000 + "/sessions/" + "s" * 256 + "/pong"] * 2
+    assert list(proc._topics) == [("s" * 256, "./pong", "pong")]
 
 
 # ---------------------------------------------------------------- payloads

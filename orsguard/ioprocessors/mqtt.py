@@ -53,7 +53,8 @@ MQTT_TYPE_URI = "http://orsguard.dev/mqtt"
 
 _log = logging.getLogger("orsguard.mqtt")
 #: Resolved topics the processor keeps (see ``MqttEventIOProcessor._topics``), and
-#: the most characters of session id, target, event name and topic one may hold.
+#: the most characters of session id, target and event name one may hold (its
+#: topic has at most these and the prefix).
 _TOPICS_KEPT = 1 << 15
 _TOPIC_KEPT_LENGTH = 1024
 
@@ -152,7 +153,7 @@ class MqttEventIOProcessor:
             topic = self.resolve(session, target, name or "")
             # Targets and names may come from event data: long ones are not
             # kept, or the full table could hold gigabytes.
-            if len(key[0]) + len(target) + len(name or "") + len(topic) <= _TOPIC_KEPT_LENGTH:
+            if len(key[0]) + len(target) + len(name or "") <= _TOPIC_KEPT_LENGTH:
                 if len(self._topics) >= _TOPICS_KEPT:
                     self._topics.clear()
                 self._topics[key] = topic
