@@ -31,6 +31,7 @@ class ScriptedBroker:
         self.arrived = asyncio.Event()
         self.auto_ack = True
         self.answer_pings = True
+        self.answer_subscribes = True
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -73,7 +74,7 @@ class ScriptedBroker:
             writer.write(mqtt5.PubAckPacket(packet.packet_id).write())
         elif kind is mqtt5.PingReqPacket and self.answer_pings:
             writer.write(mqtt5.PingRespPacket().write())
-        elif kind is mqtt5.SubscribePacket:
+        elif kind is mqtt5.SubscribePacket and self.answer_subscribes:
             codes = [mqtt5.SubAckReasonCode.GRANTED_QOS_AT_LEAST_ONCE] * len(packet.topic_filters)
             writer.write(mqtt5.SubAckPacket(packet.packet_id, codes).write())
 
@@ -343,6 +344,32 @@ def test_incoming_publishes_are_acknowledged_by_their_qos_even_when_the_handler_
             assert seen == [b"zero", b"boom", b"two"]
             assert [p.packet_id for p in broker.of(mqtt5.PubAckPacket)] == [7]
             assert [p.packet_id for p in broker.of(mqtt5.PubRecPacket)] == [8]
+            await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_publish_skips_the_packet_id_of_a_subscribe_not_yet_acknowledged() -> None:
+    async def scenario() -> None:
+        async with ScriptedBroker() as broker:
+            broker.answer_subscribes = False
+            client = client_for(broker.port)
+            await client.connect(clean_start=True)
+            client._pid = 65534
+            pending = client.subscribe([mqtt5.TopicFilter("t/#", max_qos=mqtt5.QoS.AT_LEAST_ONCE)])
+            await broker.wait_for(lambda: broker.of(mqtt5.SubscribePacket))
+            assert broker.of(mqtt5.SubscribePacket)[0].packet_id == 65535
+            client._pid = 65534  # the next publish would take the subscribe's id
+            client.publish("t/s", b"a")
+            client.publish("t/s", b"b")
+            await broker.wait_for(lambda: len(broker.of(mqtt5.PublishPacket)) == 2)
+            assert [p.packet_id for p in broker.of(mqtt5.PublishPacket)] == [1, 2]
+            assert await client.wait_acknowledged(5)
+            assert not pending.done()
+            # The SUBACK still finds its request.
+            codes = [mqtt5.SubAckReasonCode.GRANTED_QOS_AT_LEAST_ONCE]
+            broker.writers[0].write(mqtt5.SubAckPacket(65535, codes).write())
+            assert await asyncio.wait_for(pending, 5) == [int(codes[0])]
             await client.disconnect()
 
     asyncio.run(scenario())

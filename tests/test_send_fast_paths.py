@@ -235,6 +235,45 @@ def test_the_topic_cache_is_bounded_and_stays_right(monkeypatch: pytest.MonkeyPa
     assert [t for t, _ in out] == [f"orsguard/sessions/s{i}/pong" for i in range(10)] * 2
 
 
+def _kept_characters(key: tuple[str, str, str | None], topic: str, prefix: str) -> int:
+    # What an entry holds beyond the prefix, which every topic may repeat.
+    return len(key[0]) + len(key[1]) + len(key[2] or "") + len(topic) - len(prefix)
+
+
+def test_long_targets_names_and_session_ids_are_sent_but_not_kept() -> None:
+    # Targets and event names can come from event data (targetexpr, eventexpr):
+    # kept, 32768 of them of 64 KB each would hold gigabytes.
+    proc, out = _published()
+    cases = [
+        (_FakeSession("s1"), "n" * 5000, "plain/topic"),
+        (_FakeSession("s1"), "n" * 5000, "./"),
+        (_FakeSession("s1"), "pong", "a/" + "x" * 5000 + "/"),
+        (_FakeSession("s" * 5000), "pong", "./pong"),
+        (_FakeSession("s1"), "pong", "./pong"),
+    ]
+    expected = []
+    for i in range(3):
+        for s, name, target in cases:
+            # A fresh name each round: a long one must not be found by an equal string.
+            name = name + str(i) if len(name) > 100 else name
+            proc.send(s, Event(name, {"v": i}), target)  # type: ignore[arg-type]
+            expected.append(proc.resolve(s, target, name))  # type: ignore[arg-type]
+    assert [topic for topic, _ in out] == expected
+    bound = 2 * mqtt_module._TOPIC_KEPT_LENGTH + len("/sessions//")
+    assert all(_kept_characters(k, t, proc.topic_prefix) <= bound for k, t in proc._topics.items())
+    # The short send is still kept.
+    assert proc._topics[("s1", "./pong", "pong")] == "orsguard/sessions/s1/pong"
+
+
+def test_a_long_prefix_does_not_stop_topics_being_kept() -> None:
+    proc, out = _published("p" * 2000)
+    s = _FakeSession("s" * 256)
+    for _ in range(2):
+        proc.send(s, Event("pong", None), "./pong")  # type: ignore[arg-type]
+    assert [t for t, _ in out] == ["p" * 2000 + "/sessions/" + "s" * 256 + "/pong"] * 2
+    assert list(proc._topics) == [("s" * 256, "./pong", "pong")]
+
+
 # ---------------------------------------------------------------- payloads
 
 
@@ -242,10 +281,15 @@ def _reference(payload: bytes) -> Any:
     """What loads gave before the short-payload shortcut: the hooks' decoder whenever the regex says so."""
     if not payload:
         return None
-    text = payload.decode()
-    if host_payload._NEEDS_HOOKS(text):
-        return host_payload._DECODE(text)
-    return json.loads(text)
+    try:
+        text = payload.decode()
+        if host_payload._NEEDS_HOOKS(text):
+            return host_payload._DECODE(text)
+        return json.JSONDecoder().decode(text)
+    except UnicodeDecodeError as exc:
+        raise RequestError("bad-payload", f"payload is not UTF-8: {exc}") from None
+    except ValueError as exc:
+        raise RequestError("bad-payload", f"payload is not JSON: {str(exc)[:200]}") from None
 
 
 PAYLOADS = [
@@ -276,6 +320,16 @@ PAYLOADS = [
     b"[1,2,3]",
     b'{"a":[1,{"b":null}]}',
     b'{"n":1' + b"0" * 400 + b".5}",
+    b"\xef\xbb\xbf1",
+    b"\xef\xbb\xbf{}",
+    b"\t1\n",
+    b"\r\n[1]\r\n",
+    b" ",
+    b"\x00",
+    b"[1,]",
+    b"1 2",
+    b'"\\ud800"',
+    b"\xff",
 ]
 
 
@@ -394,6 +448,34 @@ def test_kept_event_topics_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
                 host._on_message(_message(f"fp/sessions/s{i}/events/ping", b"%d" % i))
                 assert len(host._event_topics) <= 3
         assert _answers(client) == [(f"fp/sessions/s{i}/pong", i) for i in range(10)] * 2
+
+    asyncio.run(scenario())
+
+
+def test_a_kept_event_topic_reaches_the_next_session_that_takes_the_id() -> None:
+    async def scenario() -> None:
+        host, client = _host()
+        topic = "fp/sessions/s1/events/ping"
+        host._on_message(_message("fp/start", b'{"document": "pingpong", "session": "s1"}'))
+        for n in (1, 2):
+            host._on_message(_message(topic, b"%d" % n))
+        assert topic in host._event_topics
+        first = host.sessions["s1"]
+        first.cancel()
+        await asyncio.sleep(0)
+        assert "s1" not in host.sessions
+        _answers(client)
+        host._on_message(_message(topic, b"3"))
+        assert [a["error"] for _, a in _answers(client)] == ["unknown-session"]
+        host._on_message(_message("fp/start", b'{"document": "pingpong", "session": "s1"}'))
+        second = host.sessions["s1"]
+        assert second is not first
+        _answers(client)
+        host._on_message(_message(topic, b"4"))
+        # The new session answers, with a count of its own pings only.
+        assert [(t, json.loads(p)) for t, p in client.published] == [
+            ("fp/sessions/s1/pong", {"label": "pingpong", "count": 1, "echo": 4})
+        ]
 
     asyncio.run(scenario())
 

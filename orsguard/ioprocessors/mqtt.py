@@ -52,8 +52,11 @@ __all__ = ["MQTT_TYPE_URI", "MqttEventIOProcessor", "Publish"]
 MQTT_TYPE_URI = "http://orsguard.dev/mqtt"
 
 _log = logging.getLogger("orsguard.mqtt")
-#: Resolved topics the processor keeps (see ``MqttEventIOProcessor._topics``).
+#: Resolved topics the processor keeps (see ``MqttEventIOProcessor._topics``), and
+#: the most characters of session id, target and event name one may hold (its
+#: topic has at most these and the prefix).
 _TOPICS_KEPT = 1 << 15
+_TOPIC_KEPT_LENGTH = 1024
 
 
 class Publish(Protocol):
@@ -148,9 +151,12 @@ class MqttEventIOProcessor:
         topic = self._topics.get(key)
         if topic is None:
             topic = self.resolve(session, target, name or "")
-            if len(self._topics) >= _TOPICS_KEPT:
-                self._topics.clear()
-            self._topics[key] = topic
+            # Targets and names may come from event data: long ones are not
+            # kept, or the full table could hold gigabytes.
+            if len(key[0]) + len(target) + len(name or "") <= _TOPIC_KEPT_LENGTH:
+                if len(self._topics) >= _TOPICS_KEPT:
+                    self._topics.clear()
+                self._topics[key] = topic
         try:
             payload = "".join(_ENCODE(event.data, 0)).encode()
         except (TypeError, ValueError, RecursionError) as exc:
