@@ -17,6 +17,7 @@ import socket
 import sys
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -37,7 +38,8 @@ class WorkersCollector:
     supervisor reads them all and adds samples with the same name and labels
     (``orsguard_limit`` takes the largest, ``*_created`` the earliest), so
     dashboards and alerts see one host. ``orsguard_workers_up`` counts the
-    workers that answered.
+    workers that answered. The workers are read at the same time, so a worker
+    that hangs delays a scrape by ``timeout`` at most.
     """
 
     def __init__(self, ports: Sequence[int], timeout: float = 2.0) -> None:
@@ -49,14 +51,16 @@ class WorkersCollector:
         families: dict[str, Metric] = {}
         values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         up = 0
-        for port in self.ports:
+        for text in self._gather():
+            if text is None:
+                continue
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=self.timeout) as response:
-                    text = response.read().decode()
-            except (OSError, ValueError):
+                parsed = list(text_string_to_metric_families(text))
+            except ValueError as exc:  # a worker's page cut short: counted as not answering
+                _log.warning("unreadable metrics from a worker: %s", exc)
                 continue
             up += 1
-            for family in text_string_to_metric_families(text):
+            for family in parsed:
                 if family.name not in families:
                     families[family.name] = Metric(family.name, family.documentation, family.type)
                     values[family.name] = {}
@@ -77,6 +81,22 @@ class WorkersCollector:
             for (sample_name, labels), value in values[name].items():
                 family.add_sample(sample_name, dict(labels), value)
             yield family
+
+    def _gather(self) -> list[str | None]:
+        # All workers at once: one that hangs costs a scrape one timeout, not one per worker.
+        if len(self.ports) < 2:
+            return [self._fetch(port) for port in self.ports]
+        with ThreadPoolExecutor(max_workers=len(self.ports), thread_name_prefix="orsguard-scrape") as pool:
+            return list(pool.map(self._fetch, self.ports))
+
+    def _fetch(self, port: int) -> str | None:
+        """One worker's exposition, or None when it does not answer within the timeout."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=self.timeout) as response:
+                text: str = response.read().decode()
+        except (OSError, ValueError):
+            return None
+        return text
 
 
 def _free_port() -> int:
