@@ -268,17 +268,15 @@ class MqttClient:
             self._send_publish(topic, payload, retain, properties)
             return
         # One publish per event: the plain case is written out here rather than
-        # through _send_publish, _next_pid and _write, three calls per event.
+        # through _send_publish, and the next packet id, nearly always free, is
+        # taken without _next_pid's search; _write keeps the one flush rule.
         pid = self._pid + 1 if self._pid < 65535 else 1
         if pid in inflight or pid in self._acks:
             pid = self._next_pid()
         else:
             self._pid = pid
         data = inflight[pid] = _plain_publish(topic.encode(), payload, pid)
-        self._out.append(data)
-        if not self._flush_scheduled and not self._receiving:
-            self._flush_scheduled = True
-            (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
+        self._write(data)
 
     def _send_publish(self, topic: str, payload: bytes, retain: bool, properties: dict[str, Any] | None) -> None:
         pid = self._next_pid()
