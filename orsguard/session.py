@@ -128,11 +128,11 @@ class Session(Interpreter):
                 self._ioprocessors[uri] = proc
         # The processors send_event's fast path dispatches to: not the SCXML
         # processor's names, and none when sends are recorded.
-        self._remote = {
-            uri: p
-            for uri, p in self._ioprocessors.items()
-            if uri not in scxml_processor.ALIASES and self._sends == "dispatch"
-        }
+        self._remote = (
+            {uri: p for uri, p in self._ioprocessors.items() if uri not in scxml_processor.ALIASES}
+            if self._sends == "dispatch"
+            else {}
+        )
         self._origin = scxml_processor.location(self)
         self._children: dict[str, tuple[Session, Invoke]] = {}
         self._cancelled: set[str] = set()
